@@ -1,0 +1,35 @@
+import { defineClass, rt, cn, rw, msg } from '../dsl.ts';
+
+export default defineClass("session", {
+  doc: "A logged-in connection to the API.",
+  write: "pool-admin",
+  getAll: false,
+  fields: [
+    rt("uuid", "string"),
+    rt("this_host", "host ref"),
+    rt("this_user", "user ref"),
+    rt("last_active", "datetime"),
+    rt("pool", "bool"),
+    rw("other_config", "(string -> string) map"),
+    rt("is_local_superuser", "bool"),
+    rt("subject", "subject ref"),
+    rt("validation_time", "datetime"),
+    rt("auth_user_sid", "string"),
+    rt("auth_user_name", "string"),
+    cn("rbac_permissions", "string set"),
+    rt("tasks", "task ref set"),
+    cn("parent", "session ref"),
+    rt("originator", "string"),
+    rt("client_certificate", "bool"),
+  ],
+  messages: [
+    msg("logout_subject_identifier", "string subject_identifier", "void", "pool-operator", { async: false }),
+    msg("get_all_subject_identifiers", "", "string set", "read-only+cert", { async: false }),
+    msg("local_logout", "", "void", "pool-admin", { async: false }),
+    msg("create_from_db_file", "string filename", "session ref", "none", { async: false }),
+    msg("slave_local_login_with_password", "string uname, string pwd", "session ref", "pool-admin", { session: false }),
+    msg("change_password", "string old_pwd, string new_pwd", "void", "none", { async: false }),
+    msg("logout", "", "void", "read-only+cert", { async: false }),
+    msg("login_with_password", "string uname, string pwd, string version, string originator", "session ref", "read-only+cert", { session: false }),
+  ],
+});

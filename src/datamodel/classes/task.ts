@@ -1,0 +1,35 @@
+import { defineClass, rt, cn, rw, msg } from '../dsl.ts';
+
+export default defineClass("task", {
+  doc: "A long-running operation and its progress.",
+  write: "pool-operator",
+  byNameLabel: true,
+  fields: [
+    rt("uuid", "string"),
+    rt("name_label", "string"),
+    rt("name_description", "string"),
+    rt("allowed_operations", "enum task_allowed_operations set"),
+    rt("current_operations", "(string -> enum task_allowed_operations) map"),
+    rt("created", "datetime"),
+    rt("finished", "datetime"),
+    rt("status", "enum task_status_type"),
+    rt("resident_on", "host ref"),
+    rt("progress", "float"),
+    rt("type", "string"),
+    rt("result", "string"),
+    rt("error_info", "string set"),
+    rw("other_config", "(string -> string) map"),
+    rt("subtask_of", "task ref"),
+    rt("subtasks", "task ref set"),
+    rt("backtrace", "string", { default: "()" }),
+  ],
+  messages: [
+    msg("set_error_info", "task ref self, string set value", "void", "read-only+cert"),
+    msg("set_result", "task ref self, string value", "void", "read-only+cert"),
+    msg("set_progress", "task ref self, float value", "void", "read-only+cert"),
+    msg("set_status", "task ref self, enum task_status_type value", "void", "read-only+cert"),
+    msg("cancel", "task ref task", "void", "read-only+cert"),
+    msg("destroy", "task ref self", "void", "read-only+cert"),
+    msg("create", "string label, string description", "task ref", "read-only+cert"),
+  ],
+});
