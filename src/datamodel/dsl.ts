@@ -54,6 +54,8 @@ export interface MessageDecl {
   /** Whether `Async.<Class>.<name>` exists. */
   readonly async: boolean;
   readonly lifecycle: Lifecycle;
+  /** A Xenon addition that xapi does not have. */
+  readonly extension: boolean;
   readonly doc?: string;
 }
 
@@ -106,6 +108,7 @@ interface MsgOpts {
   session?: boolean;
   async?: boolean;
   lifecycle?: Lifecycle;
+  extension?: boolean;
   doc?: string;
 }
 
@@ -123,6 +126,7 @@ export function msg(name: string, params: string, result: string, roles: RoleSpe
     session,
     async: opts.async ?? session,
     lifecycle: opts.lifecycle ?? 'published',
+    extension: opts.extension ?? false,
     doc: opts.doc,
   };
 }

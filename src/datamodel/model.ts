@@ -35,6 +35,8 @@ export interface ModelMessage {
   readonly generic?: { readonly kind: GenericKind; readonly field?: string };
   /** Hidden from system.listMethods and the reference (xapi's internal extras). */
   readonly hidden: boolean;
+  /** A Xenon addition, not part of xapi's API. */
+  readonly extension: boolean;
 }
 
 export interface ModelField {
@@ -152,6 +154,7 @@ function buildClass(c: ClassDecl): ModelClass {
       lifecycle: d.lifecycle ?? 'published',
       generic: d.generic,
       hidden: d.hidden ?? false,
+      extension: false,
     });
   }
   for (const m of c.messages) {
@@ -168,6 +171,7 @@ function buildClass(c: ClassDecl): ModelClass {
       async: m.async,
       lifecycle: m.lifecycle,
       hidden: false,
+      extension: m.extension,
     });
   }
   const fieldsByName = new Map(fields.map((f) => [f.name, f]));

@@ -1,0 +1,127 @@
+/**
+ * Dispatch: from a method name and raw wire parameters to a result, all
+ * driven by the datamodel — lookup, arity, session, roles, argument types,
+ * handle checks, then the class's handler (or the generic one), sync or as a task.
+ */
+import { toApiError, XenApiError } from '../datamodel/api-error.ts';
+import { getClass, MESSAGES, type ModelMessage } from '../datamodel/model.ts';
+import { NULL_REF, type XType } from '../datamodel/types.ts';
+import type { SessionInfo } from '../auth/sessions.ts';
+import type { Args, CallContext, Handler, HandlerTable, Services } from '../messages/context.ts';
+import { runGeneric } from '../messages/generic.ts';
+import { toXml, unmarshal } from './marshal.ts';
+
+export type CallOutcome =
+  | { readonly ok: true; readonly type: XType; readonly value: unknown }
+  | { readonly ok: false; readonly error: XenApiError };
+
+const STRING: XType = { kind: 'string' };
+const STRING_SET: XType = { kind: 'set', of: STRING };
+
+/** Trailing parameters that may be left out (xapi gives them defaults). */
+const OPTIONAL_TAIL: Record<string, number> = {
+  'session.login_with_password': 2,
+};
+
+export class Dispatcher {
+  private readonly handlers = new Map<string, Handler>();
+  private readonly listed: string[];
+
+  constructor(
+    private readonly services: Services,
+    tables: Readonly<Record<string, HandlerTable>>,
+  ) {
+    for (const [cls, table] of Object.entries(tables)) {
+      for (const [name, h] of Object.entries(table)) {
+        if (!MESSAGES.has(`${cls}.${name}`)) throw new Error(`handler for undeclared message ${cls}.${name}`);
+        this.handlers.set(`${cls}.${name}`, h);
+      }
+    }
+    this.listed = this.computeListing();
+  }
+
+  /** Whether a message has behaviour (explicit handler or a generic one). */
+  implemented(m: ModelMessage): boolean {
+    return this.handlers.has(m.wireName) || m.generic !== undefined;
+  }
+
+  private computeListing(): string[] {
+    const out = ['system.listMethods'];
+    for (const m of MESSAGES.values()) {
+      if (m.hidden || m.lifecycle === 'removed') continue;
+      out.push(m.wireName);
+      if (m.async) out.push(`Async.${m.wireName}`);
+    }
+    return out;
+  }
+
+  async call(method: string, raw: readonly unknown[]): Promise<CallOutcome> {
+    try {
+      if (method === 'system.listMethods') return { ok: true, type: STRING_SET, value: this.listed };
+      const isAsync = method.startsWith('Async.');
+      const name = isAsync ? method.slice(6) : method;
+      const m = MESSAGES.get(name);
+      if (!m || (isAsync && !m.async)) throw new XenApiError('MESSAGE_METHOD_UNKNOWN', method);
+      const session = this.checkArity(m, raw, method);
+      const args = this.convertArgs(m, raw);
+      if (m.lifecycle === 'removed') throw new XenApiError('MESSAGE_REMOVED');
+      const handler = this.handlers.get(m.wireName) ?? (m.generic ? runGeneric : undefined);
+      if (!handler) throw new XenApiError('NOT_IMPLEMENTED', m.wireName);
+      if (isAsync) return { ok: true, type: { kind: 'ref', cls: 'task' }, value: this.startAsync(m, session!, args, handler) };
+      const value = await handler({ services: this.services, session: session!, message: m, task: null }, args);
+      return { ok: true, type: m.result, value: m.result.kind === 'void' ? '' : value };
+    } catch (e) {
+      const error = toApiError(e);
+      if (error.code === 'INTERNAL_ERROR') this.services.log.error({ err: e, method }, 'internal error');
+      return { ok: false, error };
+    }
+  }
+
+  /** Arity, then session and role: returns the caller's session (absent for login-style calls). */
+  private checkArity(m: ModelMessage, raw: readonly unknown[], method: string): SessionInfo | undefined {
+    const declared = m.params.length + (m.session ? 1 : 0);
+    const optional = OPTIONAL_TAIL[m.wireName] ?? declared;
+    if (raw.length > declared || raw.length < Math.min(optional, declared)) {
+      throw new XenApiError('MESSAGE_PARAMETER_COUNT_MISMATCH', method, m.params.length, raw.length - (m.session ? 1 : 0));
+    }
+    if (!m.session) return undefined;
+    const session = this.services.sessions.check(raw[0]);
+    if (!m.roles.some((r) => session.roles.has(r))) {
+      throw new XenApiError('RBAC_PERMISSION_DENIED', m.wireName.toLowerCase(), 'No permission in the role of this session to perform this operation');
+    }
+    return session;
+  }
+
+  private convertArgs(m: ModelMessage, raw: readonly unknown[]): Args {
+    const offset = m.session ? 1 : 0;
+    const args: Record<string, unknown> = {};
+    m.params.forEach((p, i) => {
+      const v = raw[i + offset];
+      if (v === undefined) return; // an optional tail parameter left out
+      const value = unmarshal(p.type, v, p.name);
+      if (p.type.kind === 'ref' && value !== NULL_REF && getClass(p.type.cls)?.decl.persistent) {
+        if (!this.services.store.get(p.type.cls, value as string)) throw new XenApiError('HANDLE_INVALID', p.type.cls, value as string);
+      }
+      args[p.name] = value;
+    });
+    return args;
+  }
+
+  /** Async.<message>: a task now, the work in the background, the outcome on the task. */
+  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: Handler): string {
+    const { tasks } = this.services;
+    const task = tasks.create(`Async.${m.wireName}`, '', session.ref);
+    const ctx: CallContext = { services: this.services, session, message: m, task };
+    setImmediate(async () => {
+      try {
+        const value = await handler(ctx, args);
+        tasks.succeed(task.ref, m.result.kind === 'void' ? '' : toXml(m.result, value));
+      } catch (e) {
+        const error = toApiError(e);
+        if (error.code === 'INTERNAL_ERROR') this.services.log.error({ err: e, method: m.wireName }, 'internal error in task');
+        tasks.fail(task.ref, error.description);
+      }
+    });
+    return task.ref;
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Typed conversion between wire values and Xenon's values, driven by the
+ * datamodel's declared types: checking arguments on the way in, and writing
+ * XML-RPC on the way out (ints as strings, floats as doubles, datetimes, refs).
+ */
+import { XenApiError } from '../datamodel/api-error.ts';
+import { enumValues, getClass, type ModelClass } from '../datamodel/model.ts';
+import { normalizeDateTime, type XType } from '../datamodel/types.ts';
+import { escapeXml, encodeUntyped, XmlDateTime } from './xmlrpc.ts';
+
+class Mismatch extends Error {}
+
+function toInt(v: unknown): number {
+  if (typeof v === 'number' && Number.isInteger(v)) return v;
+  if (typeof v === 'bigint') return Number(v);
+  if (typeof v === 'string' && /^[+-]?\d+$/.test(v.trim())) return Number(v.trim());
+  throw new Mismatch();
+}
+
+function toFloat(v: unknown): number {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string' && v.trim() !== '' && !Number.isNaN(Number(v))) return Number(v);
+  throw new Mismatch();
+}
+
+function toBool(v: unknown): boolean {
+  if (typeof v === 'boolean') return v;
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  throw new Mismatch();
+}
+
+/** Converts one wire value to the declared type, or throws Mismatch. */
+function convertIn(t: XType, v: unknown): unknown {
+  switch (t.kind) {
+    case 'string':
+      if (typeof v === 'string') return v;
+      throw new Mismatch();
+    case 'int': return toInt(v);
+    case 'float': return toFloat(v);
+    case 'bool': return toBool(v);
+    case 'datetime': {
+      const s = v instanceof XmlDateTime ? v.text : v;
+      if (typeof s !== 'string') throw new Mismatch();
+      const d = normalizeDateTime(s);
+      if (!d) throw new Mismatch();
+      return d;
+    }
+    case 'enum': {
+      if (typeof v !== 'string') throw new Mismatch();
+      const values = enumValues(t.name) ?? [];
+      const hit = values.find((x) => x === v) ?? values.find((x) => x.toLowerCase() === v.toLowerCase());
+      if (hit === undefined) throw new XenApiError('INVALID_VALUE', v);
+      return hit;
+    }
+    case 'ref':
+      if (typeof v === 'string') return v;
+      throw new Mismatch();
+    case 'set':
+      if (!Array.isArray(v)) throw new Mismatch();
+      return v.map((x) => convertIn(t.of, x));
+    case 'map': {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Mismatch();
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(v)) out[String(convertIn(t.key, k))] = convertIn(t.value, x);
+      return out;
+    }
+    case 'record': {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Mismatch();
+      const cls = getClass(t.cls);
+      if (!cls) return v;
+      return recordIn(cls, v as Record<string, unknown>);
+    }
+    case 'void': case 'any': return v;
+  }
+}
+
+/** Converts a record argument (create's `args`): known fields typed, unknown ones rejected. */
+function recordIn(cls: ModelClass, v: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    const f = cls.fieldsByName.get(k);
+    if (!f) continue; // xapi ignores fields it does not know in a record argument
+    try {
+      out[k] = convertIn(f.type, x);
+    } catch (e) {
+      if (e instanceof Mismatch) throw new XenApiError('FIELD_TYPE_ERROR', k);
+      throw e;
+    }
+  }
+  return out;
+}
+
+/** Checks and converts an argument; a mismatch is FIELD_TYPE_ERROR naming the parameter. */
+export function unmarshal(t: XType, v: unknown, paramName: string): unknown {
+  try {
+    return convertIn(t, v);
+  } catch (e) {
+    if (e instanceof Mismatch) throw new XenApiError('FIELD_TYPE_ERROR', paramName);
+    throw e;
+  }
+}
+
+// ---------------------------------------------------------------- XML-RPC out
+
+type XmlWriter = (v: unknown) => string;
+const writers = new WeakMap<XType, XmlWriter>();
+const recordWriters = new Map<string, XmlWriter>();
+
+const str: XmlWriter = (v) => `<value>${escapeXml(v === null || v === undefined ? '' : String(v))}</value>`;
+const int: XmlWriter = (v) => `<value>${typeof v === 'number' ? Math.trunc(v) : String(v ?? 0)}</value>`;
+const dbl: XmlWriter = (v) => `<value><double>${Number.isFinite(v) ? v : 0}</double></value>`;
+const bool: XmlWriter = (v) => (v ? '<value><boolean>1</boolean></value>' : '<value><boolean>0</boolean></value>');
+const date: XmlWriter = (v) => `<value><dateTime.iso8601>${escapeXml(String(v))}</dateTime.iso8601></value>`;
+
+/** An XML-RPC writer for values of this type, built once per type. */
+export function xmlWriter(t: XType): XmlWriter {
+  let w = writers.get(t);
+  if (w) return w;
+  w = buildWriter(t);
+  writers.set(t, w);
+  return w;
+}
+
+function buildWriter(t: XType): XmlWriter {
+  switch (t.kind) {
+    case 'string': case 'enum': case 'ref': return str;
+    case 'int': return int;
+    case 'float': return dbl;
+    case 'bool': return bool;
+    case 'datetime': return date;
+    case 'void': return () => '<value></value>';
+    case 'any': return encodeUntyped;
+    case 'set': {
+      const of = xmlWriter(t.of);
+      return (v) => {
+        const a = v as unknown[];
+        let s = '<value><array><data>';
+        for (let i = 0; i < a.length; i++) s += of(a[i]);
+        return `${s}</data></array></value>`;
+      };
+    }
+    case 'map': {
+      const val = xmlWriter(t.value);
+      return (v) => {
+        let s = '<value><struct>';
+        for (const k in v as Record<string, unknown>) {
+          s += `<member><name>${escapeXml(k)}</name>${val((v as Record<string, unknown>)[k])}</member>`;
+        }
+        return `${s}</struct></value>`;
+      };
+    }
+    case 'record': return recordWriter(t.cls);
+  }
+}
+
+function recordWriter(clsName: string): XmlWriter {
+  const hit = recordWriters.get(clsName);
+  if (hit) return hit;
+  const cls = getClass(clsName);
+  if (!cls) return encodeUntyped;
+  const parts = cls.fields.map((f) => ({ open: `<member><name>${escapeXml(f.name)}</name>`, name: f.name, w: xmlWriter(f.type) }));
+  const w: XmlWriter = (v) => {
+    const r = v as Record<string, unknown>;
+    let s = '<value><struct>';
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i];
+      s += `${p.open}${p.w(r[p.name])}</member>`;
+    }
+    return `${s}</struct></value>`;
+  };
+  recordWriters.set(clsName, w);
+  return w;
+}
+
+/** Encodes a value of a declared type as an XML-RPC `<value>`. */
+export const toXml = (t: XType, v: unknown): string => xmlWriter(t)(v);
+
+/** A value carried with its declared type, for places typed only at run time (event snapshots). */
+export class TypedValue {
+  constructor(
+    readonly type: XType,
+    readonly value: unknown,
+  ) {}
+  toXmlRpc(): string {
+    return toXml(this.type, this.value);
+  }
+  toJSON(): unknown {
+    return this.value;
+  }
+}

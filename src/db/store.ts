@@ -1,0 +1,327 @@
+/**
+ * The object database: every record lives in memory (fast reads, indexes by
+ * uuid) and in SQLite (one table per class, a column per field, derived from
+ * the datamodel). A transaction changes memory with an undo log, then writes
+ * the changed rows to SQLite in one SQLite transaction — durable before the
+ * caller answers — and only then publishes the changes as events.
+ */
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { XenApiError } from '../datamodel/api-error.ts';
+import { defaultRecord, getClass, MODEL, type ModelClass } from '../datamodel/model.ts';
+import type { XType } from '../datamodel/types.ts';
+import { RELATIONS, type Relation } from '../datamodel/relations.ts';
+import { EventLog, type EventOp } from './events.ts';
+
+/** Relations by the child class whose ref field drives them. */
+const RELATIONS_BY_CHILD = new Map<string, Relation[]>();
+for (const r of RELATIONS) RELATIONS_BY_CHILD.set(r.child.cls, [...(RELATIONS_BY_CHILD.get(r.child.cls) ?? []), r]);
+
+export type DbRecord = Readonly<Record<string, unknown>>;
+
+export const newRef = (): string => `OpaqueRef:${randomUUID()}`;
+
+interface Pending {
+  cls: string;
+  ref: string;
+  op: EventOp;
+  before: DbRecord | undefined;
+}
+
+export interface Tx {
+  get(cls: string, ref: string): DbRecord | undefined;
+  /** Creates a record, filling defaults and a fresh uuid; returns its ref. */
+  create(cls: string, fields: Record<string, unknown>, ref?: string): string;
+  update(cls: string, ref: string, patch: Record<string, unknown>): DbRecord;
+  delete(cls: string, ref: string): void;
+}
+
+export interface StoreOptions {
+  /** SQLite file, or ':memory:' for throw-away databases (tests, benchmarks). */
+  path: string;
+  /** FULL (default) fsyncs every commit; NORMAL survives process crashes but not power loss. */
+  synchronous?: 'FULL' | 'NORMAL' | 'OFF';
+}
+
+const sqlType = (t: XType): string =>
+  t.kind === 'int' || t.kind === 'bool' ? 'INTEGER' : t.kind === 'float' ? 'REAL' : 'TEXT';
+
+const quote = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+
+function encodeColumn(t: XType, v: unknown): unknown {
+  switch (t.kind) {
+    case 'bool': return v ? 1 : 0;
+    case 'set': case 'map': case 'record': case 'any': return JSON.stringify(v);
+    default: return v;
+  }
+}
+
+function decodeColumn(t: XType, v: unknown): unknown {
+  switch (t.kind) {
+    case 'bool': return v === 1;
+    case 'set': case 'map': case 'record': case 'any': return typeof v === 'string' ? JSON.parse(v) : v;
+    default: return v;
+  }
+}
+
+interface TableStatements {
+  upsert: Database.Statement;
+  remove: Database.Statement;
+}
+
+export class Store {
+  readonly events = new EventLog();
+  private readonly sql: Database.Database;
+  private readonly tables = new Map<string, Map<string, DbRecord>>();
+  private readonly uuidIndex = new Map<string, Map<string, string>>();
+  private readonly statements = new Map<string, TableStatements>();
+  private pending: Pending[] | null = null;
+
+  constructor(opts: StoreOptions) {
+    this.sql = new Database(opts.path);
+    this.sql.pragma('journal_mode = WAL');
+    this.sql.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
+    this.sql.exec('CREATE TABLE IF NOT EXISTS xenon_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
+    for (const cls of MODEL) {
+      this.tables.set(cls.name, new Map());
+      this.uuidIndex.set(cls.name, new Map());
+      if (cls.decl.persistent) this.prepareTable(cls);
+    }
+    this.load();
+  }
+
+  /** Creates the class's table, adds columns for fields new since it was made. */
+  private prepareTable(cls: ModelClass): void {
+    const table = quote(cls.name);
+    this.sql.exec(`CREATE TABLE IF NOT EXISTS ${table} (ref TEXT PRIMARY KEY)`);
+    const have = new Set((this.sql.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name));
+    for (const f of cls.fields) {
+      if (!have.has(f.name)) this.sql.exec(`ALTER TABLE ${table} ADD COLUMN ${quote(f.name)} ${sqlType(f.type)}`);
+    }
+    const cols = ['ref', ...cls.fields.map((f) => f.name)];
+    this.statements.set(cls.name, {
+      upsert: this.sql.prepare(`INSERT OR REPLACE INTO ${table} (${cols.map(quote).join(', ')}) VALUES (${cols.map(() => '?').join(', ')})`),
+      remove: this.sql.prepare(`DELETE FROM ${table} WHERE ref = ?`),
+    });
+  }
+
+  private load(): void {
+    for (const cls of MODEL) {
+      if (!cls.decl.persistent) continue;
+      const rows = this.sql.prepare(`SELECT * FROM ${quote(cls.name)}`).all() as Record<string, unknown>[];
+      const table = this.tables.get(cls.name)!;
+      const uuids = this.uuidIndex.get(cls.name)!;
+      for (const row of rows) {
+        const rec = defaultRecord(cls);
+        for (const f of cls.fields) {
+          const v = row[f.name];
+          if (v !== null && v !== undefined) rec[f.name] = decodeColumn(f.type, v);
+        }
+        const ref = row.ref as string;
+        table.set(ref, Object.freeze(rec));
+        if (typeof rec.uuid === 'string') uuids.set(rec.uuid, ref);
+      }
+    }
+  }
+
+  private table(cls: string): Map<string, DbRecord> {
+    const t = this.tables.get(cls);
+    if (!t) throw new Error(`no such class: ${cls}`);
+    return t;
+  }
+
+  get(cls: string, ref: string): DbRecord | undefined {
+    return this.tables.get(cls)?.get(ref);
+  }
+
+  /** The record, or HANDLE_INVALID naming the class and ref. */
+  must(cls: string, ref: string): DbRecord {
+    const r = this.get(cls, ref);
+    if (!r) throw new XenApiError('HANDLE_INVALID', cls, ref);
+    return r;
+  }
+
+  all(cls: string): IterableIterator<[string, DbRecord]> {
+    return this.table(cls).entries();
+  }
+
+  refs(cls: string): string[] {
+    return [...this.table(cls).keys()];
+  }
+
+  count(cls: string): number {
+    return this.table(cls).size;
+  }
+
+  byUuid(cls: string, uuid: string): string | undefined {
+    return this.uuidIndex.get(cls)?.get(uuid);
+  }
+
+  /** Finds the records matching a predicate. */
+  where(cls: string, pred: (r: DbRecord) => boolean): [string, DbRecord][] {
+    const out: [string, DbRecord][] = [];
+    for (const e of this.table(cls)) if (pred(e[1])) out.push(e);
+    return out;
+  }
+
+  meta(key: string): string | undefined {
+    const row = this.sql.prepare('SELECT value FROM xenon_meta WHERE key = ?').get(key) as { value: string } | undefined;
+    return row?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.sql.prepare('INSERT OR REPLACE INTO xenon_meta (key, value) VALUES (?, ?)').run(key, value);
+  }
+
+  /** Gives other subsystems (accounts, …) tables of their own in the same file. */
+  get sqlite(): Database.Database {
+    return this.sql;
+  }
+
+  /**
+   * Runs `fn` as one transaction. Memory changes as `fn` goes (so it reads its
+   * own writes); if it throws, they are undone and nothing reaches disk or events.
+   */
+  transact<T>(fn: (tx: Tx) => T): T {
+    if (this.pending) return fn(this.tx); // nested: part of the outer transaction
+    this.pending = [];
+    let result: T;
+    try {
+      result = fn(this.tx);
+      this.persist(this.pending);
+    } catch (e) {
+      this.undo(this.pending);
+      this.pending = null;
+      throw e;
+    }
+    const done = this.pending;
+    this.pending = null;
+    this.publish(done);
+    return result;
+  }
+
+  private readonly tx: Tx = {
+    get: (cls, ref) => this.get(cls, ref),
+    create: (cls, fields, ref) => this.create(cls, fields, ref),
+    update: (cls, ref, patch) => this.update(cls, ref, patch),
+    delete: (cls, ref) => this.remove(cls, ref),
+  };
+
+  private track(cls: string, ref: string, op: EventOp, before: DbRecord | undefined): void {
+    if (!this.pending) throw new Error('database change outside a transaction');
+    this.pending.push({ cls, ref, op, before });
+  }
+
+  private create(clsName: string, fields: Record<string, unknown>, ref = newRef()): string {
+    const cls = getClass(clsName);
+    if (!cls) throw new Error(`no such class: ${clsName}`);
+    const table = this.table(clsName);
+    if (table.has(ref)) throw new XenApiError('DB_UNIQUENESS_CONSTRAINT_VIOLATION', clsName, 'ref', ref);
+    const rec = defaultRecord(cls);
+    for (const [k, v] of Object.entries(fields)) {
+      if (!cls.hasField(k)) throw new Error(`${clsName} has no field ${k}`);
+      rec[k] = v;
+    }
+    if (cls.hasField('uuid')) {
+      if (!rec.uuid) rec.uuid = randomUUID();
+      const uuids = this.uuidIndex.get(clsName)!;
+      if (uuids.has(rec.uuid as string)) throw new XenApiError('DB_UNIQUENESS_CONSTRAINT_VIOLATION', clsName, 'uuid', String(rec.uuid));
+      uuids.set(rec.uuid as string, ref);
+    }
+    this.track(clsName, ref, 'add', undefined);
+    table.set(ref, Object.freeze(rec));
+    this.relink(clsName, ref, undefined, rec);
+    return ref;
+  }
+
+  private update(cls: string, ref: string, patch: Record<string, unknown>): DbRecord {
+    const table = this.table(cls);
+    const before = table.get(ref);
+    if (!before) throw new XenApiError('HANDLE_INVALID', cls, ref);
+    const model = getClass(cls)!;
+    for (const k of Object.keys(patch)) if (!model.hasField(k)) throw new Error(`${cls} has no field ${k}`);
+    const after = Object.freeze({ ...before, ...patch });
+    this.track(cls, ref, 'mod', before);
+    table.set(ref, after);
+    this.relink(cls, ref, before, after);
+    return after;
+  }
+
+  private remove(cls: string, ref: string): void {
+    const table = this.table(cls);
+    const before = table.get(ref);
+    if (!before) throw new XenApiError('HANDLE_INVALID', cls, ref);
+    this.track(cls, ref, 'del', before);
+    table.delete(ref);
+    if (typeof before.uuid === 'string') this.uuidIndex.get(cls)!.delete(before.uuid);
+    this.relink(cls, ref, before, undefined);
+  }
+
+  /** Keeps owners' child sets in step with a child's ref fields. */
+  private relink(cls: string, ref: string, before: DbRecord | undefined, after: DbRecord | undefined): void {
+    for (const r of RELATIONS_BY_CHILD.get(cls) ?? []) {
+      const was = before?.[r.child.field] as string | undefined;
+      const now = after?.[r.child.field] as string | undefined;
+      if (was === now) continue;
+      const edit = (owner: string | undefined, change: (set: string[]) => string[]): void => {
+        const rec = owner ? this.get(r.owner.cls, owner) : undefined;
+        if (!rec) return;
+        this.update(r.owner.cls, owner!, { [r.owner.field]: change(rec[r.owner.field] as string[]) });
+      };
+      edit(was, (set) => set.filter((x) => x !== ref));
+      edit(now, (set) => (set.includes(ref) ? set : [...set, ref]));
+    }
+  }
+
+  private undo(changes: Pending[]): void {
+    for (let i = changes.length - 1; i >= 0; i--) {
+      const { cls, ref, op, before } = changes[i];
+      const table = this.table(cls);
+      const uuids = this.uuidIndex.get(cls)!;
+      const now = table.get(ref);
+      if (op === 'add') {
+        table.delete(ref);
+        if (typeof now?.uuid === 'string') uuids.delete(now.uuid);
+      } else {
+        table.set(ref, before!);
+        if (typeof before!.uuid === 'string') uuids.set(before!.uuid, ref);
+      }
+    }
+  }
+
+  private persist(changes: Pending[]): void {
+    if (changes.length === 0) return;
+    const seen = new Set<string>();
+    const write = this.sql.transaction(() => {
+      for (let i = changes.length - 1; i >= 0; i--) {
+        const { cls, ref } = changes[i];
+        if (seen.has(ref)) continue; // only the final state of each row matters
+        seen.add(ref);
+        const stmts = this.statements.get(cls);
+        if (!stmts) continue; // not a persistent class
+        const rec = this.get(cls, ref);
+        if (!rec) stmts.remove.run(ref);
+        else {
+          const model = getClass(cls)!;
+          stmts.upsert.run(ref, ...model.fields.map((f) => encodeColumn(f.type, rec[f.name])));
+        }
+      }
+    });
+    write();
+  }
+
+  private publish(changes: Pending[]): void {
+    this.events.append(
+      changes.map(({ cls, ref, op, before }) => ({
+        cls,
+        ref,
+        op,
+        snapshot: op === 'del' ? before! : this.get(cls, ref) ?? before!,
+      })),
+    );
+  }
+
+  close(): void {
+    this.sql.close();
+  }
+}

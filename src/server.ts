@@ -1,0 +1,146 @@
+/**
+ * Wires Xenon together: database, accounts, sessions, tasks, the first-start
+ * pool, message handlers, the HTTP(S) listeners and the housekeeping timers.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { Dispatcher } from './api/dispatch.ts';
+import { attachConnect, requestListener, type HttpRoutes, type ServeOptions } from './api/http.ts';
+import { ensureCertificate } from './api/tls.ts';
+import { Accounts, ROOT } from './auth/accounts.ts';
+import { Sessions } from './auth/sessions.ts';
+import { Store } from './db/store.ts';
+import { readHostFacts } from './host/facts.ts';
+import type { HandlerTable, Services } from './messages/context.ts';
+import { CORE_HANDLERS } from './messages/index.ts';
+import { firstStart } from './pool/first-start.ts';
+import { Tasks } from './tasks/manager.ts';
+
+export interface Listen {
+  host: string;
+  port: number;
+}
+
+export interface ServerConfig {
+  dataDir: string;
+  http?: Listen | null;
+  https?: Listen | null;
+  backend?: 'qemu' | 'sim';
+  rootPassword?: string;
+  logLevel?: string;
+  /** Sessions idle for longer are destroyed. */
+  sessionIdleMs?: number;
+  /** Finished tasks older than this are destroyed. */
+  taskMaxAgeMs?: number;
+  synchronous?: 'FULL' | 'NORMAL' | 'OFF';
+  /** Where a newly generated root password is told (default: stdout). */
+  announce?: (line: string) => void;
+  logger?: Logger;
+}
+
+export interface RunningServer {
+  readonly services: Services;
+  readonly dispatcher: Dispatcher;
+  readonly httpUrl?: string;
+  readonly httpsUrl?: string;
+  close(): Promise<void>;
+}
+
+/** Subsystems register their handlers and HTTP routes through this. */
+export interface Plugin {
+  name: string;
+  handlers?: Readonly<Record<string, HandlerTable>>;
+  start?(services: Services, routes: HttpRoutes): Promise<void> | void;
+  stop?(): Promise<void> | void;
+}
+
+async function ensureRoot(accounts: Accounts, cfg: ServerConfig, log: Logger): Promise<void> {
+  if (accounts.has(ROOT)) return;
+  const given = cfg.rootPassword ?? process.env.XENON_ROOT_PASSWORD;
+  const password = given && given.length > 0 ? given : randomBytes(12).toString('base64url');
+  await accounts.setPassword(ROOT, password);
+  if (!given) (cfg.announce ?? ((l) => process.stdout.write(`${l}\n`)))(`xenon: generated root password (shown once): ${password}`);
+  log.info('root account created');
+}
+
+function listen(server: http.Server | https.Server, at: Listen): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+const urlOf = (scheme: string, a: AddressInfo): string =>
+  `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+
+export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Promise<RunningServer> {
+  const log = cfg.logger ?? pino({ level: cfg.logLevel ?? 'info' });
+  mkdirSync(cfg.dataDir, { recursive: true });
+  const store = new Store({ path: join(cfg.dataDir, 'xenon.db'), synchronous: cfg.synchronous });
+  const accounts = new Accounts(store.sqlite);
+  await ensureRoot(accounts, cfg, log);
+  const address = cfg.https?.host && cfg.https.host !== '0.0.0.0' ? cfg.https.host : '127.0.0.1';
+  const identity = firstStart(store, readHostFacts(), address);
+  const sessions = new Sessions(store, accounts, () => identity.host, cfg.sessionIdleMs ?? 24 * 3600_000);
+  const tasks = new Tasks(store, () => identity.host);
+  tasks.failOrphans();
+  const services: Services = {
+    store, sessions, tasks, log, dataDir: cfg.dataDir,
+    hostRef: () => identity.host,
+    poolRef: () => identity.pool,
+    ext: {},
+  };
+  const routes: HttpRoutes = { routes: new Map(), connect: new Map() };
+  const tables: Record<string, HandlerTable> = { ...CORE_HANDLERS };
+  for (const p of plugins) {
+    for (const [cls, table] of Object.entries(p.handlers ?? {})) tables[cls] = { ...tables[cls], ...table };
+  }
+  const dispatcher = new Dispatcher(services, tables);
+  for (const p of plugins) await p.start?.(services, routes);
+
+  const serve: ServeOptions = { dispatcher, routes, log };
+  const servers: (http.Server | https.Server)[] = [];
+  let httpUrl: string | undefined;
+  let httpsUrl: string | undefined;
+  if (cfg.http !== null) {
+    const s = http.createServer({ keepAliveTimeout: 65_000 }, requestListener(serve));
+    attachConnect(s, serve);
+    httpUrl = urlOf('http', await listen(s, cfg.http ?? { host: '127.0.0.1', port: 0 }));
+    servers.push(s);
+  }
+  if (cfg.https) {
+    const tls = await ensureCertificate(cfg.dataDir, readHostFacts().hostname, [cfg.https.host]);
+    const s = https.createServer({ ...tls, keepAliveTimeout: 65_000 }, requestListener(serve));
+    attachConnect(s, serve);
+    httpsUrl = urlOf('https', await listen(s, cfg.https));
+    servers.push(s);
+  }
+  const housekeeping = setInterval(() => {
+    try {
+      sessions.expireIdle();
+      tasks.collect(cfg.taskMaxAgeMs ?? 3600_000);
+    } catch (err) {
+      log.error({ err }, 'housekeeping failed');
+    }
+  }, 60_000);
+  housekeeping.unref();
+  log.info({ httpUrl, httpsUrl, dataDir: cfg.dataDir }, 'xenon started');
+
+  return {
+    services, dispatcher, httpUrl, httpsUrl,
+    async close() {
+      clearInterval(housekeeping);
+      for (const p of [...plugins].reverse()) await p.stop?.();
+      await Promise.all(servers.map((s) => new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); })));
+      store.close();
+    },
+  };
+}
