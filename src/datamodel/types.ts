@@ -70,7 +70,7 @@ export function zeroValue(t: XType, enumFirst: (name: string) => string): unknow
 
 /** A date as xapi writes it: `20240131T12:34:56Z`. */
 export function formatDateTime(d: Date): string {
-  return d.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return d.toISOString().replace(/-/g, '').replace(/\.\d+Z$/, 'Z');
 }
 
 /** Accepts xapi's form and the usual ISO 8601 variants; returns xapi's form or undefined. */

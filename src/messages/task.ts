@@ -7,7 +7,7 @@ const set = (field: string) =>
   }) satisfies HandlerTable[string];
 
 export const taskHandlers: HandlerTable = {
-  create: ({ services, session }, a) => services.tasks.create(String(a.label), String(a.description), session.ref).ref,
+  create: ({ services, session }, a) => services.tasks.create(String(a.label), String(a.description), session.ref, { external: true }).ref,
   cancel: ({ services }, a) => services.tasks.cancel(a.task as string),
   destroy: ({ services }, a) => services.tasks.destroy(a.self as string),
   set_status: set('status'),

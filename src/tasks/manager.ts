@@ -24,7 +24,11 @@ export class Tasks {
     private readonly host: () => string,
   ) {}
 
-  create(label: string, description: string, session: string, opts: { cancellable?: boolean } = {}): TaskHandle {
+  /**
+   * A new pending task. `external` tasks are made by clients (task.create):
+   * no work of ours runs behind them, so cancelling one ends it at once.
+   */
+  create(label: string, description: string, session: string, opts: { cancellable?: boolean; external?: boolean } = {}): TaskHandle {
     const ref = this.store.transact((tx) => {
       const r = tx.create('task', {
         name_label: label,
@@ -41,7 +45,7 @@ export class Tasks {
       return r;
     });
     const ctl = new AbortController();
-    this.controllers.set(ref, ctl);
+    if (!opts.external) this.controllers.set(ref, ctl);
     return this.handle(ref, ctl.signal);
   }
 

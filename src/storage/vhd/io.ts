@@ -73,13 +73,15 @@ export class WriteQueue {
   private error: unknown;
   constructor(private fh: FileHandle, private max = 4) {}
 
-  async push(bufs: Buffer[], pos: number): Promise<void> {
+  /** Queue a gathered write; `done` runs once it has completed successfully. */
+  async push(bufs: Buffer[], pos: number, done?: () => void): Promise<void> {
     if (this.error) throw this.error;
     while (this.inflight.size >= this.max) await Promise.race(this.inflight);
     if (this.error) throw this.error;
     const p: Promise<void> = writevFull(this.fh, bufs, pos).then(
       () => {
         this.inflight.delete(p);
+        done?.();
       },
       (e) => {
         this.inflight.delete(p);

@@ -256,10 +256,10 @@ export class QemuBackend implements HypervisorBackend {
   async resume(cfg: DomainConfig, statePath: string, opts: { paused: boolean }): Promise<DomainInfo> {
     const abs = path.resolve(statePath);
     if (!existsSync(abs)) throw new Error(`no suspend image at ${abs}`);
-    return this.launch(cfg, opts.paused, `exec:cat ${shellQuote(abs)}`);
+    return this.launch(cfg, opts.paused, `exec:cat ${shellQuote(abs)}`, true);
   }
 
-  private async launch(cfgIn: DomainConfig, paused: boolean, incoming?: string): Promise<DomainInfo> {
+  private async launch(cfgIn: DomainConfig, paused: boolean, incoming?: string, keepSerial = false): Promise<DomainInfo> {
     if (this.closed) throw new Error('backend closed');
     const cfg = structuredClone(cfgIn);
     if (!/^[0-9a-fA-F-]{36}$/.test(cfg.uuid)) throw new Error(`bad uuid ${cfg.uuid}`);
@@ -270,8 +270,11 @@ export class QemuBackend implements HypervisorBackend {
     if (prev && pidAlive(prev.pid) && ownsPid(prev.pid, cfg.uuid)) throw new DomainExists(cfg.uuid);
 
     const accel = await this.accelerator();
-    await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
+    for (const f of await readdir(dir)) {
+      if (keepSerial && f.startsWith(DOMAIN_FILES.serialLog)) continue;
+      await rm(path.join(dir, f), { recursive: true, force: true });
+    }
     if (cfg.firmware === 'uefi') await copyFile(OVMF_VARS, path.join(dir, DOMAIN_FILES.ovmfVars));
 
     const createdTaps: Record<string, string> = {};
@@ -305,7 +308,11 @@ export class QemuBackend implements HypervisorBackend {
       await this.attach(d, 30000, childState);
       if (incoming) {
         d.busy++;
-        try { await this.waitIncoming(d); } finally { d.busy--; }
+        try {
+          await this.waitIncoming(d);
+          // The saved run state was 'paused' (we stop the guest before saving): start it unless asked not to.
+          if (!paused && (await this.refreshStatus(d)) !== 'running') await d.qmp!.execute('cont');
+        } finally { d.busy--; }
       }
       const st = await this.refreshStatus(d);
       const m = QemuBackend.stateOf(st);
@@ -390,23 +397,21 @@ export class QemuBackend implements HypervisorBackend {
 
   async reboot(uuid: string, mode: 'clean' | 'hard', timeoutMs = 60000): Promise<void> {
     const d = this.dom(uuid);
-    d.busy++;
-    try {
-      if (d.state === 'running' && mode === 'clean') {
-        // No reboot button on a PC: power the guest down cleanly, then restart it in place.
+    if (d.state === 'paused' || d.state === 'suspending' || d.state === 'resuming') throw new BadPowerState(uuid, d.state, 'reboot');
+    if (d.state === 'running' && mode === 'clean') {
+      // No reboot button on a PC: power the guest down cleanly first.
+      d.busy++;
+      try {
         await d.qmp!.execute('system_powerdown');
         await this.waitState(d, (s) => s === 'shutdown', timeoutMs, 'clean reboot');
-      } else if (d.state === 'paused' || d.state === 'suspending' || d.state === 'resuming') {
-        throw new BadPowerState(uuid, d.state, 'reboot');
-      }
-      // -action reboot=shutdown also turns a host reset into a shutdown: lift it around our reset.
-      await d.qmp!.execute('set-action', { reboot: 'reset' });
-      try { await d.qmp!.execute('system_reset'); } finally { await d.qmp!.execute('set-action', { reboot: 'shutdown' }); }
-      const st = await this.waitState(d, (s) => s !== 'shutdown' && s !== 'guest-panicked' && s !== 'internal-error', 10000, 'reset');
-      if (st !== 'running') await d.qmp!.execute('cont');
-      await this.refreshStatus(d);
-      d.state = 'running'; d.reason = undefined;
-    } finally { d.busy--; }
+      } finally { d.busy--; }
+    }
+    // The domain is rebuilt: a fresh device model with the current configuration
+    // (including hot-plugged devices). Resetting in place does not work with
+    // SeaBIOS, which answers a host reset with a reset of its own.
+    const cfg = d.p.config;
+    await this.destroy(d);
+    await this.launch(cfg, false, undefined, true);
   }
 
   async pause(uuid: string): Promise<void> {
