@@ -4,6 +4,7 @@ import { findClassInsensitive, MODEL } from '../datamodel/model.ts';
 import type { Change } from '../db/events.ts';
 import type { Store } from '../db/store.ts';
 import { TypedValue } from '../api/marshal.ts';
+import { escapeXml } from '../api/xmlrpc.ts';
 import { formatDateTime } from '../datamodel/types.ts';
 import type { HandlerTable } from './context.ts';
 
@@ -41,7 +42,7 @@ const tokenOf = (gen: number): string => String(gen);
 
 function eventRecord(c: Change): Record<string, unknown> {
   return {
-    id: c.gen,
+    id: String(c.gen), // xapi sends the event id as a string, on both wires
     timestamp: formatDateTime(new Date(c.time)),
     class: c.cls.toLowerCase(),
     operation: c.op,
@@ -57,10 +58,27 @@ function changesFor(store: Store, token: number, f: Filter): Change[] {
   return f.refs ? all.filter((c) => f.refs!.has(c.ref)) : all;
 }
 
-function validRefCounts(store: Store): Record<string, number> {
+/**
+ * xapi's valid_ref_counts are int32s: real XML-RPC `<int>`s, unlike int64
+ * fields, which travel as strings. Xen Orchestra compares `.task` with `!==`
+ * against its own count and re-reads every task on a mismatch.
+ */
+class RefCounts {
+  constructor(readonly counts: Readonly<Record<string, number>>) {}
+  toXmlRpc(): string {
+    let s = '<value><struct>';
+    for (const [k, n] of Object.entries(this.counts)) s += `<member><name>${escapeXml(k)}</name><value><int>${n}</int></value></member>`;
+    return `${s}</struct></value>`;
+  }
+  toJSON(): Readonly<Record<string, number>> {
+    return this.counts;
+  }
+}
+
+function validRefCounts(store: Store): RefCounts {
   const out: Record<string, number> = {};
   for (const c of MODEL) if (c.decl.persistent) out[c.name.toLowerCase()] = store.count(c.name);
-  return out;
+  return new RefCounts(out);
 }
 
 /** Legacy event.register/next subscriptions, by session. */

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything Xenon needs on a fresh Debian 12 machine (run as root):
+# Debian packages (QEMU, qemu-utils, OVS, busybox, libvhdi, the Python XenAPI
+# binding for the client tests), the npm packages, and the test guest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBS=(qemu-system-x86 qemu-utils ovmf busybox-static cpio libvhdi-utils fuse3 openvswitch-switch
+      iproute2 python3-os-xenapi)
+missing=()
+for p in "${DEBS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# the system OVS service is not ours: Xenon runs its own ovsdb-server/ovs-vswitchd
+if command -v systemctl >/dev/null && systemctl is-active --quiet openvswitch-switch 2>/dev/null; then :; fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "setup: building the test guest"
+npx tsx tools/testguest/build.ts

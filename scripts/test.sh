@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up, then runs the type check and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "test: type check"
+npx tsc --noEmit -p .
+shopt -s globstar nullglob
+files=(test/**/*.test.ts)
+echo "test: ${#files[@]} test files"
+exec node --import tsx --test --test-concurrency=1 "${files[@]}"

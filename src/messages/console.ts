@@ -1,0 +1,61 @@
+/**
+ * /console: a client asks, with HTTP CONNECT (as xapi's consoles do), for a
+ * console by ref or uuid; after "200 OK" the connection carries the raw RFB
+ * stream (protocol rfb) or the serial console's text (vt100).
+ */
+import type http from 'node:http';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { Services } from './context.ts';
+import type { Xenops } from './xenops.ts';
+
+function reject(socket: Duplex, status: string, text: string): void {
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${text}\n`);
+}
+
+/** Session from the query or the cookie, as xapi accepts either. */
+function sessionOf(req: http.IncomingMessage, url: URL): string {
+  const q = url.searchParams.get('session_id');
+  if (q) return q;
+  const cookie = /(?:^|;\s*)session_id=([^;]+)/.exec(req.headers.cookie ?? '');
+  return cookie ? decodeURIComponent(cookie[1]) : '';
+}
+
+export function consoleConnect(services: Services, xenops: Xenops) {
+  return (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
+    const { store, sessions } = services;
+    let session;
+    try {
+      session = sessions.check(sessionOf(req, url));
+    } catch (e) {
+      return reject(socket, '401 Unauthorized', (e as XenApiError).description?.join(' ') ?? 'SESSION_INVALID');
+    }
+    if (!['vm-operator', 'vm-admin', 'vm-power-admin', 'pool-operator', 'pool-admin'].some((r) => session.roles.has(r as never))) {
+      return reject(socket, '403 Forbidden', 'RBAC_PERMISSION_DENIED console');
+    }
+    const ref = url.searchParams.get('ref') ?? store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
+    const con = store.get('console', ref);
+    if (!con) return reject(socket, '404 Not Found', `HANDLE_INVALID console ${ref}`);
+    const vm = store.get('VM', String(con.VM));
+    if (!vm || vm.is_control_domain) return reject(socket, '404 Not Found', 'no console for this VM here');
+    const uuid = String(vm.uuid);
+    let target: net.NetConnectOpts;
+    if (con.protocol === 'rfb') {
+      const a = xenops.backend.vncAddress(uuid);
+      target = 'unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port };
+    } else {
+      const s = xenops.backend.serialLog(uuid).socket;
+      if (!s) return reject(socket, '404 Not Found', 'no interactive serial console');
+      target = { path: s };
+    }
+    const upstream = net.createConnection(target, () => {
+      socket.write('HTTP/1.1 200 OK\r\n\r\n');
+      if (head.length) upstream.write(head);
+      socket.pipe(upstream).pipe(socket);
+    });
+    upstream.on('error', () => reject(socket, '503 Service Unavailable', 'the console is not reachable'));
+    socket.on('close', () => upstream.destroy());
+    upstream.on('close', () => socket.end());
+  };
+}

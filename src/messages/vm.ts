@@ -1,0 +1,162 @@
+/** VM: creation, the power-state machine, and the settings with rules attached. */
+import { XenApiError } from '../datamodel/api-error.ts';
+import { NULL_REF } from '../datamodel/types.ts';
+import type { DbRecord } from '../db/store.ts';
+import type { Args, CallContext, HandlerTable } from './context.ts';
+import { creatableFields } from './generic.ts';
+import { allowedOperations, assertOperation, refreshAllowed, withOperation } from './vm-operations.ts';
+import type { Xenops } from './xenops.ts';
+
+export function xenopsOf(ctx: CallContext): Xenops {
+  const x = ctx.services.ext.xenops as Xenops | undefined;
+  if (!x) throw new XenApiError('NOT_IMPLEMENTED', 'no hypervisor backend on this host');
+  return x;
+}
+
+const vmArg = (a: Args): string => (a.vm ?? a.self) as string;
+
+/** A power operation: checked, marked in current_operations, run through xenops. */
+const power =
+  (op: string, run: (x: Xenops, ref: string, a: Args, ctx: CallContext) => Promise<void>) =>
+  (ctx: CallContext, a: Args): Promise<void> =>
+    withOperation(ctx.services.store, vmArg(a), op, ctx.task?.ref ?? null, () => run(xenopsOf(ctx), vmArg(a), a, ctx));
+
+function checkHost(ctx: CallContext, host: string): void {
+  if (host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', host);
+}
+
+function checkMemoryOrder(vm: DbRecord, patch: Record<string, number>): void {
+  const m = { static_min: Number(vm.memory_static_min), dynamic_min: Number(vm.memory_dynamic_min), dynamic_max: Number(vm.memory_dynamic_max), static_max: Number(vm.memory_static_max), ...patch };
+  if (!(m.static_min <= m.dynamic_min && m.dynamic_min <= m.dynamic_max && m.dynamic_max <= m.static_max)) {
+    throw new XenApiError('MEMORY_CONSTRAINT_VIOLATION', 'memory limits must satisfy: static_min <= dynamic_min <= dynamic_max <= static_max');
+  }
+}
+
+const setMemory =
+  (fields: (a: Args) => Record<string, number>, halted: boolean) =>
+  (ctx: CallContext, a: Args): void => {
+    const { store } = ctx.services;
+    const vm = store.must('VM', vmArg(a));
+    if (halted && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
+    const patch = fields(a);
+    checkMemoryOrder(vm, patch);
+    store.transact((tx) => tx.update('VM', vmArg(a), Object.fromEntries(Object.entries(patch).map(([k, v]) => [`memory_${k}`, v]))));
+  };
+
+function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
+  return (ctx: CallContext, a: Args): void => {
+    const { store } = ctx.services;
+    const vm = store.must('VM', vmArg(a));
+    const value = Number(a.value);
+    if (value < 1) throw new XenApiError('INVALID_VALUE', field, String(value));
+    if (field === 'VCPUs_max' && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
+    const max = field === 'VCPUs_max' ? value : Number(vm.VCPUs_max);
+    const atStartup = field === 'VCPUs_at_startup' ? value : Number(vm.VCPUs_at_startup);
+    if (atStartup > max) throw new XenApiError('INVALID_VALUE', 'VCPUs_at_startup', `${atStartup} exceeds VCPUs_max ${max}`);
+    store.transact((tx) => tx.update('VM', vmArg(a), { [field]: value }));
+  };
+}
+
+export const vmHandlers: HandlerTable = {
+  create: (ctx, a) => {
+    const { store } = ctx.services;
+    const fields = creatableFields('VM', a.args as Args);
+    return store.transact((tx) => {
+      const ref = tx.create('VM', { ...fields, power_state: 'Halted', resident_on: NULL_REF });
+      const metrics = tx.create('VM_metrics', { VCPUs_number: 0, memory_actual: 0 });
+      const rec = tx.update('VM', ref, { metrics });
+      tx.update('VM', ref, { allowed_operations: allowedOperations(rec) });
+      return ref;
+    });
+  },
+
+  destroy: (ctx, a) => {
+    const { store } = ctx.services;
+    const ref = vmArg(a);
+    const vm = assertOperation(store, ref, 'destroy');
+    store.transact((tx) => {
+      for (const vbd of vm.VBDs as string[]) if (tx.get('VBD', vbd)) tx.delete('VBD', vbd);
+      for (const vif of vm.VIFs as string[]) if (tx.get('VIF', vif)) tx.delete('VIF', vif);
+      for (const c of vm.consoles as string[]) if (tx.get('console', c)) tx.delete('console', c);
+      for (const m of [vm.metrics, vm.guest_metrics]) {
+        if (m !== NULL_REF && tx.get('VM_metrics', String(m))) tx.delete('VM_metrics', String(m));
+        else if (m !== NULL_REF && tx.get('VM_guest_metrics', String(m))) tx.delete('VM_guest_metrics', String(m));
+      }
+      for (const s of vm.snapshots as string[]) if (tx.get('VM', s)) tx.update('VM', s, { snapshot_of: NULL_REF });
+      tx.delete('VM', ref);
+    });
+  },
+
+  start: power('start', (x, ref, a) => x.start(ref, a.start_paused === true)),
+  start_on: power('start_on', (x, ref, a, ctx) => {
+    checkHost(ctx, a.host as string);
+    return x.start(ref, a.start_paused === true);
+  }),
+  clean_shutdown: power('clean_shutdown', (x, ref) => x.cleanShutdown(ref)),
+  hard_shutdown: power('hard_shutdown', (x, ref) => x.hardShutdown(ref)),
+  shutdown: power('shutdown', async (x, ref, _a, ctx) => {
+    const vm = ctx.services.store.must('VM', ref);
+    if (vm.power_state !== 'Running') return x.hardShutdown(ref);
+    try {
+      await x.cleanShutdown(ref);
+    } catch {
+      await x.hardShutdown(ref);
+    }
+  }),
+  clean_reboot: power('clean_reboot', (x, ref) => x.reboot(ref, 'clean')),
+  hard_reboot: power('hard_reboot', (x, ref) => x.reboot(ref, 'hard')),
+  pause: power('pause', (x, ref) => x.pause(ref)),
+  unpause: power('unpause', (x, ref) => x.unpause(ref)),
+  suspend: power('suspend', (x, ref) => x.suspend(ref)),
+  resume: power('resume', (x, ref, a) => x.resume(ref, a.start_paused === true)),
+  resume_on: power('resume_on', (x, ref, a, ctx) => {
+    checkHost(ctx, a.host as string);
+    return x.resume(ref, a.start_paused === true);
+  }),
+  power_state_reset: async (ctx, a) => {
+    const x = xenopsOf(ctx);
+    const ref = vmArg(a);
+    const vm = ctx.services.store.must('VM', ref);
+    if (vm.is_control_domain) throw new XenApiError('OPERATION_NOT_ALLOWED', 'not on the control domain');
+    await x.backend.shutdown(String(vm.uuid), 'hard').catch(() => undefined);
+    ctx.services.store.transact((tx) => tx.update('VM', ref, { current_operations: {} }));
+    await x.markStopped(ref);
+  },
+
+  assert_operation_valid: (ctx, a) => {
+    assertOperation(ctx.services.store, vmArg(a), String(a.op));
+  },
+  update_allowed_operations: (ctx, a) => refreshAllowed(ctx.services.store, vmArg(a)),
+  assert_can_boot_here: (ctx, a) => {
+    checkHost(ctx, a.host as string);
+    const vm = ctx.services.store.must('VM', vmArg(a));
+    if (vm.is_a_template) throw new XenApiError('VM_IS_TEMPLATE', vmArg(a));
+    xenopsOf(ctx).assertMemory(vm);
+  },
+  get_possible_hosts: (ctx) => [ctx.services.hostRef()],
+  get_allowed_VBD_devices: (ctx, a) => {
+    const used = new Set((ctx.services.store.must('VM', vmArg(a)).VBDs as string[]).map((r) => String(ctx.services.store.get('VBD', r)?.userdevice)));
+    return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.has(d));
+  },
+  get_allowed_VIF_devices: (ctx, a) => {
+    const used = new Set((ctx.services.store.must('VM', vmArg(a)).VIFs as string[]).map((r) => String(ctx.services.store.get('VIF', r)?.device)));
+    return Array.from({ length: 7 }, (_, i) => String(i)).filter((d) => !used.has(d));
+  },
+  get_boot_record: (ctx, a) => ctx.services.store.must('VM', vmArg(a)),
+  get_cooperative: () => true,
+
+  set_VCPUs_max: setVcpus('VCPUs_max'),
+  set_VCPUs_at_startup: setVcpus('VCPUs_at_startup'),
+  set_memory_static_max: setMemory((a) => ({ static_max: Number(a.value) }), true),
+  set_memory_static_min: setMemory((a) => ({ static_min: Number(a.value) }), true),
+  set_memory_static_range: setMemory((a) => ({ static_min: Number(a.min), static_max: Number(a.max) }), true),
+  set_memory_dynamic_max: setMemory((a) => ({ dynamic_max: Number(a.value) }), false),
+  set_memory_dynamic_min: setMemory((a) => ({ dynamic_min: Number(a.value) }), false),
+  set_memory_dynamic_range: setMemory((a) => ({ dynamic_min: Number(a.min), dynamic_max: Number(a.max) }), false),
+  set_memory_limits: setMemory((a) => ({ static_min: Number(a.static_min), static_max: Number(a.static_max), dynamic_min: Number(a.dynamic_min), dynamic_max: Number(a.dynamic_max) }), true),
+  set_memory: setMemory((a) => ({ dynamic_min: Number(a.value), dynamic_max: Number(a.value), static_max: Number(a.value) }), true),
+  set_HVM_boot_policy: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { HVM_boot_policy: a.value })),
+  set_domain_type: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { domain_type: a.value })),
+  set_actions_after_crash: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { actions_after_crash: a.value })),
+  set_suspend_VDI: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { suspend_VDI: a.value })),
+};

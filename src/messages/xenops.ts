@@ -1,0 +1,396 @@
+/**
+ * Where VM records meet the hypervisor backend: turning a VM into a domain
+ * configuration, keeping power_state/resident_on/consoles/metrics in step
+ * with what the backend reports, acting on guest-initiated events
+ * (actions_after_*), and reconciling both ways when the daemon starts.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { XenApiError } from '../datamodel/api-error.ts';
+import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
+import type { DbRecord, Store, Tx } from '../db/store.ts';
+import type { DiskConfig, DomainConfig, DomainEvent, DomainInfo, HypervisorBackend, NicConfig } from '../xenops/backend.ts';
+import type { Services } from './context.ts';
+import { refreshAllowed } from './vm-operations.ts';
+
+/** What storage provides to boot a VM: a path and format for a VDI. */
+export interface DiskProvider {
+  attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: DiskConfig['format'] }>;
+  detach(vdi: string): Promise<void>;
+}
+
+/** What networking provides: a tap (or bridge) for a VIF. */
+export interface NicProvider {
+  plug(vif: string): Promise<{ tap?: string; bridge?: string; mtu?: number }>;
+  unplug(vif: string): Promise<void>;
+}
+
+/** Memory kept back for the host itself when deciding whether a VM fits. */
+const HOST_RESERVE = 512 * 1024 * 1024;
+const CLEAN_TIMEOUT_MS = 60_000;
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : '');
+
+/** A locally administered, unicast MAC (as xapi generates for VIFs). */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0] & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+export class Xenops {
+  private unsubscribe?: () => void;
+  /** Operations Xenon itself started: guest events for these VMs are expected, not acted on. */
+  private readonly busy = new Set<string>();
+
+  constructor(
+    readonly backend: HypervisorBackend,
+    private readonly services: Services,
+  ) {}
+
+  private get store(): Store {
+    return this.services.store;
+  }
+
+  /** Storage and networking plug in through services.ext when they run. */
+  private get disks(): DiskProvider | undefined {
+    return this.services.ext.disks as DiskProvider | undefined;
+  }
+
+  private get nics(): NicProvider | undefined {
+    return this.services.ext.nics as NicProvider | undefined;
+  }
+
+  vmByUuid(uuid: string): string | undefined {
+    return this.store.byUuid('VM', uuid);
+  }
+
+  // ------------------------------------------------------------ config
+
+  /** The domain configuration of a VM, attaching its disks and NICs. */
+  async domainConfig(ref: string): Promise<DomainConfig> {
+    const vm = this.store.must('VM', ref);
+    const boot = vm.HVM_boot_params as Record<string, string>;
+    const disks: DiskConfig[] = [];
+    for (const vbdRef of vm.VBDs as string[]) {
+      const vbd = this.store.get('VBD', vbdRef);
+      if (!vbd) continue;
+      const cd = vbd.type === 'CD';
+      const readOnly = vbd.mode === 'RO' || cd;
+      let path: string | undefined;
+      let format: DiskConfig['format'] = 'raw';
+      if (!vbd.empty && vbd.VDI !== NULL_REF) {
+        if (!this.disks) throw new XenApiError('SR_BACKEND_FAILURE', 'no storage', '', 'storage is not available on this host');
+        ({ path, format } = await this.disks.attach(String(vbd.VDI), readOnly));
+      }
+      disks.push({ id: String(vbd.uuid), device: str(vbd.userdevice) || String(disks.length), path, format, readOnly, kind: cd ? 'cdrom' : 'disk', bootable: vbd.bootable === true });
+    }
+    const nics: NicConfig[] = [];
+    for (const vifRef of vm.VIFs as string[]) {
+      const vif = this.store.get('VIF', vifRef);
+      if (!vif || !this.nics) continue;
+      const where = await this.nics.plug(vifRef);
+      nics.push({ id: String(vif.uuid), device: str(vif.device) || String(nics.length), mac: str(vif.MAC), ...where, model: 'virtio-net-pci' });
+    }
+    const kernel = str(vm.PV_kernel);
+    return {
+      uuid: String(vm.uuid),
+      name: String(vm.name_label),
+      vcpusMax: Number(vm.VCPUs_max) || 1,
+      vcpusAtStartup: Number(vm.VCPUs_at_startup) || 1,
+      memoryBytes: Number(vm.memory_static_max) || 256 * 1024 * 1024,
+      firmware: boot.firmware === 'uefi' ? 'uefi' : 'bios',
+      bootOrder: boot.order || 'cd',
+      kernel: kernel || undefined,
+      initrd: kernel ? str(vm.PV_ramdisk) || undefined : undefined,
+      cmdline: kernel ? str(vm.PV_args) : undefined,
+      platform: { ...(vm.platform as Record<string, string>) },
+      disks,
+      nics,
+    };
+  }
+
+  // ------------------------------------------------------------ memory
+
+  freeMemory(): number {
+    const host = this.store.must('host', this.services.hostRef());
+    const metrics = this.store.get('host_metrics', String(host.metrics));
+    const total = Number(metrics?.memory_total ?? 0);
+    let used = HOST_RESERVE;
+    for (const [, vm] of this.store.where('VM', (v) => !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused') && v.resident_on === this.services.hostRef())) {
+      used += Number(vm.memory_static_max);
+    }
+    return Math.max(0, total - used);
+  }
+
+  assertMemory(vm: DbRecord): void {
+    const needed = Number(vm.memory_static_max);
+    const available = this.freeMemory();
+    if (needed > available) throw new XenApiError('HOST_NOT_ENOUGH_FREE_MEMORY', needed, available);
+  }
+
+  private updateHostFree(tx: Tx): void {
+    const host = this.store.must('host', this.services.hostRef());
+    if (this.store.get('host_metrics', String(host.metrics))) {
+      tx.update('host_metrics', String(host.metrics), { memory_free: this.freeMemory(), last_updated: formatDateTime(new Date()) });
+    }
+  }
+
+  // ------------------------------------------------------------ records
+
+  /** Records a domain as running (or paused) here: state, consoles, devices, metrics. */
+  markRunning(ref: string, info: DomainInfo, opts: { fresh: boolean }): void {
+    const vm = this.store.must('VM', ref);
+    const now = formatDateTime(new Date(info.startedAt));
+    this.store.transact((tx) => {
+      tx.update('VM', ref, {
+        power_state: info.state === 'paused' ? 'Paused' : 'Running',
+        resident_on: this.services.hostRef(),
+        scheduled_to_be_resident_on: NULL_REF,
+        domid: info.pid,
+        ...(opts.fresh ? { last_boot_CPU_flags: {}, last_booted_record: '' } : {}),
+      });
+      this.ensureMetrics(tx, ref, vm, { start_time: now, state: [], VCPUs_number: Number(vm.VCPUs_at_startup), memory_actual: Number(vm.memory_static_max) });
+      if ((vm.consoles as string[]).length === 0) {
+        for (const protocol of ['rfb', 'vt100'] as const) {
+          const c = tx.create('console', { protocol, VM: ref });
+          const uuid = String(tx.get('console', c)!.uuid);
+          tx.update('console', c, { location: `/console?uuid=${uuid}` });
+        }
+      }
+      for (const vbd of vm.VBDs as string[]) if (tx.get('VBD', vbd)) tx.update('VBD', vbd, { currently_attached: true });
+      for (const vif of vm.VIFs as string[]) if (tx.get('VIF', vif)) tx.update('VIF', vif, { currently_attached: true });
+      this.updateHostFree(tx);
+    });
+    refreshAllowed(this.store, ref);
+  }
+
+  private ensureMetrics(tx: Tx, ref: string, vm: DbRecord, patch: Record<string, unknown>): void {
+    const m = String(vm.metrics);
+    const fields = { ...patch, last_updated: formatDateTime(new Date()), hvm: !vm.PV_kernel, current_domain_type: 'hvm' };
+    if (m !== NULL_REF && tx.get('VM_metrics', m)) tx.update('VM_metrics', m, fields);
+    else tx.update('VM', ref, { metrics: tx.create('VM_metrics', { ...fields, install_time: formatDateTime(new Date()) }) });
+  }
+
+  /** Records a VM as halted (or suspended) and releases what it held. */
+  async markStopped(ref: string, state: 'Halted' | 'Suspended' = 'Halted'): Promise<void> {
+    const vm = this.store.get('VM', ref);
+    if (!vm) return;
+    for (const vbd of vm.VBDs as string[]) {
+      const rec = this.store.get('VBD', vbd);
+      if (rec && !rec.empty && rec.VDI !== NULL_REF && state === 'Halted') await this.disks?.detach(String(rec.VDI)).catch(() => undefined);
+    }
+    for (const vif of vm.VIFs as string[]) await this.nics?.unplug(vif).catch(() => undefined);
+    this.store.transact((tx) => {
+      tx.update('VM', ref, { power_state: state, resident_on: state === 'Suspended' ? NULL_REF : NULL_REF, domid: -1 });
+      for (const c of vm.consoles as string[]) if (tx.get('console', c)) tx.delete('console', c);
+      for (const vbd of vm.VBDs as string[]) if (tx.get('VBD', vbd)) tx.update('VBD', vbd, { currently_attached: false });
+      for (const vif of vm.VIFs as string[]) if (tx.get('VIF', vif)) tx.update('VIF', vif, { currently_attached: false });
+      const m = String(vm.metrics);
+      if (tx.get('VM_metrics', m)) tx.update('VM_metrics', m, { VCPUs_utilisation: {}, memory_actual: 0, last_updated: formatDateTime(new Date()) });
+      this.updateHostFree(tx);
+    });
+    refreshAllowed(this.store, ref);
+  }
+
+  // ------------------------------------------------------------ operations
+
+  /** Runs a backend operation on a VM, telling the event handler to expect its effects. */
+  async quietly<T>(ref: string, fn: () => Promise<T>): Promise<T> {
+    this.busy.add(ref);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(ref);
+    }
+  }
+
+  async start(ref: string, paused: boolean): Promise<void> {
+    const vm = this.store.must('VM', ref);
+    this.assertMemory(vm);
+    const cfg = await this.domainConfig(ref);
+    const info = await this.quietly(ref, () => this.backend.start(cfg, { paused }));
+    this.markRunning(ref, info, { fresh: true });
+  }
+
+  async hardShutdown(ref: string): Promise<void> {
+    const vm = this.store.must('VM', ref);
+    if (vm.power_state === 'Suspended') {
+      this.removeSuspendImage(String(vm.uuid));
+      await this.markStopped(ref);
+      return;
+    }
+    await this.quietly(ref, () => this.backend.shutdown(String(vm.uuid), 'hard'));
+    await this.markStopped(ref);
+  }
+
+  async cleanShutdown(ref: string): Promise<void> {
+    const vm = this.store.must('VM', ref);
+    try {
+      await this.quietly(ref, () => this.backend.shutdown(String(vm.uuid), 'clean', CLEAN_TIMEOUT_MS));
+    } catch (e) {
+      if ((e as Error).name === 'OperationTimeout') throw new XenApiError('VM_SHUTDOWN_TIMEOUT', ref, CLEAN_TIMEOUT_MS / 1000);
+      throw e;
+    }
+    await this.markStopped(ref);
+  }
+
+  async reboot(ref: string, mode: 'clean' | 'hard'): Promise<void> {
+    const vm = this.store.must('VM', ref);
+    await this.quietly(ref, () => this.backend.reboot(String(vm.uuid), mode, CLEAN_TIMEOUT_MS));
+    const info = await this.backend.get(String(vm.uuid));
+    if (info) this.markRunning(ref, { ...info, startedAt: Date.now() }, { fresh: true });
+  }
+
+  async pause(ref: string): Promise<void> {
+    await this.quietly(ref, () => this.backend.pause(String(this.store.must('VM', ref).uuid)));
+    this.store.transact((tx) => tx.update('VM', ref, { power_state: 'Paused' }));
+  }
+
+  async unpause(ref: string): Promise<void> {
+    await this.quietly(ref, () => this.backend.unpause(String(this.store.must('VM', ref).uuid)));
+    this.store.transact((tx) => tx.update('VM', ref, { power_state: 'Running' }));
+  }
+
+  suspendImage(uuid: string): string {
+    const dir = join(this.services.dataDir, 'suspend');
+    mkdirSync(dir, { recursive: true });
+    return join(dir, `${uuid}.state`);
+  }
+
+  private removeSuspendImage(uuid: string): void {
+    rmSync(this.suspendImage(uuid), { force: true });
+  }
+
+  async suspend(ref: string): Promise<void> {
+    const uuid = String(this.store.must('VM', ref).uuid);
+    await this.quietly(ref, () => this.backend.suspend(uuid, this.suspendImage(uuid)));
+    await this.markStopped(ref, 'Suspended');
+  }
+
+  async resume(ref: string, paused: boolean): Promise<void> {
+    const vm = this.store.must('VM', ref);
+    this.assertMemory(vm);
+    const cfg = await this.domainConfig(ref);
+    const info = await this.quietly(ref, () => this.backend.resume(cfg, this.suspendImage(String(vm.uuid)), { paused }));
+    this.removeSuspendImage(String(vm.uuid));
+    this.markRunning(ref, info, { fresh: false });
+  }
+
+  // ------------------------------------------------------------ guest events
+
+  /** Follows the guest's own shutdown/reboot/crash per the VM's actions_after_*. */
+  async onDomainEvent(e: DomainEvent): Promise<void> {
+    const ref = this.vmByUuid(e.uuid);
+    if (!ref || this.busy.has(ref)) return;
+    const vm = this.store.get('VM', ref);
+    if (!vm) return;
+    const log = this.services.log.child({ vm: e.uuid, event: e.kind, reason: e.reason });
+    if (e.kind === 'paused' || e.kind === 'resumed') {
+      const state = e.kind === 'paused' ? 'Paused' : 'Running';
+      if (vm.power_state !== state && (vm.power_state === 'Running' || vm.power_state === 'Paused')) this.store.transact((tx) => tx.update('VM', ref, { power_state: state }));
+      return;
+    }
+    const action =
+      e.kind === 'reboot' ? String(vm.actions_after_reboot)
+        : e.kind === 'shutdown' ? String(vm.actions_after_shutdown)
+          : String(vm.actions_after_crash);
+    log.info({ action }, 'guest event');
+    try {
+      if (e.kind === 'exited') {
+        await this.markStopped(ref); // the device model is gone: nothing to restart from
+      } else if (action === 'restart' || action === 'coredump_and_restart' || action === 'rename_restart') {
+        await this.quietly(ref, () => this.backend.reboot(e.uuid, 'hard'));
+        const info = await this.backend.get(e.uuid);
+        if (info) this.markRunning(ref, { ...info, startedAt: Date.now() }, { fresh: true });
+      } else if (action === 'preserve') {
+        this.store.transact((tx) => tx.update('VM', ref, { power_state: 'Paused' }));
+      } else {
+        await this.quietly(ref, () => this.backend.shutdown(e.uuid, 'hard')).catch(() => undefined);
+        await this.markStopped(ref);
+      }
+    } catch (err) {
+      log.error({ err }, 'acting on a guest event failed');
+    }
+  }
+
+  // ------------------------------------------------------------ start-up
+
+  /**
+   * Both ways: domains that still run are re-adopted (never started twice);
+   * VMs recorded as running whose domain is gone become Halted; domains no
+   * VM owns are destroyed.
+   */
+  async reconcile(): Promise<{ adopted: number; halted: number; destroyed: number }> {
+    const domains = new Map((await this.backend.list()).map((d) => [d.uuid, d]));
+    let adopted = 0;
+    let halted = 0;
+    let destroyed = 0;
+    const host = this.services.hostRef();
+    for (const [ref, vm] of this.store.where('VM', (v) => !v.is_control_domain)) {
+      const d = domains.get(String(vm.uuid));
+      domains.delete(String(vm.uuid));
+      if (d && (d.state === 'running' || d.state === 'paused')) {
+        adopted++;
+        this.markRunning(ref, d, { fresh: false });
+        this.store.transact((tx) => tx.update('VM', ref, { current_operations: {} }));
+        refreshAllowed(this.store, ref);
+      } else if (d) {
+        await this.onDomainEventAfterRestart(ref, d);
+        adopted++;
+      } else if ((vm.power_state === 'Running' || vm.power_state === 'Paused') && (vm.resident_on === host || vm.resident_on === NULL_REF)) {
+        await this.markStopped(ref);
+        halted++;
+      } else if (Object.keys(vm.current_operations as object).length) {
+        this.store.transact((tx) => tx.update('VM', ref, { current_operations: {} }));
+        refreshAllowed(this.store, ref);
+      }
+    }
+    for (const d of domains.values()) {
+      await this.backend.shutdown(d.uuid, 'hard').catch(() => undefined);
+      destroyed++;
+    }
+    return { adopted, halted, destroyed };
+  }
+
+  /** A domain that stopped (guest shutdown/reboot/crash) while the daemon was away. */
+  private async onDomainEventAfterRestart(ref: string, d: DomainInfo): Promise<void> {
+    const kind = d.state === 'crashed' ? 'crash' : d.reason === 'reboot' ? 'reboot' : 'shutdown';
+    this.markRunning(ref, d, { fresh: false });
+    await this.onDomainEvent({ uuid: d.uuid, kind, reason: d.reason });
+  }
+
+  /** Samples backend stats into VM_metrics. */
+  async sampleMetrics(): Promise<void> {
+    for (const [ref, vm] of this.store.where('VM', (v) => !v.is_control_domain && v.power_state === 'Running' && v.resident_on === this.services.hostRef())) {
+      try {
+        const s = await this.backend.stats(String(vm.uuid));
+        const prev = this.cpuSeen.get(ref);
+        this.cpuSeen.set(ref, { at: Date.now(), cpu: s.cpuSeconds });
+        const util: Record<string, number> = {};
+        if (prev) {
+          const share = Math.max(0, Math.min(1, (s.cpuSeconds - prev.cpu) / ((Date.now() - prev.at) / 1000) / Math.max(1, s.vcpus)));
+          for (let i = 0; i < s.vcpus; i++) util[String(i)] = Number(share.toFixed(4));
+        }
+        const m = String(vm.metrics);
+        if (this.store.get('VM_metrics', m)) {
+          this.store.transact((tx) => tx.update('VM_metrics', m, { VCPUs_utilisation: util, memory_actual: s.memoryActual, VCPUs_number: s.vcpus, last_updated: formatDateTime(new Date()) }));
+        }
+      } catch {
+        // the domain went away between the query and now: events will tell
+      }
+    }
+  }
+
+  private readonly cpuSeen = new Map<string, { at: number; cpu: number }>();
+
+  listen(): void {
+    this.unsubscribe = this.backend.onEvent((e) => void this.onDomainEvent(e));
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe?.();
+    await this.backend.close();
+  }
+}
