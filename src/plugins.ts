@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import type { Plugin } from './server.ts';
 import type { HypervisorBackend } from './xenops/backend.ts';
-import { consoleConnect } from './messages/console.ts';
+import { consoleConnect, consoleLog } from './messages/console.ts';
 import { vmHandlers } from './messages/vm.ts';
 import { Xenops } from './messages/xenops.ts';
 
@@ -39,6 +39,7 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
       const r = await xenops.reconcile();
       log.info({ backend: backend.name, ...r }, 'domains reconciled');
       routes.connect.set('/console', consoleConnect(services, xenops));
+      routes.routes.set('/console', consoleLog(services, xenops));
       timer = setInterval(() => void xenops?.sampleMetrics(), o.metricsIntervalMs ?? 5000);
       timer.unref();
     },

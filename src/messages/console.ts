@@ -3,6 +3,7 @@
  * console by ref or uuid; after "200 OK" the connection carries the raw RFB
  * stream (protocol rfb) or the serial console's text (vt100).
  */
+import { createReadStream, existsSync } from 'node:fs';
 import type http from 'node:http';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -57,5 +58,31 @@ export function consoleConnect(services: Services, xenops: Xenops) {
     upstream.on('error', () => reject(socket, '503 Service Unavailable', 'the console is not reachable'));
     socket.on('close', () => upstream.destroy());
     upstream.on('close', () => socket.end());
+  };
+}
+
+/**
+ * GET /console?ref=…&session_id=…: the bounded serial log of a vt100 console
+ * as plain text (what the guest printed so far; rotated past its limit).
+ */
+export function consoleLog(services: Services, xenops: Xenops) {
+  return (req: http.IncomingMessage, res: http.ServerResponse, url: URL): void => {
+    const fail = (status: number, text: string): void => {
+      res.writeHead(status, { 'Content-Type': 'text/plain' });
+      res.end(`${text}\n`);
+    };
+    try {
+      services.sessions.check(sessionOf(req, url));
+    } catch {
+      return fail(401, 'SESSION_INVALID');
+    }
+    const ref = url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
+    const con = services.store.get('console', ref);
+    const vm = con ? services.store.get('VM', String(con.VM)) : undefined;
+    if (!con || !vm || con.protocol !== 'vt100' || vm.is_control_domain) return fail(404, `HANDLE_INVALID console ${ref}`);
+    const file = xenops.backend.serialLog(String(vm.uuid)).path;
+    if (!existsSync(file)) return fail(404, 'no serial output yet');
+    res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
+    createReadStream(file).on('error', () => res.end()).pipe(res);
   };
 }
