@@ -12,24 +12,26 @@ import { after, before, describe, test } from 'node:test';
 import { createClient } from 'xen-api';
 import { ROOT_PASSWORD, startTestServer, type TestServer } from '../helpers/server.ts';
 
-/* eslint-disable @typescript-eslint/no-explicit-any -- the package is untyped */
 type Xapi = any;
 type XRecord = Record<string, any> & { $ref: string; $type: string; $id: string };
 
 /** Every HTTP exchange xen-api makes (it uses undici; our own client does not). */
 interface Exchange {
   readonly path: string;
+  readonly method: string; // the XenAPI method called
   readonly status: number;
   readonly contentType: string | undefined;
 }
 const exchanges: Exchange[] = [];
 const onHeaders = (msg: unknown): void => {
-  const { request, response } = msg as { request: { path: string }; response: { statusCode: number; headers: (Buffer | string)[] } };
+  const { request, response } = msg as { request: { path: string; body: unknown }; response: { statusCode: number; headers: (Buffer | string)[] } };
+  const body = request.body instanceof Uint8Array || typeof request.body === 'string' ? Buffer.from(request.body).toString() : '';
+  const method = body.startsWith('{') ? String((JSON.parse(body) as { method: unknown }).method) : (/<methodName>([^<]*)</.exec(body)?.[1] ?? '');
   let contentType: string | undefined;
   for (let i = 0; i + 1 < response.headers.length; i += 2) {
     if (String(response.headers[i]).toLowerCase() === 'content-type') contentType = String(response.headers[i + 1]);
   }
-  exchanges.push({ path: request.path, status: response.statusCode, contentType });
+  exchanges.push({ path: request.path, method, status: response.statusCode, contentType });
 };
 
 /** xen-api reports a broken get_all_records or event loop only through console.warn. */
@@ -52,7 +54,7 @@ function byType(xapi: Xapi, type: string): XRecord[] {
   return Object.values((xapi.objects.indexes.type[type] ?? {}) as Record<string, XRecord>);
 }
 
-/** Resolves once the cache holds an object satisfying `pred`. */
+/** Polls `get` until it yields something (not undefined or false). */
 async function waitFor<T>(what: string, get: () => T | undefined, ms = 5000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
@@ -91,17 +93,18 @@ for (const transport of ['auto', 'xml-rpc'] as const) {
       await xapi.connect();
       await xapi.objectsFetched;
       types = xapi._types as string[]; // what it learnt from system.listMethods
-      if (process.env.DEBUG_XAPI) {
-        const orig = xapi._refreshCachedRecords.bind(xapi);
-        xapi._refreshCachedRecords = (ts: string[]) => { realWarn('REFRESH', ts, xapi._nTasks, new Error().stack); return orig(ts); };
-        const origFrom = xapi._call.bind(xapi);
-        xapi._call = async (m: string, a: unknown[], to?: number) => { const r = await origFrom(m, a, to); if (m === 'event.from') realWarn('FROM', JSON.stringify(r.events.map((e: any) => [e.class, e.operation, e.ref])), r.valid_ref_counts.task, xapi._nTasks); return r; };
-      }
     });
 
     after(async () => {
       await xapi.disconnect();
       await t.close();
+    });
+
+    test('it connects the way the notes describe', () => {
+      const calls = exchanges.slice(firstExchange).map((x) => x.method);
+      assert.deepEqual(calls.slice(0, 4), ['session.login_with_password', 'pool.get_all_records', 'system.listMethods', 'event.inject']);
+      const reads = calls.slice(4, 4 + types.length);
+      assert.deepEqual(reads.sort(), types.map((c) => `${c}.get_all_records`).sort(), 'one get_all_records per class listed');
     });
 
     test('it logs in and knows the pool', () => {
@@ -229,6 +232,10 @@ for (const transport of ['auto', 'xml-rpc'] as const) {
 
     test('it stayed on the transport it started with', () => {
       const mine = exchanges.slice(firstExchange);
+      // valid_ref_counts.task always matched its own count: it never had to re-read the tasks
+      const fetched = mine.findIndex((x) => x.method === 'event.from');
+      assert.ok(fetched > 0);
+      assert.ok(!mine.slice(fetched).some((x) => x.method === 'task.get_all_records'), 'no task re-read after the first event.from');
       assert.ok(mine.length > 5);
       const want = transport === 'auto' ? { path: '/jsonrpc', type: 'application/json' } : { path: '/xmlrpc', type: 'text/xml' };
       for (const x of mine) {
