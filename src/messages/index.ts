@@ -1,12 +1,14 @@
 /** Every class's explicit behaviour, by class name. */
 import type { HandlerTable } from './context.ts';
 import { eventHandlers } from './event.ts';
+import { messageHandlers } from './message.ts';
 import { sessionHandlers } from './session.ts';
 import { subjectHandlers } from './subject.ts';
 import { taskHandlers } from './task.ts';
 
 export const CORE_HANDLERS: Readonly<Record<string, HandlerTable>> = {
   event: eventHandlers,
+  message: messageHandlers,
   session: sessionHandlers,
   subject: subjectHandlers,
   task: taskHandlers,

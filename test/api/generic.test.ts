@@ -108,3 +108,18 @@ test('relations: owner sets follow the child ref fields', async () => {
   assert.ok((await t.client.api.host.get_resident_VMs(host)).includes(dom0));
   assert.equal((await t.client.api.VM.get_consoles(dom0)).length, 1);
 });
+
+test('messages (alerts): create, query by object and time, destroy', async () => {
+  const [host] = await t.client.api.host.get_all();
+  const uuid = await t.client.api.host.get_uuid(host);
+  const before = '19700101T00:00:00Z';
+  const m = await t.client.api.message.create('HOST_NOTICE', 3, 'Host', uuid, 'hello');
+  const rec = await t.client.api.message.get_record(m);
+  assert.equal(rec.body, 'hello');
+  assert.equal(rec.priority, 3);
+  assert.ok(Object.keys(await t.client.api.message.get('Host', uuid, before)).includes(m));
+  assert.ok(Object.keys(await t.client.api.message.get_since(before)).includes(m));
+  assert.ok((await t.client.api.message.get_all()).includes(m));
+  await t.client.api.message.destroy(m);
+  assert.ok(!(await t.client.api.message.get_all()).includes(m));
+});
