@@ -14,17 +14,17 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 
 function pseudoRandom(n: number, seed: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
+  const words = new Uint32Array(Math.ceil(n / 4));
   let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; i < words.length; i++) {
     x ^= x << 13;
     x >>>= 0;
     x ^= x >>> 17;
     x ^= x << 5;
     x >>>= 0;
-    b[i] = x & 0xff;
+    words[i] = x;
   }
-  return b;
+  return Buffer.from(words.buffer, 0, n);
 }
 
 /** Apply the same writes to a VHD and to a raw shadow buffer. */

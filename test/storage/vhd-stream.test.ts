@@ -27,16 +27,16 @@ const MiB = 1024 * 1024;
 
 let seed = 987654321;
 function pseudoRandom(n: number): Buffer {
-  const b = Buffer.allocUnsafe(n);
-  for (let i = 0; i < n; i++) {
+  const words = new Uint32Array(Math.ceil(n / 4));
+  for (let i = 0; i < words.length; i++) {
     seed ^= seed << 13;
     seed >>>= 0;
     seed ^= seed >>> 17;
     seed ^= seed << 5;
     seed >>>= 0;
-    b[i] = seed & 0xff;
+    words[i] = seed;
   }
-  return b;
+  return Buffer.from(words.buffer, 0, n);
 }
 
 async function writeBoth(v: Vhd, shadow: Buffer, offset: number, data: Buffer): Promise<void> {
@@ -178,6 +178,12 @@ describe('import', () => {
     await run('qemu-img', ['compare', '-f', 'vpc', '-F', 'raw', out, rawPath]);
     await run('vhdiinfo', [out]);
     assert.ok((await stat(out)).size < 5 * MiB);
+    // the same from a file path (pooled positional reads)
+    const out2 = join(dir, 'in-path.vhd');
+    await importRaw(rawPath, out2, raw.length);
+    assert.ok((await collect(exportRaw(out2))).equals(raw));
+    await expectRefused(importRaw(rawPath, join(dir, 'in-long.vhd'), raw.length + 512), 'VHD_TRUNCATED', join(dir, 'in-long.vhd'));
+    await expectRefused(importRaw(rawPath, join(dir, 'in-short.vhd'), raw.length - 512), 'VHD_INVALID_ARG', join(dir, 'in-short.vhd'));
   });
 
   test('importRaw refuses short and long streams, removing the output', async () => {

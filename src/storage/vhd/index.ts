@@ -22,6 +22,8 @@
  *     write(offset: number, data: Buffer): Promise<void>                // any alignment; allocates blocks
  *     allocatedBlocks(): number[]; isBlockAllocated(i: number): boolean
  *     blockBitmap(i: number): Promise<Buffer | undefined>
+ *     hasData(offset: number, length: number): boolean                 // any layer allocated there?
+ *     blockFileOffset(i: number): number | undefined
  *     parentPath(): string | undefined                                 // absolute, from the parent locators
  *     grow(newSize: number): Promise<void>
  *     flush(): Promise<void>; sync(): Promise<void>; close(): Promise<void>  // close() also closes opened parents
@@ -34,7 +36,7 @@
  *   // streaming
  *   exportRaw(path: string, opts?: { chunkSize?: number }): Readable      // whole virtual size, chain-aware
  *   exportVhd(path: string, opts?: { base?: string }): Readable           // dynamic VHD stream (sparse / delta)
- *   importRaw(input: Readable | AsyncIterable<Buffer>, path: string, size: number, opts?: { blockSize?: number }): Promise<void>
+ *   importRaw(input: Readable | AsyncIterable<Buffer> | string (raw file path), path: string, size: number, opts?: { blockSize?: number }): Promise<void>
  *   importVhd(input: Readable | AsyncIterable<Buffer>, path: string): Promise<void>
  *
  *   // errors

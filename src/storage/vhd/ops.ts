@@ -60,7 +60,8 @@ export async function coalesce(childPath: string, opts: CoalesceOptions = {}): P
     if (child.type !== 'differencing') throw new VhdError('VHD_INVALID_ARG', `${childPath} is not a differencing disk`);
     const parentPath = child.parentPath();
     if (!parentPath) throw new VhdError('VHD_PARENT_MISSING', `${childPath}: no parent locator`);
-    parent = await Vhd.open(parentPath, { writable: true, parents: false, deferMetadata: true }).catch((e: unknown) => {
+    // parents: true so that a differencing parent widening a write to 4 KiB reads the true chain contents
+    parent = await Vhd.open(parentPath, { writable: true, parents: true, deferMetadata: true }).catch((e: unknown) => {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new VhdError('VHD_PARENT_MISSING', `${childPath}: parent ${parentPath} not found`);
       throw e;
     });

@@ -33,6 +33,8 @@ import { WriteQueue, writeFull, writevFull, zeros } from './io.ts';
 import { Vhd } from './vhd.ts';
 
 const EXPORT_HIGH_WATER_MARK = 16 * 1024 * 1024;
+/** Handed out (sliced) for unallocated ranges by exportRaw; kept apart from the buffers used internally. */
+const EXPORT_ZEROS = Buffer.alloc(DEFAULT_BLOCK_SIZE);
 
 // ---------------------------------------------------------------------------
 // Exports
@@ -42,7 +44,11 @@ export interface ExportRawOptions {
   chunkSize?: number;
 }
 
-/** The whole virtual disk as raw bytes, reading through the parent chain. */
+/**
+ * The whole virtual disk as raw bytes, reading through the parent chain.
+ * Chunks of unallocated ranges are slices of one shared zero buffer: consumers
+ * must not modify the chunks they receive.
+ */
 export function exportRaw(path: string, opts: ExportRawOptions = {}): Readable {
   const chunk = opts.chunkSize ?? DEFAULT_BLOCK_SIZE;
   async function* gen(): AsyncGenerator<Buffer> {
@@ -51,6 +57,10 @@ export function exportRaw(path: string, opts: ExportRawOptions = {}): Readable {
       const size = top.virtualSize;
       for (let pos = 0; pos < size; pos += chunk) {
         const n = Math.min(chunk, size - pos);
+        if (n <= EXPORT_ZEROS.length && !top.hasData(pos, n)) {
+          yield EXPORT_ZEROS.subarray(0, n); // shared, read-only
+          continue;
+        }
         const b = Buffer.allocUnsafe(n);
         await top.readInto(b, 0, pos, n);
         yield b;

@@ -276,6 +276,19 @@ export class Vhd {
     return i >= 0 && i < this.bat.length && this.bat[i] !== BAT_UNUSED;
   }
 
+  /**
+   * False when no disk of the chain has a block allocated over [offset, offset+length):
+   * the range then reads as zeros without any I/O.
+   */
+  hasData(offset: number, length: number): boolean {
+    const end = Math.min(offset + length, this.virtualSize);
+    if (offset >= end) return false;
+    if (this.footer.diskType === DISK_TYPE_FIXED) return true;
+    const bs = this.blockSize;
+    for (let i = Math.floor(offset / bs); i < Math.ceil(end / bs); i++) if (this.isBlockAllocated(i)) return true;
+    return this.parent ? this.parent.hasData(offset, end - offset) : false;
+  }
+
   /** Sector bitmap of an allocated block (a copy), or undefined if the block is not allocated. */
   async blockBitmap(i: number): Promise<Buffer | undefined> {
     if (this.footer.diskType === DISK_TYPE_FIXED) return this.isBlockAllocated(i) ? fullBitmap(this.blockSize) : undefined;
