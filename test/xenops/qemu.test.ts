@@ -18,7 +18,6 @@ let runDir: string;
 let backend: QemuBackend;
 let guest: { kernel: string; initrd: string };
 const events: DomainEvent[] = [];
-const started = new Set<string>();
 
 function cfg(over: Partial<DomainConfig> & { mode?: 'poweroff' | 'reboot' | 'panic' | 'stay' }): DomainConfig {
   const { mode, ...rest } = over;
@@ -57,10 +56,10 @@ before(async () => {
 
 after(async () => {
   // Kill whatever a failed test left running (only our own domains).
+  await backend.close();
   const b = new QemuBackend({ runDir });
   for (const d of await b.list()) await b.shutdown(d.uuid, 'hard').catch(() => {});
   await b.close();
-  await backend.close();
   await rm(tmp, { recursive: true, force: true });
 });
 
@@ -74,7 +73,6 @@ test('main guest: boot, disk, pause, guest reboot, suspend/resume, re-adopt, cle
   execFileSync('qemu-img', ['create', '-f', 'raw', disk, '16M'], { stdio: 'ignore' });
   const c = cfg({ disks: [{ id: randomUUID(), device: '0', path: disk, format: 'raw', readOnly: false, kind: 'disk', bootable: false }] });
   const uuid = c.uuid;
-  started.add(uuid);
   const info = await backend.start(c, { paused: false });
   assert.equal(info.state, 'running');
   assert.ok(info.pid > 0);
@@ -101,6 +99,46 @@ test('main guest: boot, disk, pause, guest reboot, suspend/resume, re-adopt, cle
     await guestCmd(backend, uuid, 'write-disk vda written-by-guest-42', 'XENON-WROTE vda');
     const head = (await readFile(disk)).subarray(0, 64).toString();
     assert.match(head, /^written-by-guest-42\n/);
+  });
+
+  await t.test('hot plug and unplug a disk', async () => {
+    const disk1 = path.join(tmp, 'disk1.raw');
+    execFileSync('qemu-img', ['create', '-f', 'raw', disk1, '8M'], { stdio: 'ignore' });
+    const id = randomUUID();
+    await backend.plugDisk(uuid, { id, device: '1', path: disk1, format: 'raw', readOnly: false, kind: 'disk', bootable: false });
+    assert.equal((await backend.get(uuid))!.config.disks.length, 2);
+    // the guest sees /dev/vdb once its ACPI hotplug handler ran
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      const out = await guestCmd(backend, uuid, 'sh test -b /dev/vdb && echo XENON-HAVE-VDB', 'XENON-DONE sh');
+      if (out.includes('XENON-HAVE-VDB')) break;
+      assert.ok(Date.now() < deadline, 'vdb never appeared');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    await guestCmd(backend, uuid, 'write-disk vdb hotplugged-disk', 'XENON-WROTE vdb');
+    assert.match((await readFile(disk1)).subarray(0, 32).toString(), /^hotplugged-disk\n/);
+    await backend.unplugDisk(uuid, id);
+    assert.equal((await backend.get(uuid))!.config.disks.length, 1);
+  });
+
+  await t.test('hot plug and unplug a NIC on a tap', async () => {
+    const tap = `xt${uuid.slice(0, 8)}`;
+    execFileSync('ip', ['tuntap', 'add', 'dev', tap, 'mode', 'tap']);
+    try {
+      const id = randomUUID();
+      await backend.plugNic(uuid, { id, device: '0', mac: '02:00:00:aa:bb:01', tap });
+      const deadline = Date.now() + 20000;
+      for (;;) {
+        const out = await guestCmd(backend, uuid, 'sh cat /sys/class/net/eth0/address', 'XENON-DONE sh');
+        if (out.includes('02:00:00:aa:bb:01')) break;
+        assert.ok(Date.now() < deadline, 'eth0 never appeared');
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      await backend.unplugNic(uuid, id);
+      assert.equal((await backend.get(uuid))!.config.nics.length, 0);
+    } finally {
+      execFileSync('ip', ['link', 'del', tap]);
+    }
   });
 
   await t.test('pause / unpause', async () => {

@@ -1,0 +1,1 @@
+export { SimBackend, type SimBackendOptions } from './backend.ts';
