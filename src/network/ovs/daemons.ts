@@ -59,7 +59,13 @@ async function pidAlive(pid: number, needle: string): Promise<boolean> {
 
 export class OvsDaemons {
   readonly paths: OvsPaths;
-  constructor(private readonly r: Runner, runDir: string, private readonly schema = DEFAULT_SCHEMA) {
+  constructor(
+    private readonly r: Runner,
+    runDir: string,
+    private readonly schema = DEFAULT_SCHEMA,
+    /** other_config keys set before ovs-vswitchd starts (it reads some only at start-up). */
+    private readonly bootConfig: Record<string, string> = {},
+  ) {
     this.paths = new OvsPaths(runDir);
   }
 
@@ -135,6 +141,10 @@ export class OvsDaemons {
     }
     if (!(await this.healthy('ovs-vswitchd'))) {
       await this.kill('ovs-vswitchd');
+      const kv = Object.entries(this.bootConfig).map(([k, v]) => `other_config:${k}=${JSON.stringify(v)}`);
+      if (kv.length) {
+        await this.r.run('ovs-vsctl', [`--db=unix:${this.paths.dbSock}`, '--no-wait', 'set', 'Open_vSwitch', '.', ...kv], { noNetns: true });
+      }
       await this.startVswitchd();
       startedVswitchd = true;
       // A (no-op) transaction without --no-wait returns once ovs-vswitchd has

@@ -32,6 +32,13 @@ export interface OvsBackendOptions {
   schema?: string;
   /** Seconds ovs-vsctl waits for ovs-vswitchd to apply a change. */
   timeoutSec?: number;
+  /**
+   * Enable OVS user-space TSO (default true). Without it the netdev datapath
+   * cannot forward the TSO/GSO super-frames that veths and vnet_hdr taps
+   * (QEMU virtio-net) hand it, and TCP between ports stalls. Applied when
+   * ovs-vswitchd is (re)started.
+   */
+  userspaceTso?: boolean;
   /** If > 0, start() also runs a watchdog restarting dead daemons every this many ms. */
   watchdogMs?: number;
   log?: (msg: string) => void;
@@ -49,7 +56,9 @@ export class OvsBackend implements NetworkBackend {
 
   constructor(readonly opts: OvsBackendOptions) {
     this.runner = new Runner(opts.netns, new OvsPaths(opts.runDir).env());
-    this.daemons = new OvsDaemons(this.runner, opts.runDir, opts.schema ?? DEFAULT_SCHEMA);
+    this.daemons = new OvsDaemons(this.runner, opts.runDir, opts.schema ?? DEFAULT_SCHEMA, {
+      'userspace-tso-enable': String(opts.userspaceTso ?? true),
+    });
     this.timeoutSec = opts.timeoutSec ?? 15;
   }
 
