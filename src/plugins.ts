@@ -4,6 +4,13 @@ import type { Plugin } from './server.ts';
 import type { HypervisorBackend } from './xenops/backend.ts';
 import { consoleConnect, consoleLog } from './messages/console.ts';
 import { vmHandlers } from './messages/vm.ts';
+import { vmStorageHandlers } from './messages/vm-storage.ts';
+import { pbdHandlers, srHandlers } from './messages/sr.ts';
+import { vdiHandlers } from './messages/vdi.ts';
+import { vbdHandlers } from './messages/vbd.ts';
+import { Storage } from './messages/storage.ts';
+import { ensureLocalSr, ensureSmRecords } from './messages/storage-setup.ts';
+import { exportRawVdi, importRawVdi } from './messages/vdi-http.ts';
 import { Xenops } from './messages/xenops.ts';
 
 export interface PluginOptions {
@@ -12,6 +19,38 @@ export interface PluginOptions {
   accel?: 'auto' | 'kvm' | 'tcg';
   /** How often VM metrics are sampled (ms). */
   metricsIntervalMs?: number;
+  /** How often the storage collector looks for chains to coalesce (ms). */
+  gcIntervalMs?: number;
+}
+
+/** Storage: SR drivers behind SR/PBD/VDI/VBD, disk snapshots and copies, raw VDI import/export. */
+export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plugin {
+  let storage: Storage | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    name: 'storage',
+    handlers: { SR: srHandlers, PBD: pbdHandlers, VDI: vdiHandlers, VBD: vbdHandlers, VM: vmStorageHandlers },
+    async start(services, routes) {
+      storage = new Storage(services);
+      services.ext.storage = storage;
+      services.ext.disks = storage;
+      ensureSmRecords(services);
+      await ensureLocalSr(services, storage);
+      routes.routes.set('/import_raw_vdi', importRawVdi(services, storage));
+      routes.routes.set('/export_raw_vdi', exportRawVdi(services, storage));
+      let running = false;
+      timer = setInterval(() => {
+        if (running) return;
+        running = true;
+        storage!.collect().catch((err: unknown) => services.log.warn({ err }, 'storage collector failed')).finally(() => (running = false));
+      }, o.gcIntervalMs ?? 30_000);
+      timer.unref();
+    },
+    async stop() {
+      clearInterval(timer);
+      await storage?.close();
+    },
+  };
 }
 
 async function makeBackend(o: PluginOptions, dataDir: string, log: (m: string) => void): Promise<HypervisorBackend> {
@@ -51,5 +90,5 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
 }
 
 export function defaultPlugins(o: PluginOptions): Plugin[] {
-  return [xenopsPlugin(o)];
+  return [storagePlugin(o), xenopsPlugin(o)];
 }

@@ -18,9 +18,10 @@ export type CallOutcome =
 const STRING: XType = { kind: 'string' };
 const STRING_SET: XType = { kind: 'set', of: STRING };
 
-/** Trailing parameters that may be left out (xapi gives them defaults). */
-const OPTIONAL_TAIL: Record<string, number> = {
+/** Messages whose trailing parameters have defaults in xapi: the fewest a caller may send (session not counted). */
+const MINIMUM_PARAMS: Record<string, number> = {
   'session.login_with_password': 2,
+  'VM.snapshot': 2,
 };
 
 export class Dispatcher {
@@ -83,8 +84,8 @@ export class Dispatcher {
   /** Arity, then session and role: returns the caller's session (absent for login-style calls). */
   private checkArity(m: ModelMessage, raw: readonly unknown[], method: string): SessionInfo | undefined {
     const declared = m.params.length + (m.session ? 1 : 0);
-    const optional = OPTIONAL_TAIL[m.wireName] ?? declared;
-    if (raw.length > declared || raw.length < Math.min(optional, declared)) {
+    const minimum = (MINIMUM_PARAMS[m.wireName] ?? m.params.length) + (m.session ? 1 : 0);
+    if (raw.length > declared || raw.length < minimum) {
       throw new XenApiError('MESSAGE_PARAMETER_COUNT_MISMATCH', method, m.params.length, raw.length - (m.session ? 1 : 0));
     }
     if (!m.session) return undefined;

@@ -74,17 +74,8 @@ export class Xenops {
     const boot = vm.HVM_boot_params as Record<string, string>;
     const disks: DiskConfig[] = [];
     for (const vbdRef of vm.VBDs as string[]) {
-      const vbd = this.store.get('VBD', vbdRef);
-      if (!vbd) continue;
-      const cd = vbd.type === 'CD';
-      const readOnly = vbd.mode === 'RO' || cd;
-      let path: string | undefined;
-      let format: DiskConfig['format'] = 'raw';
-      if (!vbd.empty && vbd.VDI !== NULL_REF) {
-        if (!this.disks) throw new XenApiError('SR_BACKEND_FAILURE', 'no storage', '', 'storage is not available on this host');
-        ({ path, format } = await this.disks.attach(String(vbd.VDI), readOnly));
-      }
-      disks.push({ id: String(vbd.uuid), device: str(vbd.userdevice) || String(disks.length), path, format, readOnly, kind: cd ? 'cdrom' : 'disk', bootable: vbd.bootable === true });
+      const disk = await this.diskFor(vbdRef, disks.length);
+      if (disk) disks.push(disk);
     }
     const nics: NicConfig[] = [];
     for (const vifRef of vm.VIFs as string[]) {
@@ -109,6 +100,21 @@ export class Xenops {
       disks,
       nics,
     };
+  }
+
+  /** The disk a VBD gives the guest (its VDI attached through storage). */
+  async diskFor(vbdRef: string, index = 0): Promise<DiskConfig | undefined> {
+    const vbd = this.store.get('VBD', vbdRef);
+    if (!vbd) return undefined;
+    const cd = vbd.type === 'CD';
+    const readOnly = vbd.mode === 'RO' || cd;
+    let path: string | undefined;
+    let format: DiskConfig['format'] = 'raw';
+    if (!vbd.empty && vbd.VDI !== NULL_REF) {
+      if (!this.disks) throw new XenApiError('SR_BACKEND_FAILURE', 'no storage', '', 'storage is not available on this host');
+      ({ path, format } = await this.disks.attach(String(vbd.VDI), readOnly));
+    }
+    return { id: String(vbd.uuid), device: str(vbd.userdevice) || String(index), path, format, readOnly, kind: cd ? 'cdrom' : 'disk', bootable: vbd.bootable === true };
   }
 
   // ------------------------------------------------------------ memory
@@ -333,6 +339,7 @@ export class Xenops {
       domains.delete(String(vm.uuid));
       if (d && (d.state === 'running' || d.state === 'paused')) {
         adopted++;
+        await this.reattachDisks(ref);
         this.markRunning(ref, d, { fresh: false });
         this.store.transact((tx) => tx.update('VM', ref, { current_operations: {} }));
         refreshAllowed(this.store, ref);
@@ -352,6 +359,15 @@ export class Xenops {
       destroyed++;
     }
     return { adopted, halted, destroyed };
+  }
+
+  /** Serves again what a re-adopted guest's disks need from us (NBD exports of VHD chains). */
+  private async reattachDisks(ref: string): Promise<void> {
+    for (const vbdRef of this.store.must('VM', ref).VBDs as string[]) {
+      const vbd = this.store.get('VBD', vbdRef);
+      if (!vbd || vbd.empty || vbd.VDI === NULL_REF) continue;
+      await this.disks?.attach(String(vbd.VDI), vbd.mode === 'RO' || vbd.type === 'CD').catch((err: unknown) => this.services.log.error({ err, vbd: vbd.uuid }, 'could not re-attach a disk of a running VM'));
+    }
   }
 
   /** A domain that stopped (guest shutdown/reboot/crash) while the daemon was away. */

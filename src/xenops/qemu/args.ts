@@ -35,8 +35,19 @@ function safeId(s: string): string {
 /** QEMU option-value escaping: commas are doubled. */
 export function optEscape(s: string): string { return s.replace(/,/g, ',,'); }
 
+/** An NBD export over a unix socket (`nbd+unix:///name?socket=/path`), as Xenon serves VHD chains. */
+function nbdSocket(p: string): { socket: string; name: string } | undefined {
+  const m = /^nbd\+unix:\/\/\/([^?]*)\?socket=(.+)$/.exec(p);
+  return m ? { name: decodeURIComponent(m[1]), socket: m[2] } : undefined;
+}
+
 export function blockdevFileArgs(d: DiskConfig): Record<string, unknown> {
   const ids = diskIds(d);
+  const nbd = d.path ? nbdSocket(d.path) : undefined;
+  if (nbd) {
+    // reconnect-delay: a restarting toolstack serves the export again; the guest's I/O waits meanwhile
+    return { driver: 'nbd', server: { type: 'unix', path: nbd.socket }, ...(nbd.name ? { export: nbd.name } : {}), 'node-name': ids.file, 'read-only': d.readOnly, 'reconnect-delay': 60 };
+  }
   const driver = d.path && d.path.startsWith('/dev/') ? 'host_device' : 'file';
   return { driver, filename: path.resolve(d.path!), 'node-name': ids.file, 'read-only': d.readOnly, 'auto-read-only': false };
 }
@@ -45,8 +56,10 @@ export function blockdevFormatArgs(d: DiskConfig): Record<string, unknown> {
   return { driver: d.format, file: ids.file, 'node-name': ids.fmt, 'read-only': d.readOnly };
 }
 
-function blockdevCli(o: Record<string, unknown>): string {
-  return Object.entries(o).map(([k, v]) => `${k}=${typeof v === 'boolean' ? (v ? 'on' : 'off') : optEscape(String(v))}`).join(',');
+function blockdevCli(o: Record<string, unknown>, prefix = ''): string {
+  return Object.entries(o)
+    .map(([k, v]) => (v !== null && typeof v === 'object' ? blockdevCli(v as Record<string, unknown>, `${prefix}${k}.`) : `${prefix}${k}=${typeof v === 'boolean' ? (v ? 'on' : 'off') : optEscape(String(v))}`))
+    .join(',');
 }
 
 /** Boot index per device following a xapi order string (c = disks, d = CD drives, n = NICs). */

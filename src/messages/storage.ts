@@ -1,0 +1,298 @@
+/**
+ * Where SR/PBD/VDI records meet the SR drivers: one driver per attached SR,
+ * VDI records kept in step with the images (scan), snapshot and clone as
+ * chains with hidden base copies, the collector that coalesces bases no
+ * one needs, and the disk provider the domain manager boots guests from.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { XenApiError } from '../datamodel/api-error.ts';
+import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
+import type { DbRecord, Store } from '../db/store.ts';
+import { SrDriverError, type SrDriver, type VolumeInfo } from '../storage/sr/driver.ts';
+import { FileSr } from '../storage/sr/file.ts';
+import { IsoSr } from '../storage/sr/iso.ts';
+import type { Services } from './context.ts';
+import type { DiskProvider } from './xenops.ts';
+
+export const SR_TYPES = ['ext', 'file', 'iso'] as const;
+/** Above this, VHD cannot go (2040 GiB, as XenServer's VHD limit). */
+export const VHD_MAX = 2040 * 1024 ** 3;
+
+/** Turns driver failures into the XenAPI errors xapi raises. */
+export function storageError(e: unknown, vdi = ''): unknown {
+  if (e instanceof SrDriverError) {
+    if (e.code === 'SR_FULL') {
+      const [requested = '0', maximum = '0'] = e.message.split(' ');
+      return new XenApiError('SR_FULL', requested, maximum);
+    }
+    if (e.code === 'VDI_MISSING') return new XenApiError('VDI_MISSING', vdi || e.message, 'the image is not in the SR');
+    if (e.code === 'SR_OPERATION_NOT_SUPPORTED') return new XenApiError('SR_OPERATION_NOT_SUPPORTED', e.message);
+    return new XenApiError('SR_BACKEND_FAILURE', 'SR_BACKEND_FAILURE', '', e.message);
+  }
+  if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC') return new XenApiError('SR_FULL', '0', '0');
+  return e;
+}
+
+export class Storage implements DiskProvider {
+  private readonly drivers = new Map<string, SrDriver>();
+  /** NBD exports serving chained VDIs to QEMU, by VDI uuid. */
+  private readonly exports = new Map<string, { socketPath: string; close(): Promise<void> }>();
+
+  constructor(private readonly services: Services) {}
+
+  private get store(): Store {
+    return this.services.store;
+  }
+
+  /** A driver for an SR, built from its type and this host's PBD device_config. */
+  driverFor(sr: string): SrDriver {
+    const hit = this.drivers.get(sr);
+    if (hit) return hit;
+    const rec = this.store.must('SR', sr);
+    const pbd = this.store.where('PBD', (p) => p.SR === sr && p.host === this.services.hostRef())[0]?.[1];
+    const config = (pbd?.device_config ?? {}) as Record<string, string>;
+    const d = makeDriver(String(rec.type), String(rec.uuid), config, this.services.dataDir);
+    this.drivers.set(sr, d);
+    return d;
+  }
+
+  forgetDriver(sr: string): void {
+    this.drivers.delete(sr);
+  }
+
+  /** The SR must be plugged on this host. */
+  attachedDriver(sr: string): SrDriver {
+    const plugged = this.store.where('PBD', (p) => p.SR === sr && p.host === this.services.hostRef() && p.currently_attached === true);
+    if (plugged.length === 0) throw new XenApiError('SR_NOT_ATTACHED', sr);
+    return this.driverFor(sr);
+  }
+
+  // ------------------------------------------------------------- records
+
+  /** Makes VDI records match the images: adds new ones, marks vanished ones. */
+  async scan(sr: string): Promise<void> {
+    const driver = this.attachedDriver(sr);
+    let vols: VolumeInfo[];
+    try {
+      vols = await driver.scan();
+    } catch (e) {
+      throw storageError(e);
+    }
+    const byUuid = new Map(vols.map((v) => [v.uuid, v]));
+    const hidden = new Set(vols.map((v) => v.parent).filter((p): p is string => Boolean(p)));
+    this.store.transact((tx) => {
+      for (const [ref, vdi] of this.store.where('VDI', (v) => v.SR === sr)) {
+        const v = byUuid.get(String(vdi.uuid));
+        byUuid.delete(String(vdi.uuid));
+        if (!v) {
+          if ((vdi.VBDs as string[]).length === 0) tx.delete('VDI', ref);
+          else tx.update('VDI', ref, { missing: true });
+          continue;
+        }
+        tx.update('VDI', ref, { ...this.volumeFields(v), missing: false, managed: !hidden.has(v.uuid) });
+      }
+      for (const v of byUuid.values()) {
+        tx.create('VDI', {
+          uuid: v.uuid,
+          name_label: v.label ?? (hidden.has(v.uuid) ? 'base copy' : ''),
+          SR: sr,
+          type: 'user',
+          read_only: v.readOnly || hidden.has(v.uuid),
+          managed: !hidden.has(v.uuid),
+          ...this.volumeFields(v),
+        });
+      }
+    });
+    this.relinkParents(sr);
+    await this.update(sr);
+  }
+
+  /** Fields of a VDI record that come from its image. */
+  volumeFields(v: VolumeInfo): Record<string, unknown> {
+    return {
+      location: v.location,
+      virtual_size: v.virtualSize,
+      physical_utilisation: v.physicalUtilisation,
+      sm_config: v.parent ? { 'vhd-parent': v.parent } : {},
+    };
+  }
+
+  /** VDI.parent from sm_config:vhd-parent, for clients that follow chains. */
+  private relinkParents(sr: string): void {
+    this.store.transact((tx) => {
+      for (const [ref, vdi] of this.store.where('VDI', (v) => v.SR === sr)) {
+        const p = (vdi.sm_config as Record<string, string>)['vhd-parent'];
+        const parentRef = p ? this.store.byUuid('VDI', p) ?? NULL_REF : NULL_REF;
+        if (vdi.parent !== parentRef) tx.update('VDI', ref, { parent: parentRef });
+      }
+    });
+  }
+
+  /** physical_size, physical_utilisation and virtual_allocation, kept true. */
+  async update(sr: string): Promise<void> {
+    const driver = this.attachedDriver(sr);
+    const s = await driver.stats().catch((e: unknown) => {
+      throw storageError(e);
+    });
+    const allocation = this.store.where('VDI', (v) => v.SR === sr && v.managed === true).reduce((a, [, v]) => a + Number(v.virtual_size), 0);
+    this.store.transact((tx) => tx.update('SR', sr, { physical_size: s.physicalSize, physical_utilisation: s.physicalUtilisation, virtual_allocation: allocation }));
+  }
+
+  /** A fresh VDI record for an image just made. */
+  recordVolume(sr: string, v: VolumeInfo, fields: Record<string, unknown>): string {
+    return this.store.transact((tx) =>
+      tx.create('VDI', { type: 'user', managed: true, ...fields, uuid: v.uuid, SR: sr, ...this.volumeFields(v) }),
+    );
+  }
+
+  async refreshVolume(vdi: string): Promise<void> {
+    const rec = this.store.must('VDI', vdi);
+    const v = await this.attachedDriver(String(rec.SR)).info(String(rec.uuid));
+    this.store.transact((tx) => tx.update('VDI', vdi, this.volumeFields(v)));
+  }
+
+  // ------------------------------------------------------------- chains
+
+  /**
+   * Snapshot or clone: the VDI's image becomes a hidden read-only base, the
+   * VDI keeps a fresh empty child, and the new VDI gets another — O(1).
+   */
+  async branch(vdi: string, fields: Record<string, unknown>): Promise<string> {
+    const rec = this.store.must('VDI', vdi);
+    const sr = String(rec.SR);
+    const driver = this.attachedDriver(sr);
+    if (!driver.capabilities.includes('VDI_SNAPSHOT')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
+    const newUuid = randomUUID();
+    const baseUuid = randomUUID();
+    try {
+      await driver.branch(String(rec.uuid), [newUuid], baseUuid);
+    } catch (e) {
+      throw storageError(e, vdi);
+    }
+    const base = await driver.info(baseUuid);
+    const child = await driver.info(newUuid);
+    const self = await driver.info(String(rec.uuid));
+    const ref = this.store.transact((tx) => {
+      tx.create('VDI', { uuid: baseUuid, name_label: 'base copy', SR: sr, type: rec.type, read_only: true, managed: false, ...this.volumeFields(base) });
+      tx.update('VDI', vdi, this.volumeFields(self));
+      return tx.create('VDI', {
+        name_label: rec.name_label, name_description: rec.name_description, type: rec.type, sharable: rec.sharable,
+        read_only: false, other_config: rec.other_config, managed: true, SR: sr, uuid: newUuid, ...this.volumeFields(child), ...fields,
+      });
+    });
+    this.relinkParents(sr);
+    await this.update(sr);
+    return ref;
+  }
+
+  /**
+   * The collector: a hidden base with a single child left is folded into it
+   * (never while the child is attached); a hidden base with no child is deleted.
+   */
+  async collect(): Promise<number> {
+    let done = 0;
+    for (const [baseRef, base] of this.store.where('VDI', (v) => v.managed === false && v.missing !== true)) {
+      const sr = String(base.SR);
+      let driver: SrDriver;
+      try {
+        driver = this.attachedDriver(sr);
+      } catch {
+        continue;
+      }
+      const children = this.store.where('VDI', (v) => v.SR === sr && (v.sm_config as Record<string, string>)['vhd-parent'] === base.uuid);
+      try {
+        if (children.length === 0) {
+          await driver.deleteVolume(String(base.uuid));
+          this.store.transact((tx) => tx.delete('VDI', baseRef));
+          done++;
+        } else if (children.length === 1) {
+          const [childRef, child] = children[0];
+          if (this.inUse(childRef)) continue;
+          await driver.coalesce(String(child.uuid));
+          const merged = await driver.info(String(child.uuid));
+          this.store.transact((tx) => {
+            tx.update('VDI', childRef, this.volumeFields(merged));
+            tx.delete('VDI', baseRef);
+          });
+          this.relinkParents(sr);
+          done++;
+        }
+      } catch (e) {
+        this.services.log.warn({ err: e, vdi: base.uuid }, 'storage collector: could not collect a base copy');
+      }
+      await this.update(sr).catch(() => undefined);
+    }
+    return done;
+  }
+
+  /** Attached to a running VM (through a plugged VBD). */
+  inUse(vdi: string): boolean {
+    return (this.store.get('VDI', vdi)?.VBDs as string[] | undefined ?? []).some((vbd) => this.store.get('VBD', vbd)?.currently_attached === true);
+  }
+
+  // ------------------------------------------------------------- disk provider
+
+  async attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
+    const rec = this.store.must('VDI', vdi);
+    const driver = this.attachedDriver(String(rec.SR));
+    if (rec.on_boot === 'reset' && !this.inUse(vdi)) await driver.resetLeaf(String(rec.uuid)).catch(() => undefined);
+    let info: VolumeInfo;
+    try {
+      info = await driver.info(String(rec.uuid));
+    } catch (e) {
+      throw storageError(e, vdi);
+    }
+    if (info.format !== 'vpc' || !info.parent) return { path: driver.path(String(rec.uuid)), format: info.format };
+    return { path: await this.serveChain(String(rec.uuid), driver.path(String(rec.uuid)), readOnly || rec.read_only === true), format: 'raw' };
+  }
+
+  /** qemu's vpc driver ignores parents, so a chain is served over NBD by Xenon itself. */
+  private async serveChain(uuid: string, leaf: string, readOnly: boolean): Promise<string> {
+    const existing = this.exports.get(uuid);
+    if (existing) return `nbd+unix:///?socket=${existing.socketPath}`;
+    const dir = join(this.services.dataDir, 'run', 'nbd');
+    mkdirSync(dir, { recursive: true });
+    const socketPath = join(dir, `${uuid.slice(0, 8)}-${uuid.slice(-12)}.sock`);
+    const { serveNbd } = await import('../storage/nbd/server.ts');
+    const { vhdBlockDevice } = await import('../storage/nbd/vhd-device.ts');
+    const device = await vhdBlockDevice(leaf, { readOnly });
+    const exp = await serveNbd(device, socketPath);
+    this.exports.set(uuid, exp);
+    return `nbd+unix:///?socket=${socketPath}`;
+  }
+
+  async detach(vdi: string): Promise<void> {
+    const rec = this.store.get('VDI', vdi);
+    if (!rec) return;
+    const exp = this.exports.get(String(rec.uuid));
+    if (exp && !this.inUse(vdi)) {
+      this.exports.delete(String(rec.uuid));
+      await exp.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const e of this.exports.values()) await e.close().catch(() => undefined);
+    this.exports.clear();
+  }
+}
+
+export function makeDriver(type: string, srUuid: string, config: Record<string, string>, dataDir: string): SrDriver {
+  switch (type) {
+    case 'ext':
+      return new FileSr('ext', config.path || join(dataDir, 'sr', srUuid), srUuid);
+    case 'file':
+      if (!config.location) throw new XenApiError('SR_BACKEND_FAILURE', 'SR_BACKEND_FAILURE_LOCATION', '', 'device-config:location is required (a directory every host mounts)');
+      return new FileSr('file', config.location, srUuid);
+    case 'iso':
+      if (!config.location) throw new XenApiError('SR_BACKEND_FAILURE', 'SR_BACKEND_FAILURE_LOCATION', '', 'device-config:location is required (a directory of .iso files)');
+      return new IsoSr(config.location, srUuid);
+    default:
+      throw new XenApiError('SR_UNKNOWN_DRIVER', type);
+  }
+}
+
+export const now = (): string => formatDateTime(new Date());
+export type { DbRecord };
