@@ -215,7 +215,7 @@ test('VM.provision follows the template plan; VM.snapshot, clone, copy and rever
   assert.equal((await t.client.api.VM.get_other_config(vm)).disks, undefined);
   const first = randomBytes(2 * MiB);
   await put(vdi, Buffer.concat([first, Buffer.alloc(0)]));
-  const snap = await t.client.api.VM.snapshot(vm, 'snap-1');
+  const snap = await t.client.api.VM.snapshot(vm, 'snap-1', []);
   assert.equal(await t.client.api.VM.get_is_a_snapshot(snap), true);
   assert.equal(await t.client.api.VM.get_snapshot_of(snap), vm);
   const clone = await t.client.api.VM.clone(vm, 'clone-1');
