@@ -11,6 +11,9 @@ import { vbdHandlers } from './messages/vbd.ts';
 import { Storage } from './messages/storage.ts';
 import { ensureLocalSr, ensureSmRecords } from './messages/storage-setup.ts';
 import { exportRawVdi, importRawVdi } from './messages/vdi-http.ts';
+import { bondHandlers, networkHandlers, pifHandlers, vifHandlers, vlanHandlers } from './messages/network.ts';
+import { Networking } from './messages/networking.ts';
+import { createNetworkBackend } from './network/index.ts';
 import { Xenops } from './messages/xenops.ts';
 
 export interface PluginOptions {
@@ -21,6 +24,38 @@ export interface PluginOptions {
   metricsIntervalMs?: number;
   /** How often the storage collector looks for chains to coalesce (ms). */
   gcIntervalMs?: number;
+  /** Network backend (default: OVS when installed, else Linux bridges). */
+  network?: 'ovs' | 'bridge';
+  /** Put the host's NICs into their networks' bridges (takes over the host's links: for dedicated hosts and test namespaces). */
+  attachUplinks?: boolean;
+}
+
+/** Networking: bridges for networks, taps for VIFs, VLANs and bonds, reconciled at start. */
+export function networkPlugin(o: Pick<PluginOptions, 'network' | 'attachUplinks' | 'metricsIntervalMs'> = {}): Plugin {
+  let networking: Networking | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    name: 'network',
+    handlers: { network: networkHandlers, VIF: vifHandlers, VLAN: vlanHandlers, PIF: pifHandlers, Bond: bondHandlers },
+    async start(services) {
+      const log = services.log.child({ subsystem: 'network' });
+      const backend = createNetworkBackend({ dataDir: services.dataDir, prefer: o.network, log: (m) => log.debug(m) });
+      await backend.start();
+      networking = new Networking(backend, services, o.attachUplinks ?? false);
+      services.ext.networking = networking;
+      services.ext.nics = networking;
+      await networking.introduceNics();
+      const r = await networking.reconcile();
+      log.info({ backend: backend.kind, ...r }, 'network reconciled');
+      timer = setInterval(() => void networking?.sampleMetrics().catch(() => undefined), o.metricsIntervalMs ?? 5000);
+      timer.unref();
+    },
+    async stop() {
+      clearInterval(timer);
+      // the switch keeps forwarding for running guests while the toolstack is away
+      await networking?.backend.detach();
+    },
+  };
 }
 
 /** Storage: SR drivers behind SR/PBD/VDI/VBD, disk snapshots and copies, raw VDI import/export. */
@@ -90,5 +125,5 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
 }
 
 export function defaultPlugins(o: PluginOptions): Plugin[] {
-  return [storagePlugin(o), xenopsPlugin(o)];
+  return [storagePlugin(o), networkPlugin(o), xenopsPlugin(o)];
 }

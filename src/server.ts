@@ -3,7 +3,7 @@
  * pool, message handlers, the HTTP(S) listeners and the housekeeping timers.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -24,6 +24,8 @@ import { Tasks } from './tasks/manager.ts';
 export interface Listen {
   host: string;
   port: number;
+  /** A unix socket instead of host:port (reachable across network namespaces). */
+  socketPath?: string;
 }
 
 export interface ServerConfig {
@@ -68,18 +70,22 @@ async function ensureRoot(accounts: Accounts, cfg: ServerConfig, log: Logger): P
   log.info('root account created');
 }
 
-function listen(server: http.Server | https.Server, at: Listen): Promise<AddressInfo> {
+function listen(server: http.Server | https.Server, at: Listen): Promise<AddressInfo | string> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(at.port, at.host, () => {
+    const done = (): void => {
       server.off('error', reject);
-      resolve(server.address() as AddressInfo);
-    });
+      resolve(server.address() as AddressInfo | string);
+    };
+    if (at.socketPath) {
+      rmSync(at.socketPath, { force: true });
+      server.listen(at.socketPath, done);
+    } else server.listen(at.port, at.host, done);
   });
 }
 
-const urlOf = (scheme: string, a: AddressInfo): string =>
-  `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+const urlOf = (scheme: string, a: AddressInfo | string): string =>
+  typeof a === 'string' ? `${scheme}+unix://${encodeURIComponent(a)}` : `${scheme}://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
 
 export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Promise<RunningServer> {
   const log = cfg.logger ?? pino({ level: cfg.logLevel ?? 'info' });

@@ -8,6 +8,7 @@ import { defaultPlugins } from '../plugins.ts';
 
 function parseListen(text: string | undefined, fallbackHost: string): Listen | undefined {
   if (!text) return undefined;
+  if (text.startsWith('/')) return { host: '', port: 0, socketPath: text };
   const i = text.lastIndexOf(':');
   const host = i > 0 ? text.slice(0, i).replace(/^\[|\]$/g, '') : fallbackHost;
   const port = Number(i >= 0 ? text.slice(i + 1) : text);
@@ -15,7 +16,8 @@ function parseListen(text: string | undefined, fallbackHost: string): Listen | u
   return { host, port };
 }
 
-const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim] [--log-level LEVEL]`;
+const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim]
+                     [--accel auto|kvm|tcg] [--network ovs|bridge] [--attach-uplinks] [--log-level LEVEL]`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -30,6 +32,9 @@ async function main(argv: string[]): Promise<void> {
       http: { type: 'string' },
       https: { type: 'string' },
       backend: { type: 'string' },
+      accel: { type: 'string' },
+      network: { type: 'string' },
+      'attach-uplinks': { type: 'boolean' },
       'log-level': { type: 'string' },
     },
   });
@@ -45,7 +50,12 @@ async function main(argv: string[]): Promise<void> {
       backend,
       logLevel: values['log-level'],
     },
-    defaultPlugins({ backend }),
+    defaultPlugins({
+      backend,
+      accel: values.accel as 'auto' | 'kvm' | 'tcg' | undefined,
+      network: values.network as 'ovs' | 'bridge' | undefined,
+      attachUplinks: values['attach-uplinks'] ?? false,
+    }),
   );
   const stop = (): void => {
     server.close().then(() => process.exit(0), () => process.exit(1));

@@ -25,6 +25,8 @@ export interface ClientOptions {
   rejectUnauthorized?: boolean;
   ca?: string;
   timeoutMs?: number;
+  /** Reach the server through a unix socket (the URL then only names the scheme). */
+  socketPath?: string;
 }
 
 export class XenApiClient {
@@ -86,7 +88,7 @@ export class XenApiClient {
     return new Promise((resolve, reject) => {
       const req = mod.request(
         this.url.origin + '/jsonrpc',
-        { method: 'POST', agent: this.agent, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }, timeout: this.opts.timeoutMs },
+        { method: 'POST', agent: this.agent, socketPath: this.opts.socketPath, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }, timeout: this.opts.timeoutMs },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
@@ -116,6 +118,11 @@ export class XenApiClient {
       if (rec.status === 'failure' || rec.status === 'cancelled') throw new XenApiClientError(rec.error_info[0] ?? 'INTERNAL_ERROR', rec.error_info.slice(1));
       await new Promise((r) => setTimeout(r, pollMs));
     }
+  }
+
+  /** Where to connect for other HTTP requests (console, import, export). */
+  get connectTarget(): { socketPath: string } | { host: string; port: number } {
+    return this.opts.socketPath ? { socketPath: this.opts.socketPath } : { host: this.url.hostname, port: Number(this.url.port || (this.url.protocol === 'https:' ? 443 : 80)) };
   }
 
   close(): void {

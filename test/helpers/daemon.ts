@@ -24,9 +24,12 @@ export interface Daemon {
   exited: Promise<number | null>;
 }
 
-export async function spawnDaemon(dataDir: string, opts: { port?: number; args?: string[]; env?: Record<string, string> } = {}): Promise<Daemon> {
+export async function spawnDaemon(dataDir: string, opts: { port?: number; args?: string[]; env?: Record<string, string>; netns?: string; socketPath?: string } = {}): Promise<Daemon> {
   const port = opts.port ?? (await freePort());
-  const proc = spawn(process.execPath, ['--import', 'tsx', `${ROOT_DIR}src/cli/xenon.ts`, 'server', '--data-dir', dataDir, '--http', `127.0.0.1:${port}`, ...(opts.args ?? [])], {
+  const argv = [process.execPath, '--import', 'tsx', `${ROOT_DIR}src/cli/xenon.ts`, 'server', '--data-dir', dataDir, '--http', opts.socketPath ?? `127.0.0.1:${port}`, ...(opts.args ?? [])];
+  // `ip netns exec` execs the command in place: the child's pid stays the daemon's
+  const [cmd, ...args] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...argv] : argv;
+  const proc = spawn(cmd, args, {
     cwd: ROOT_DIR,
     env: { ...process.env, XENON_ROOT_PASSWORD: 'xenon-test-root', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

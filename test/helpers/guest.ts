@@ -1,4 +1,5 @@
 /** Driving the test guest through the public interfaces: XenAPI records, /console. */
+import http from 'node:http';
 import net from 'node:net';
 import type { XenApiClient, Ref } from '../../src/client/client.ts';
 import { testGuestCmdline, testGuestPaths } from '../../tools/testguest/index.ts';
@@ -25,8 +26,16 @@ async function vt100(c: XenApiClient, vm: Ref<'VM'>): Promise<string> {
 /** What the guest printed on its serial console so far (GET /console). */
 export async function serialText(c: XenApiClient, vm: Ref<'VM'>): Promise<string> {
   const con = await vt100(c, vm);
-  const res = await fetch(`${c.url.origin}/console?ref=${encodeURIComponent(con)}&session_id=${encodeURIComponent(c.session)}`);
-  return res.ok ? res.text() : '';
+  return new Promise((resolve) => {
+    const req = http.get({ ...c.connectTarget, path: `/console?ref=${encodeURIComponent(con)}&session_id=${encodeURIComponent(c.session)}` }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve(res.statusCode === 200 ? body : ''));
+      res.on('error', () => resolve(''));
+    });
+    req.on('error', () => resolve(''));
+  });
 }
 
 export async function waitSerial(c: XenApiClient, vm: Ref<'VM'>, needle: string, count = 1, timeoutMs = 150_000): Promise<string> {
@@ -44,7 +53,8 @@ export async function waitSerial(c: XenApiClient, vm: Ref<'VM'>, needle: string,
 export async function typeOnConsole(c: XenApiClient, vm: Ref<'VM'>, line: string): Promise<void> {
   const con = await vt100(c, vm);
   await new Promise<void>((resolve, reject) => {
-    const s = net.createConnection({ host: c.url.hostname, port: Number(c.url.port) }, () => {
+    const target = c.connectTarget;
+    const s = net.createConnection('socketPath' in target ? { path: target.socketPath } : target, () => {
       s.write(`CONNECT /console?ref=${encodeURIComponent(con)}&session_id=${encodeURIComponent(c.session)} HTTP/1.1\r\nHost: x\r\n\r\n`);
     });
     let head = '';

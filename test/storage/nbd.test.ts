@@ -391,6 +391,82 @@ describe('VHD chain export', () => {
     assert.deepEqual([await sha(childPath), await sha(parentPath)], before);
   });
 
+  test('several connections writing into the same blocks of a fresh child concurrently', async () => {
+    const leaf = join(dir, 'child2.vhd');
+    await createDifferencing(leaf, parentPath);
+    const parentHash = await sha(parentPath);
+    const pv = await openVhd(parentPath);
+    const want = await pv.read(0, size); // a fresh child shows the parent
+    await pv.close();
+    const ex = await serveNbd(await vhdBlockDevice(leaf), sock());
+    try {
+      // 4 writers interleave 4 KiB pieces of the same 2 MiB blocks, while 2 readers stream the disk
+      const writers = [0, 1, 2, 3].map((i) => {
+        const cmds: string[] = [];
+        for (let k = 0; k < 16; k++) {
+          const off = k * 128 * KiB + i * 4 * KiB + (k % 3) * 512;
+          cmds.push(`write -P 0x${(0x40 + i).toString(16)} ${off} 4k`);
+          Buffer.alloc(4 * KiB, 0x40 + i).copy(want, off);
+        }
+        cmds.push('flush');
+        return qemuIo(uri(ex), cmds);
+      });
+      const readers = [0, 1].map(() => qemuIo(uri(ex), ['read 0 8M', 'read 512 1M']));
+      for (const r of await Promise.all([...writers, ...readers])) assert.ok(r.ok, r.out);
+      assert.ok((await qemuRead(ex)).equals(want), 'export content after concurrent writes');
+    } finally {
+      await ex.close();
+    }
+    assert.equal(await sha(parentPath), parentHash);
+    const v = await openVhd(leaf);
+    try {
+      assert.ok((await v.read(0, size)).equals(want), 'leaf content read back through the library');
+    } finally {
+      await v.close();
+    }
+  });
+
+  test('qemu-system-x86_64 attaches the export with -blockdev driver=nbd and writes through it', async (t) => {
+    const qemu = 'qemu-system-x86_64';
+    try {
+      await run(qemu, ['--version']);
+    } catch {
+      t.skip(`${qemu} not installed`);
+      return;
+    }
+    const leaf = join(dir, 'child3.vhd');
+    await createDifferencing(leaf, parentPath);
+    const ex = await serveNbd(await vhdBlockDevice(leaf), sock(), { exportName: 'vbd0' });
+    let out = '';
+    try {
+      const child = execFile(qemu, [
+        '-nodefaults', '-no-user-config', '-display', 'none', '-machine', 'pc,accel=tcg', '-S', '-monitor', 'stdio',
+        '-blockdev', `driver=nbd,node-name=n0,server.type=unix,server.path=${ex.socketPath},export=vbd0`,
+        '-blockdev', 'driver=raw,file=n0,node-name=d0',
+        '-device', 'virtio-blk-pci,drive=d0,id=vd0',
+      ]);
+      child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      child.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+      const qdev = '/machine/peripheral/vd0/virtio-backend';
+      child.stdin!.end(`info block\nqemu-io -d ${qdev} "write -P 0x66 3M 8k"\nqemu-io -d ${qdev} "read -P 0x66 3M 8k"\nquit\n`);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      await new Promise<void>((resolve) => child.on('exit', () => resolve()));
+      clearTimeout(timer);
+    } finally {
+      await ex.close();
+    }
+    assert.match(out, /nbd\+unix:\/\/\/vbd0\?socket=/);
+    assert.match(out, /wrote 8192\/8192 bytes at offset 3145728/);
+    assert.match(out, /read 8192\/8192 bytes at offset 3145728/);
+    assert.doesNotMatch(out, /Pattern verification failed/);
+    const v = await openVhd(leaf);
+    try {
+      assert.ok((await v.read(3 * MiB, 8 * KiB)).equals(Buffer.alloc(8 * KiB, 0x66)));
+    } finally {
+      await v.close();
+    }
+  });
+
   test('WRITE_ZEROES over the chain zeroes parent data in the leaf only', async () => {
     const parentHash = await sha(parentPath);
     const ex = await serveNbd(await vhdBlockDevice(childPath), sock());

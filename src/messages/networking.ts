@@ -1,0 +1,168 @@
+/**
+ * Where network/PIF/VIF/VLAN/Bond records meet the network backend (OVS or
+ * Linux bridge): bridges for networks, fake bridges for VLANs, taps for the
+ * VIFs of running VMs, and the reconcile that makes the host match the
+ * database at start — creating what is missing, removing what a crash left.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { XenApiError } from '../datamodel/api-error.ts';
+import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
+import type { DbRecord, Store } from '../db/store.ts';
+import type { BridgeSpec, LockingSpec, NetworkBackend, TapSpec } from '../network/backend.ts';
+import { listHostNics } from '../network/host-nics.ts';
+import type { Services } from './context.ts';
+import type { NicProvider } from './xenops.ts';
+
+const run = promisify(execFile);
+
+/** Linux interface names stop at 15 characters. */
+export const tapName = (vifUuid: string): string => `xv${vifUuid.replace(/-/g, '').slice(0, 12)}`;
+
+export class Networking implements NicProvider {
+  constructor(
+    readonly backend: NetworkBackend,
+    private readonly services: Services,
+    /** Put physical NICs into their networks' bridges (off by default: it would take over the host's own links). */
+    private readonly attachUplinks = false,
+    private readonly netns?: string,
+  ) {}
+
+  private get store(): Store {
+    return this.services.store;
+  }
+
+  /** The bridge spec a network needs: its own bridge, or a fake bridge on its VLAN's parent. */
+  bridgeSpec(network: string): BridgeSpec {
+    const net = this.store.must('network', network);
+    const pif = (net.PIFs as string[]).map((p) => this.store.get('PIF', p)).find((p) => p && p.host === this.services.hostRef());
+    if (pif && Number(pif.VLAN) >= 0) {
+      const vlan = this.store.get('VLAN', String(pif.VLAN_master_of));
+      const tagged = vlan ? this.store.get('PIF', String(vlan.tagged_PIF)) : undefined;
+      const parentNet = tagged ? this.store.get('network', String(tagged.network)) : undefined;
+      if (parentNet) return { name: String(net.bridge), mtu: Number(net.MTU), vlan: { parentBridge: String(parentNet.bridge), tag: Number(pif.VLAN) } };
+    }
+    const uplink = this.attachUplinks && pif?.physical === true ? String(pif.device) : undefined;
+    return { name: String(net.bridge), mtu: Number(net.MTU), ...(uplink ? { uplink } : {}) };
+  }
+
+  async ensureNetwork(network: string): Promise<void> {
+    const spec = this.bridgeSpec(network);
+    if (spec.vlan) {
+      const parent = this.store.where('network', (n) => n.bridge === spec.vlan!.parentBridge)[0];
+      if (parent) await this.ensureNetwork(parent[0]);
+    }
+    const { name, ...opts } = spec;
+    await this.backend.ensureBridge(name, opts);
+  }
+
+  private locking(vif: DbRecord, net: DbRecord): LockingSpec {
+    let mode = String(vif.locking_mode);
+    if (mode === 'network_default') mode = net.default_locking_mode === 'disabled' ? 'disabled' : 'unlocked';
+    return { mode: mode as LockingSpec['mode'], mac: String(vif.MAC), ipv4: vif.ipv4_allowed as string[], ipv6: vif.ipv6_allowed as string[] };
+  }
+
+  // ------------------------------------------------------------- NicProvider
+
+  async plug(vif: string): Promise<{ tap: string; mtu: number }> {
+    const rec = this.store.must('VIF', vif);
+    const net = this.store.must('network', String(rec.network));
+    await this.ensureNetwork(String(rec.network));
+    const tap = tapName(String(rec.uuid));
+    await this.backend.removeTap(tap).catch(() => undefined); // a stale one from a crash
+    await this.backend.createTap(tap, String(net.bridge), { mac: String(rec.MAC), mtu: Number(rec.MTU) || Number(net.MTU), locking: this.locking(rec, net) });
+    return { tap, mtu: Number(rec.MTU) || Number(net.MTU) };
+  }
+
+  async unplug(vif: string): Promise<void> {
+    const rec = this.store.get('VIF', vif);
+    if (rec) await this.backend.removeTap(tapName(String(rec.uuid))).catch(() => undefined);
+  }
+
+  async applyLocking(vif: string): Promise<void> {
+    const rec = this.store.must('VIF', vif);
+    if (!rec.currently_attached) return;
+    await this.backend.setLocking(tapName(String(rec.uuid)), this.locking(rec, this.store.must('network', String(rec.network))));
+  }
+
+  // ------------------------------------------------------------- host
+
+  /** First start: each NIC becomes a PIF with a network and bridge of its own. */
+  async introduceNics(): Promise<void> {
+    const host = this.services.hostRef();
+    if (this.store.where('PIF', (p) => p.host === host && p.physical === true).length) return;
+    const nics = (await listHostNics({ netns: this.netns, includeVeth: true })).sort((a, b) => a.device.localeCompare(b.device));
+    const management = await this.defaultRouteDevice();
+    this.store.transact((tx) => {
+      nics.forEach((nic, i) => {
+        const network = tx.create('network', {
+          name_label: `Pool-wide network associated with ${nic.device}`, bridge: `xenbr${i}`, MTU: nic.mtu, managed: true,
+          other_config: { automatic: 'true' },
+        });
+        const metrics = tx.create('PIF_metrics', { carrier: nic.carrier, speed: nic.speedMbps ?? 0, duplex: true, last_updated: formatDateTime(new Date()) });
+        tx.create('PIF', {
+          device: nic.device, network, host, MAC: nic.mac, MTU: nic.mtu, VLAN: -1, metrics, physical: true, currently_attached: true,
+          ip_configuration_mode: 'None', management: nic.device === management || (management === undefined && i === 0), managed: true,
+          properties: { gro: 'on' }, capabilities: [],
+        });
+      });
+    });
+  }
+
+  private async defaultRouteDevice(): Promise<string | undefined> {
+    const args = ['route', 'show', 'default'];
+    const r = await (this.netns ? run('ip', ['-n', this.netns, ...args]) : run('ip', args)).catch(() => ({ stdout: '' }));
+    return /dev (\S+)/.exec(r.stdout)?.[1];
+  }
+
+  /** Applies a PIF's IP configuration to its bridge. */
+  async applyIp(pif: string): Promise<void> {
+    const rec = this.store.must('PIF', pif);
+    const bridge = String(this.store.must('network', String(rec.network)).bridge);
+    const ip = async (...args: string[]): Promise<void> => {
+      await (this.netns ? run('ip', ['-n', this.netns, ...args]) : run('ip', args));
+    };
+    await ip('addr', 'flush', 'dev', bridge).catch(() => undefined);
+    if (rec.ip_configuration_mode === 'Static' && rec.IP) {
+      const bits = String(rec.netmask).split('.').reduce((n, o) => n + (Number(o) >>> 0).toString(2).split('1').length - 1, 0);
+      await ip('addr', 'add', `${String(rec.IP)}/${bits || 24}`, 'dev', bridge);
+      await ip('link', 'set', bridge, 'up');
+    }
+  }
+
+  // ------------------------------------------------------------- start-up
+
+  /** Bridges of every network and taps of running VMs' VIFs exist; anything else of ours goes. */
+  async reconcile(): Promise<{ removed: string[]; created: string[] }> {
+    const bridges = this.store.refs('network').map((n) => this.bridgeSpec(n));
+    const taps: TapSpec[] = [];
+    for (const [, vif] of this.store.where('VIF', (v) => v.currently_attached === true)) {
+      const vm = this.store.get('VM', String(vif.VM));
+      if (!vm || (vm.power_state !== 'Running' && vm.power_state !== 'Paused')) continue;
+      const net = this.store.get('network', String(vif.network));
+      if (!net) continue;
+      taps.push({ name: tapName(String(vif.uuid)), bridge: String(net.bridge), mac: String(vif.MAC), locking: this.locking(vif, net) });
+    }
+    return this.backend.reconcile({ bridges, taps });
+  }
+
+  /** Counters into PIF_metrics and VIF_metrics. */
+  async sampleMetrics(): Promise<void> {
+    const now = formatDateTime(new Date());
+    for (const [, vif] of this.store.where('VIF', (v) => v.currently_attached === true)) {
+      const s = await this.backend.interfaceStats(tapName(String(vif.uuid))).catch(() => undefined);
+      if (!s || vif.metrics === NULL_REF || !this.store.get('VIF_metrics', String(vif.metrics))) continue;
+      this.store.transact((tx) => tx.update('VIF_metrics', String(vif.metrics), { io_read_kbs: s.rxBytes / 1024, io_write_kbs: s.txBytes / 1024, last_updated: now }));
+    }
+  }
+
+  nextBridgeName(): string {
+    const used = new Set(this.store.where('network', () => true).map(([, n]) => String(n.bridge)));
+    for (let i = 0; ; i++) if (!used.has(`xapi${i}`)) return `xapi${i}`;
+  }
+
+  assertNoActiveVifs(network: string): void {
+    const active = (this.store.must('network', network).VIFs as string[]).filter((v) => this.store.get('VIF', v)?.currently_attached);
+    if (active.length) throw new XenApiError('NETWORK_CONTAINS_VIF', ...active);
+  }
+}
