@@ -103,7 +103,7 @@ test('private network, VLANs on one PIF, VIF unplug/plug, and a daemon SIGKILL',
   }
   assert.ok(await pings(a.vm, '10.0.10.2', 3), 'plugging it back restores it');
 
-  const taps = async (): Promise<string[]> => (await sh('ip', ['-n', ns, '-o', 'link', 'show', 'type', 'tun'])).stdout.split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1]).filter((x): x is string => Boolean(x) && x.startsWith('xv')).sort();
+  const taps = async (): Promise<string[]> => (await sh('ip', ['-n', ns, '-o', 'link', 'show', 'type', 'tun'])).stdout.split('\n').map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1]).filter((x): x is string => typeof x === 'string' && x.startsWith('xv')).sort();
   const bridges = async (): Promise<string[]> => (await sh('ovs-vsctl', [`--db=unix:${join(dataDir, 'run', 'ovs', 'db.sock')}`, 'list-br'])).stdout.split('\n').filter(Boolean).sort();
   const tapsBefore = await taps();
   const bridgesBefore = await bridges();
