@@ -24,14 +24,14 @@ export interface PluginOptions {
   metricsIntervalMs?: number;
   /** How often the storage collector looks for chains to coalesce (ms). */
   gcIntervalMs?: number;
-  /** Network backend (default: OVS when installed, else Linux bridges). */
-  network?: 'ovs' | 'bridge';
+  /** Network backend (default: OVS when installed, else Linux bridges); 'none' runs no networking. */
+  network?: 'ovs' | 'bridge' | 'none';
   /** Put the host's NICs into their networks' bridges (takes over the host's links: for dedicated hosts and test namespaces). */
   attachUplinks?: boolean;
 }
 
 /** Networking: bridges for networks, taps for VIFs, VLANs and bonds, reconciled at start. */
-export function networkPlugin(o: Pick<PluginOptions, 'network' | 'attachUplinks' | 'metricsIntervalMs'> = {}): Plugin {
+export function networkPlugin(o: { network?: 'ovs' | 'bridge'; attachUplinks?: boolean; metricsIntervalMs?: number } = {}): Plugin {
   let networking: Networking | undefined;
   let timer: NodeJS.Timeout | undefined;
   return {
@@ -125,5 +125,6 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
 }
 
 export function defaultPlugins(o: PluginOptions): Plugin[] {
-  return [storagePlugin(o), networkPlugin(o), xenopsPlugin(o)];
+  const network = o.network === 'none' ? [] : [networkPlugin({ ...o, network: o.network })];
+  return [storagePlugin(o), ...network, xenopsPlugin(o)];
 }

@@ -17,7 +17,7 @@ function parseListen(text: string | undefined, fallbackHost: string): Listen | u
 }
 
 const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim]
-                     [--accel auto|kvm|tcg] [--network ovs|bridge] [--attach-uplinks] [--log-level LEVEL]`;
+                     [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--log-level LEVEL]`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -53,7 +53,7 @@ async function main(argv: string[]): Promise<void> {
     defaultPlugins({
       backend,
       accel: values.accel as 'auto' | 'kvm' | 'tcg' | undefined,
-      network: values.network as 'ovs' | 'bridge' | undefined,
+      network: values.network as 'ovs' | 'bridge' | 'none' | undefined,
       attachUplinks: values['attach-uplinks'] ?? false,
     }),
   );

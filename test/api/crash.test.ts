@@ -10,7 +10,7 @@ import { spawnDaemon } from '../helpers/daemon.ts';
 test('SIGKILL during a burst of writes loses no acknowledged write', { timeout: 120_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'xenon-crash-'));
   try {
-    const d = await spawnDaemon(dataDir, { args: ['--backend', 'sim'] });
+    const d = await spawnDaemon(dataDir, { args: ['--backend', 'sim', '--network', 'none'] });
     const acked = new Map<string, string>();
     const writers = Array.from({ length: 8 }, async (_, w) => {
       const c = new XenApiClient(d.url);
@@ -35,7 +35,7 @@ test('SIGKILL during a burst of writes loses no acknowledged write', { timeout: 
     await d.exited;
     assert.ok(acked.size > 20, `only ${acked.size} writes acknowledged`);
 
-    const again = await spawnDaemon(dataDir, { args: ['--backend', 'sim'] });
+    const again = await spawnDaemon(dataDir, { args: ['--backend', 'sim', '--network', 'none'] });
     const c = new XenApiClient(again.url);
     await c.login('root', 'xenon-test-root');
     const recs = await c.api.network.get_all_records();
@@ -55,12 +55,12 @@ test('SIGKILL during a burst of writes loses no acknowledged write', { timeout: 
 test('a restart keeps sessions, and the root password from first start', { timeout: 60_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'xenon-restart-'));
   try {
-    const d = await spawnDaemon(dataDir, { args: ['--backend', 'sim'] });
+    const d = await spawnDaemon(dataDir, { args: ['--backend', 'sim', '--network', 'none'] });
     const c = new XenApiClient(d.url);
     const session = await c.login('root', 'xenon-test-root');
     d.proc.kill('SIGTERM');
     await d.exited;
-    const again = await spawnDaemon(dataDir, { args: ['--backend', 'sim'], env: { XENON_ROOT_PASSWORD: 'ignored-now' } });
+    const again = await spawnDaemon(dataDir, { args: ['--backend', 'sim', '--network', 'none'], env: { XENON_ROOT_PASSWORD: 'ignored-now' } });
     const c2 = new XenApiClient(again.url);
     const vms = (await c2.call('VM.get_all', [session])) as string[];
     assert.ok(vms.length > 0, 'old session still valid');

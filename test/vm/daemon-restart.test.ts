@@ -10,7 +10,7 @@ import { makeTestGuestVm, MARKER, typeOnConsole, waitSerial } from '../helpers/g
 
 test('SIGKILL the daemon while two VMs run; after restart both are Running and one shuts down cleanly', { timeout: 300_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'xenon-adopt-'));
-  const args = ['--backend', 'qemu'];
+  const args = ['--backend', 'qemu', '--network', 'none'];
   let c: XenApiClient | undefined;
   let d = await spawnDaemon(dataDir, { args });
   try {
@@ -49,7 +49,7 @@ test('SIGKILL the daemon while two VMs run; after restart both are Running and o
 
 test('a guest that died while the daemon was down is Halted after the restart', { timeout: 300_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'xenon-died-'));
-  const args = ['--backend', 'qemu'];
+  const args = ['--backend', 'qemu', '--network', 'none'];
   let d = await spawnDaemon(dataDir, { args });
   let c = new XenApiClient(d.url);
   try {

@@ -1,0 +1,84 @@
+/**
+ * The main job: a Xenon host with local storage and a network, a test VM
+ * booted on it, and the addresses printed. Runs until interrupted.
+ *   npx tsx tools/main.ts [--data-dir DIR] [--http ADDR:PORT] [--https ADDR:PORT]
+ */
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { XenApiClient } from '../src/client/client.ts';
+import { defaultPlugins } from '../src/plugins.ts';
+import { startServer } from '../src/server.ts';
+import { testGuestCmdline, testGuestPaths } from './testguest/index.ts';
+
+const { values } = parseArgs({
+  options: {
+    'data-dir': { type: 'string', default: 'data' },
+    http: { type: 'string', default: '127.0.0.1:8080' },
+    https: { type: 'string', default: '0.0.0.0:8443' },
+  },
+});
+const listen = (s: string): { host: string; port: number } => ({ host: s.slice(0, s.lastIndexOf(':')), port: Number(s.slice(s.lastIndexOf(':') + 1)) });
+
+const password = process.env.XENON_ROOT_PASSWORD;
+let announced = '';
+const server = await startServer(
+  {
+    dataDir: resolve(values['data-dir']!),
+    http: listen(values.http!),
+    https: listen(values.https!),
+    rootPassword: password,
+    logLevel: process.env.XENON_LOG_LEVEL ?? 'warn',
+    announce: (line) => (announced = line),
+  },
+  defaultPlugins({ backend: 'qemu' }),
+);
+
+const c = new XenApiClient(server.httpUrl!);
+const rootPw = password ?? /: (\S+)$/.exec(announced)?.[1];
+if (!rootPw) {
+  process.stdout.write('xenon: the root password was set on an earlier start; set XENON_ROOT_PASSWORD to let this script log in\n');
+} else {
+  await c.login('root', rootPw);
+  const [pool] = await c.api.pool.get_all();
+  const sr = await c.api.pool.get_default_SR(pool);
+  let [vm] = await c.api.VM.get_by_name_label('xenon-demo');
+  if (!vm) {
+    const { kernel, initrd } = await testGuestPaths();
+    const [tpl] = await c.api.VM.get_by_name_label('Xenon test guest');
+    vm = await c.api.VM.clone(tpl, 'xenon-demo');
+    await c.api.VM.set_is_a_template(vm, false);
+    await c.api.VM.set_PV_kernel(vm, kernel);
+    await c.api.VM.set_PV_ramdisk(vm, initrd);
+    await c.api.VM.set_PV_args(vm, testGuestCmdline({ mode: 'stay', ip: '10.77.0.2/24' }));
+    const disk = await c.api.VDI.create({ SR: sr, virtual_size: 64 * 1024 * 1024, name_label: 'xenon-demo disk', type: 'user' } as never);
+    await c.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: false, mode: 'RW', type: 'Disk', empty: false } as never);
+    let [net] = await c.api.network.get_by_name_label('xenon-demo network');
+    net ??= await c.api.network.create({ name_label: 'xenon-demo network', name_description: 'host-internal network of the demo VM', MTU: 1500 } as never);
+    await c.api.VIF.create({ VM: vm, network: net, device: '0', MAC: '', MTU: 1500 } as never);
+  }
+  if ((await c.api.VM.get_power_state(vm)) === 'Halted') await c.api.VM.start(vm, false, false);
+  const uuid = await c.api.VM.get_uuid(vm);
+  const lines = [
+    '',
+    'Xenon is running.',
+    `  XenAPI (HTTP, loopback):  ${server.httpUrl}   (XML-RPC on /, JSON-RPC on /jsonrpc)`,
+    `  XenAPI (HTTPS):           ${server.httpsUrl?.replace('0.0.0.0', hostname())}`,
+    `  web console:              ${server.httpsUrl?.replace('0.0.0.0', hostname())}/  (the web UI is not built yet: use xe or any XenAPI client)`,
+    `  root password:            ${password ? '(from XENON_ROOT_PASSWORD)' : rootPw}`,
+    `  local storage SR:         ${await c.api.SR.get_uuid(sr)}`,
+    `  test VM:                  xenon-demo (${uuid}) — ${await c.api.VM.get_power_state(vm)}`,
+    `  try:  npx xe -s 127.0.0.1 -p ${new URL(server.httpUrl!).port} --nossl -u root -pw '${rootPw}' vm-list`,
+    `        npx xe ... console vm=xenon-demo      (serial console; Ctrl-] to leave)`,
+    'Ctrl-C stops the toolstack; guests keep running and are re-adopted on the next start.',
+    '',
+  ];
+  process.stdout.write(lines.join('\n'));
+}
+
+const stop = (): void => {
+  c.close();
+  server.close().then(() => process.exit(0), () => process.exit(1));
+};
+process.on('SIGINT', stop);
+process.on('SIGTERM', stop);
