@@ -52,3 +52,41 @@ test('write, snapshot, write, revert: the guest reads the snapshot data', { time
   assert.equal(reads[reads.length - 1], 'first-data', `reads: ${reads.join(', ')}`);
   await c.api.VM.hard_shutdown(vm);
 });
+
+test('a disk hot-plugged into a running guest shows its data; a CD drive takes and gives back media', { timeout: 300_000 }, async () => {
+  const c = t.client;
+  const [pool] = await c.api.pool.get_all();
+  const sr = await c.api.pool.get_default_SR(pool);
+  const vm = await makeTestGuestVm(c, 'hotplug-guest');
+  await c.api.VM.start(vm, false, false);
+  await waitSerial(c, vm, MARKER);
+  const vdi = await c.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: 'hot', type: 'user' } as never);
+  const data = Buffer.alloc(4 * 1024 * 1024);
+  data.write('hot-plugged-data\n');
+  const put = await fetch(`${t.url}/import_raw_vdi?session_id=${c.session}&vdi=${vdi}&format=raw`, { method: 'PUT', body: new Uint8Array(data) });
+  assert.equal(put.status, 200);
+  const vbd = await c.api.VBD.create({ VM: vm, VDI: vdi, userdevice: '1', bootable: false, mode: 'RW', type: 'Disk', empty: false } as never);
+  assert.equal(await c.api.VBD.get_currently_attached(vbd), false);
+  await c.api.VBD.plug(vbd);
+  assert.equal(await c.api.VBD.get_currently_attached(vbd), true);
+  let found = false;
+  for (let i = 1; i <= 20 && !found; i++) {
+    await typeOnConsole(c, vm, 'read-disk vda');
+    const text = await waitSerial(c, vm, 'XENON-READ vda', i);
+    found = text.includes('XENON-READ vda hot-plugged-data');
+    if (!found) await new Promise((r) => setTimeout(r, 500));
+  }
+  assert.ok(found, 'the guest reads the hot-plugged disk');
+  await c.api.VBD.unplug(vbd);
+  assert.equal(await c.api.VBD.get_currently_attached(vbd), false);
+
+  const cd = await c.api.VBD.create({ VM: vm, VDI: 'OpaqueRef:NULL', userdevice: '3', bootable: false, mode: 'RO', type: 'CD', empty: true } as never);
+  assert.equal(await c.api.VBD.get_empty(cd), true);
+  await assert.rejects(c.api.VBD.eject(cd), (e: { code?: string }) => e.code === 'VBD_IS_EMPTY');
+  await c.api.VBD.insert(cd, vdi);
+  assert.equal(await c.api.VBD.get_VDI(cd), vdi);
+  await assert.rejects(c.api.VBD.insert(cd, vdi), (e: { code?: string }) => e.code === 'VBD_NOT_EMPTY');
+  await c.api.VBD.eject(cd);
+  assert.equal(await c.api.VBD.get_empty(cd), true);
+  await c.api.VM.hard_shutdown(vm);
+});

@@ -4,6 +4,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { xenopsPlugin } from '../../src/plugins.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { makeTestGuestVm, MARKER, typeOnConsole, waitPowerState, waitSerial } from '../helpers/guest.ts';
@@ -78,5 +79,35 @@ test('a guest reboot restarts it (actions_after_reboot = restart)', { timeout: 1
   await typeOnConsole(c, vm, 'reboot');
   await waitSerial(c, vm, MARKER, 2);
   assert.equal(await c.api.VM.get_power_state(vm), 'Running');
+  await c.api.VM.hard_shutdown(vm);
+});
+
+test('the RFB console answers over HTTP CONNECT with the VNC greeting', { timeout: 120_000 }, async () => {
+  const c = t.client;
+  const vm = await makeTestGuestVm(c, 'guest-rfb');
+  await c.api.VM.start(vm, false, false);
+  let rfb = '';
+  for (const con of await c.api.VM.get_consoles(vm)) if ((await c.api.console.get_protocol(con)) === 'rfb') rfb = con;
+  assert.ok(rfb, 'an rfb console record');
+  const greeting = await new Promise<string>((resolve, reject) => {
+    const s = net.createConnection({ host: '127.0.0.1', port: Number(new URL(t.url).port) }, () => {
+      s.write(`CONNECT /console?ref=${encodeURIComponent(rfb)}&session_id=${encodeURIComponent(c.session)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    });
+    let buf = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      const m = /RFB \d{3}\.\d{3}\n/.exec(buf);
+      if (m) {
+        s.destroy();
+        resolve(buf);
+      }
+    });
+    s.on('error', reject);
+    setTimeout(() => reject(new Error(`no greeting: ${JSON.stringify(buf)}`)), 20_000);
+  });
+  assert.match(greeting, /^HTTP\/1\.1 200/);
+  assert.match(greeting, /RFB 003\.00\d\n/);
+  const denied = await fetch(`${t.url}/console?ref=${encodeURIComponent(rfb)}&session_id=OpaqueRef:bad`);
+  assert.equal(denied.status, 401);
   await c.api.VM.hard_shutdown(vm);
 });
