@@ -1,6 +1,7 @@
 /** Every class's explicit behaviour, by class name. */
 import type { HandlerTable } from './context.ts';
 import { eventHandlers } from './event.ts';
+import { hostHandlers, poolHandlers } from './host.ts';
 import { messageHandlers } from './message.ts';
 import { sessionHandlers } from './session.ts';
 import { subjectHandlers } from './subject.ts';
@@ -8,6 +9,8 @@ import { taskHandlers } from './task.ts';
 
 export const CORE_HANDLERS: Readonly<Record<string, HandlerTable>> = {
   event: eventHandlers,
+  host: hostHandlers,
+  pool: poolHandlers,
   message: messageHandlers,
   session: sessionHandlers,
   subject: subjectHandlers,

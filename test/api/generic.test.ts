@@ -123,3 +123,16 @@ test('messages (alerts): create, query by object and time, destroy', async () =>
   await t.client.api.message.destroy(m);
   assert.ok(!(await t.client.api.message.get_all()).includes(m));
 });
+
+test('host.disable/enable, server time, license state', async () => {
+  const [host] = await t.client.api.host.get_all();
+  await t.client.api.host.disable(host);
+  assert.equal(await t.client.api.host.get_enabled(host), false);
+  await t.client.api.host.enable(host);
+  assert.equal(await t.client.api.host.get_enabled(host), true);
+  const time = await t.client.api.host.get_servertime(host);
+  assert.ok(Math.abs(Date.parse(time.replace(/^(\d{4})(\d{2})(\d{2})T/, '$1-$2-$3T')) - Date.now()) < 60_000);
+  await failsWith(t.client.api.host.disable('OpaqueRef:nope' as never), 'HANDLE_INVALID');
+  const [pool] = await t.client.api.pool.get_all();
+  assert.equal((await t.client.api.pool.get_license_state(pool)).edition, 'xenon');
+});
