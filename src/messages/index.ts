@@ -3,6 +3,7 @@ import type { HandlerTable } from './context.ts';
 import { eventHandlers } from './event.ts';
 import { hostHandlers, poolHandlers } from './host.ts';
 import { messageHandlers } from './message.ts';
+import { roleHandlers } from './role.ts';
 import { sessionHandlers } from './session.ts';
 import { subjectHandlers } from './subject.ts';
 import { taskHandlers } from './task.ts';
@@ -12,6 +13,7 @@ export const CORE_HANDLERS: Readonly<Record<string, HandlerTable>> = {
   host: hostHandlers,
   pool: poolHandlers,
   message: messageHandlers,
+  role: roleHandlers,
   session: sessionHandlers,
   subject: subjectHandlers,
   task: taskHandlers,

@@ -99,3 +99,14 @@ test('session.change_password is for the local superuser; a wrong old password i
   await c.logout();
   c.close();
 });
+
+test('role permissions are derived from the datamodel', async () => {
+  const roles = await t.client.api.role.get_all_records();
+  const ref = (name: string) => Object.entries(roles).find(([, r]) => r.name_label === name)![0] as never;
+  const ro = await t.client.api.role.get_permissions_name_label(ref('read-only'));
+  assert.ok(ro.includes('vm.get_record'));
+  assert.ok(!ro.includes('vm.start'));
+  assert.ok((await t.client.api.role.get_permissions_name_label(ref('vm-operator'))).includes('vm.start'));
+  const who = await t.client.api.role.get_by_permission_name_label('vm.start');
+  assert.deepEqual([...who].sort(), ['pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin', 'vm-operator'].map(ref).sort());
+});
