@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { CallOutcome, Dispatcher } from './dispatch.ts';
-import { toXml } from './marshal.ts';
+import { toJsonText, toXml } from './marshal.ts';
 import { decodeMethodCall, failureXml, successXml, XmlRpcParseError } from './xmlrpc.ts';
 
 /** RPC bodies larger than this are refused (disks travel through /import, not RPC). */
@@ -77,6 +77,14 @@ async function serveXml(dispatcher: Dispatcher, req: http.IncomingMessage, res: 
 }
 
 function jsonReply(version: '1.0' | '2.0', id: unknown, out: CallOutcome): string {
+  // records and maps of records: spliced from their (cached) JSON, byte for byte as below
+  const result = out.ok ? toJsonText(out.type, out.value) : undefined;
+  if (result !== undefined) {
+    const idText = JSON.stringify(id);
+    if (idText !== undefined) {
+      return version === '2.0' ? `{"jsonrpc":"2.0","result":${result},"id":${idText}}` : `{"result":${result},"error":null,"id":${idText}}`;
+    }
+  }
   if (version === '2.0') {
     return out.ok
       ? JSON.stringify({ jsonrpc: '2.0', result: out.value, id })
@@ -125,8 +133,11 @@ export interface ServeOptions {
 
 export function requestListener(o: ServeOptions): http.RequestListener {
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
+    // the RPC paths are matched as they come; anything else is parsed as a URL
+    const raw = req.url ?? '/';
+    const rpc = raw === '/jsonrpc' || XML_PATHS.has(raw);
+    const url = rpc ? null : new URL(raw, 'http://localhost');
+    const path = url ? url.pathname : raw;
     const done = (p: Promise<void> | void): void => {
       Promise.resolve(p).catch((err: unknown) => {
         o.log.error({ err, path }, 'request failed');
@@ -140,7 +151,7 @@ export function requestListener(o: ServeOptions): http.RequestListener {
       return done(json ? serveJson(o.dispatcher, req, res) : serveXml(o.dispatcher, req, res));
     }
     const route = o.routes.routes.get(path);
-    if (route) return done(route(req, res, url));
+    if (route) return done(route(req, res, url ?? new URL(raw, 'http://localhost')));
     send(res, 404, 'text/plain', 'not found\n');
   };
 }

@@ -160,17 +160,72 @@ function recordWriter(clsName: string): XmlWriter {
   const cls = getClass(clsName);
   if (!cls) return encodeUntyped;
   const parts = cls.fields.map((f) => ({ open: `<member><name>${escapeXml(f.name)}</name>`, name: f.name, w: xmlWriter(f.type) }));
-  const w: XmlWriter = (v) => {
+  // joined rather than concatenated: one flat string, cheap to keep and to copy out
+  const write: XmlWriter = (v) => {
     const r = v as Record<string, unknown>;
-    let s = '<value><struct>';
+    const out: string[] = new Array(parts.length + 2);
+    out[0] = '<value><struct>';
     for (let i = 0; i < parts.length; i++) {
       const p = parts[i];
-      s += `${p.open}${p.w(r[p.name])}</member>`;
+      out[i + 1] = `${p.open}${p.w(r[p.name])}</member>`;
     }
-    return `${s}</struct></value>`;
+    out[parts.length + 1] = '</struct></value>';
+    return out.join('');
+  };
+  // Database records are frozen and replaced (never edited) on change, so a
+  // record object's encoding never changes: remember it while the record lives.
+  const cache = new WeakMap<object, string>();
+  const w: XmlWriter = (v) => {
+    if (!isFrozenObject(v)) return write(v);
+    let s = cache.get(v);
+    if (s === undefined) {
+      s = write(v);
+      cache.set(v, s);
+    }
+    return s;
   };
   recordWriters.set(clsName, w);
   return w;
+}
+
+const isFrozenObject = (v: unknown): v is object => typeof v === 'object' && v !== null && Object.isFrozen(v);
+
+// ---------------------------------------------------------------- JSON-RPC out
+
+const jsonCache = new WeakMap<object, string>();
+const hasToJson = (v: object): boolean => typeof (v as { toJSON?: unknown }).toJSON === 'function';
+
+/** JSON text of a record; frozen (database) records' texts are remembered, as for XML. */
+function recordJson(v: unknown): string | undefined {
+  if (!isFrozenObject(v)) return JSON.stringify(v);
+  let s = jsonCache.get(v);
+  if (s === undefined) {
+    s = JSON.stringify(v);
+    jsonCache.set(v, s);
+  }
+  return s;
+}
+
+/**
+ * The JSON text of a result of a declared type, exactly as `JSON.stringify`
+ * would write it inside the reply — faster for records and maps of records
+ * (get_record, get_all_records). Undefined when the value has no JSON form,
+ * or when it is not a plain value this shortcut can vouch for (the caller
+ * then stringifies the whole reply).
+ */
+export function toJsonText(t: XType, v: unknown): string | undefined {
+  if (typeof v !== 'object' || v === null || Array.isArray(v) || hasToJson(v)) return undefined;
+  if (t.kind === 'record') return recordJson(v);
+  if (t.kind !== 'map' || t.value.kind !== 'record') return undefined;
+  const m = v as Record<string, unknown>;
+  const keys = Object.keys(m);
+  let s = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const x = m[keys[i]];
+    if (typeof x !== 'object' || x === null || hasToJson(x)) return undefined;
+    s += `${i === 0 ? '' : ','}${JSON.stringify(keys[i])}:${recordJson(x)}`;
+  }
+  return `${s}}`;
 }
 
 /** Encodes a value of a declared type as an XML-RPC `<value>`. */

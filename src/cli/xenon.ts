@@ -17,7 +17,7 @@ function parseListen(text: string | undefined, fallbackHost: string): Listen | u
 }
 
 const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim]
-                     [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--log-level LEVEL]`;
+                     [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--durability crash|power] [--log-level LEVEL]`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -35,6 +35,7 @@ async function main(argv: string[]): Promise<void> {
       accel: { type: 'string' },
       network: { type: 'string' },
       'attach-uplinks': { type: 'boolean' },
+      durability: { type: 'string' },
       'log-level': { type: 'string' },
     },
   });
@@ -49,6 +50,7 @@ async function main(argv: string[]): Promise<void> {
       https: https ?? null,
       backend,
       logLevel: values['log-level'],
+      synchronous: values.durability === 'power' ? 'FULL' : 'NORMAL',
     },
     defaultPlugins({
       backend,

@@ -39,7 +39,11 @@ export interface Tx {
 export interface StoreOptions {
   /** SQLite file, or ':memory:' for throw-away databases (tests, benchmarks). */
   path: string;
-  /** FULL (default) fsyncs every commit; NORMAL survives process crashes but not power loss. */
+  /**
+   * NORMAL (default): each commit is in the WAL before the caller is answered, so it
+   * survives a crash or kill -9 of the daemon; FULL also fsyncs every commit, so it
+   * survives power loss, at the price of a disk flush per write.
+   */
   synchronous?: 'FULL' | 'NORMAL' | 'OFF';
 }
 
@@ -80,7 +84,7 @@ export class Store {
   constructor(opts: StoreOptions) {
     this.sql = new Database(opts.path);
     this.sql.pragma('journal_mode = WAL');
-    this.sql.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
+    this.sql.pragma(`synchronous = ${opts.synchronous ?? 'NORMAL'}`);
     this.sql.exec('CREATE TABLE IF NOT EXISTS xenon_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)');
     for (const cls of MODEL) {
       this.tables.set(cls.name, new Map());
