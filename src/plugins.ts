@@ -11,6 +11,7 @@ import { vbdHandlers } from './messages/vbd.ts';
 import { Storage } from './messages/storage.ts';
 import { ensureLocalSr, ensureSmRecords } from './messages/storage-setup.ts';
 import { exportRawVdi, importRawVdi } from './messages/vdi-http.ts';
+import { exportVm, importVm } from './messages/vm-xva.ts';
 import { bondHandlers, networkHandlers, pifHandlers, vifHandlers, vlanHandlers } from './messages/network.ts';
 import { Networking } from './messages/networking.ts';
 import { createNetworkBackend } from './network/index.ts';
@@ -73,6 +74,8 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
       await ensureLocalSr(services, storage);
       routes.routes.set('/import_raw_vdi', importRawVdi(services, storage));
       routes.routes.set('/export_raw_vdi', exportRawVdi(services, storage));
+      routes.routes.set('/export', exportVm(services, storage));
+      routes.routes.set('/import', importVm(services, storage));
       let running = false;
       timer = setInterval(() => {
         if (running) return;
