@@ -37,8 +37,8 @@ export function storageError(e: unknown, vdi = ''): unknown {
 
 export class Storage implements DiskProvider {
   private readonly drivers = new Map<string, SrDriver>();
-  /** NBD exports serving chained VDIs to QEMU, by VDI uuid. */
-  private readonly exports = new Map<string, { socketPath: string; close(): Promise<void> }>();
+  /** NBD exports serving VHD VDIs to QEMU, by VDI uuid. */
+  private readonly exports = new Map<string, { socketPath: string; close(): Promise<void>; device: { reopen(change: () => Promise<void>): Promise<void> } }>();
 
   constructor(private readonly services: Services) {}
 
@@ -166,8 +166,12 @@ export class Storage implements DiskProvider {
     if (!driver.capabilities.includes('VDI_SNAPSHOT')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
     const newUuid = randomUUID();
     const baseUuid = randomUUID();
+    const live = this.exports.get(String(rec.uuid));
+    if (this.inUse(vdi) && !live) throw new XenApiError('VDI_IN_USE', vdi, 'snapshot');
+    const branch = (): Promise<void> => driver.branch(String(rec.uuid), [newUuid], baseUuid);
     try {
-      await driver.branch(String(rec.uuid), [newUuid], baseUuid);
+      // a disk in use is branched with its guest's I/O held back for the moment of the rename
+      await (live ? live.device.reopen(branch) : branch());
     } catch (e) {
       throw storageError(e, vdi);
     }
@@ -244,12 +248,16 @@ export class Storage implements DiskProvider {
     } catch (e) {
       throw storageError(e, vdi);
     }
-    if (info.format !== 'vpc' || !info.parent) return { path: driver.path(String(rec.uuid)), format: info.format };
-    return { path: await this.serveChain(String(rec.uuid), driver.path(String(rec.uuid)), readOnly || rec.read_only === true), format: 'raw' };
+    if (info.format !== 'vpc') return { path: driver.path(String(rec.uuid)), format: info.format };
+    return { path: await this.serveVhd(String(rec.uuid), driver.path(String(rec.uuid)), readOnly || rec.read_only === true), format: 'raw' };
   }
 
-  /** qemu's vpc driver ignores parents, so a chain is served over NBD by Xenon itself. */
-  private async serveChain(uuid: string, leaf: string, readOnly: boolean): Promise<string> {
+  /**
+   * QEMU's vpc driver ignores a VHD's parent, so Xenon serves VHDs to QEMU
+   * itself, over NBD: reads go through the chain, writes to the leaf, and a
+   * live snapshot can swap the leaf under a running guest.
+   */
+  private async serveVhd(uuid: string, leaf: string, readOnly: boolean): Promise<string> {
     const existing = this.exports.get(uuid);
     if (existing) return `nbd+unix:///?socket=${existing.socketPath}`;
     const dir = join(this.services.dataDir, 'run', 'nbd');
@@ -259,7 +267,7 @@ export class Storage implements DiskProvider {
     const { vhdBlockDevice } = await import('../storage/nbd/vhd-device.ts');
     const device = await vhdBlockDevice(leaf, { readOnly });
     const exp = await serveNbd(device, socketPath);
-    this.exports.set(uuid, exp);
+    this.exports.set(uuid, { socketPath: exp.socketPath, close: () => exp.close(), device });
     return `nbd+unix:///?socket=${socketPath}`;
   }
 
@@ -267,7 +275,7 @@ export class Storage implements DiskProvider {
     const rec = this.store.get('VDI', vdi);
     if (!rec) return;
     const exp = this.exports.get(String(rec.uuid));
-    if (exp && !this.inUse(vdi)) {
+    if (exp) {
       this.exports.delete(String(rec.uuid));
       await exp.close();
     }

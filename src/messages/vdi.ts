@@ -100,14 +100,12 @@ export const vdiHandlers: HandlerTable = {
   snapshot: (ctx, a) => {
     const vdi = vdiArg(a);
     assertManaged(ctx, vdi);
-    assertNotInUse(ctx, vdi, 'snapshot');
     return storageOf(ctx).branch(vdi, { is_a_snapshot: true, snapshot_of: vdi, snapshot_time: formatDateTime(new Date()), read_only: false });
   },
 
   clone: (ctx, a) => {
     const vdi = vdiArg(a);
     assertManaged(ctx, vdi);
-    assertNotInUse(ctx, vdi, 'clone');
     return storageOf(ctx).branch(vdi, { is_a_snapshot: false });
   },
 

@@ -16,6 +16,12 @@ import { NBD_EINVAL, NBD_EPERM, NbdDeviceError, type BlockDevice } from './serve
 export interface VhdBlockDevice extends BlockDevice {
   /** The opened leaf (its `.parent` chain is open too). */
   readonly vhd: Vhd;
+  /**
+   * With all I/O held back and the image closed, runs `change` (which may
+   * rename files, e.g. turn the leaf into a snapshot's base and put an empty
+   * child in its place), then opens the leaf path again. The client sees no gap.
+   */
+  reopen(change: () => Promise<void>): Promise<void>;
 }
 
 const ZERO = Buffer.alloc(1024 * 1024);
@@ -40,12 +46,26 @@ async function mapped<T>(p: Promise<T>): Promise<T> {
  */
 export async function vhdBlockDevice(leafPath: string, opts: { readOnly?: boolean } = {}): Promise<VhdBlockDevice> {
   const readOnly = opts.readOnly ?? false;
-  const vhd = await openVhd(leafPath, { writable: !readOnly, parents: true });
+  let vhd = await openVhd(leafPath, { writable: !readOnly, parents: true });
   const lock = new RwLock();
   let closed = false;
   return {
-    vhd,
+    get vhd() {
+      return vhd;
+    },
     size: vhd.virtualSize,
+    reopen(change) {
+      return lock.exclusive(async () => {
+        if (closed) throw new Error('device closed');
+        if (!readOnly) await vhd.sync();
+        await vhd.close();
+        try {
+          await change();
+        } finally {
+          vhd = await openVhd(leafPath, { writable: !readOnly, parents: true });
+        }
+      });
+    },
     readOnly,
     read(offset, length) {
       return lock.shared(() => mapped(vhd.read(offset, length)));
