@@ -59,6 +59,7 @@ if (!rootPw) {
   }
   if ((await c.api.VM.get_power_state(vm)) === 'Halted') await c.api.VM.start(vm, false, false);
   const uuid = await c.api.VM.get_uuid(vm);
+  const booted = await waitForMarker(c, vm, 180_000);
   const lines = [
     '',
     'Xenon is running.',
@@ -67,13 +68,28 @@ if (!rootPw) {
     `  web console:              ${server.httpsUrl?.replace('0.0.0.0', hostname())}/  (the web UI is not built yet: use xe or any XenAPI client)`,
     `  root password:            ${password ? '(from XENON_ROOT_PASSWORD)' : rootPw}`,
     `  local storage SR:         ${await c.api.SR.get_uuid(sr)}`,
-    `  test VM:                  xenon-demo (${uuid}) — ${await c.api.VM.get_power_state(vm)}`,
-    `  try:  npx xe -s 127.0.0.1 -p ${new URL(server.httpUrl!).port} --nossl -u root -pw '${rootPw}' vm-list`,
-    `        npx xe ... console vm=xenon-demo      (serial console; Ctrl-] to leave)`,
+    `  test VM:                  xenon-demo (${uuid}) — ${await c.api.VM.get_power_state(vm)}${booted ? `, booted (its console printed "${booted}")` : ', not booted yet'}`,
+    `  try:  ./bin/xe.mjs -s 127.0.0.1 -p ${new URL(server.httpUrl!).port} --nossl -u root -pw '${rootPw}' vm-list`,
+    `        ./bin/xe.mjs ... console vm=xenon-demo      (serial console; Ctrl-] to leave)`,
     'Ctrl-C stops the toolstack; guests keep running and are re-adopted on the next start.',
     '',
   ];
   process.stdout.write(lines.join('\n'));
+}
+
+/** Waits for the test guest's ready line on its serial console (GET /console). */
+async function waitForMarker(client: XenApiClient, vm: string, timeoutMs: number): Promise<string | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    for (const con of await client.api.VM.get_consoles(vm as never)) {
+      if ((await client.api.console.get_protocol(con)) !== 'vt100') continue;
+      const res = await fetch(`${client.url.origin}/console?ref=${encodeURIComponent(con)}&session_id=${encodeURIComponent(client.session)}`);
+      const line = res.ok ? /XENON-TESTGUEST-READY[^\r\n]*/.exec(await res.text())?.[0] : undefined;
+      if (line) return line;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return undefined;
 }
 
 const stop = (): void => {
