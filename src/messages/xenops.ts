@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { DbRecord, Store, Tx } from '../db/store.ts';
-import type { DiskConfig, DomainConfig, DomainEvent, DomainInfo, HypervisorBackend, NicConfig } from '../xenops/backend.ts';
+import type { DiskConfig, DomainConfig, DomainEvent, DomainInfo, GuestInfo, HypervisorBackend, NicConfig } from '../xenops/backend.ts';
 import type { Services } from './context.ts';
 import { refreshAllowed } from './vm-operations.ts';
 
@@ -29,6 +29,14 @@ export interface NicProvider {
 /** Memory kept back for the host itself when deciding whether a VM fits. */
 const HOST_RESERVE = 512 * 1024 * 1024;
 const CLEAN_TIMEOUT_MS = 60_000;
+/** How long one guest agent may take to answer. */
+const GUEST_AGENT_TIMEOUT_MS = 3000;
+/** Guest agent queries run in parallel, this many at a time. */
+const GUEST_AGENT_PARALLEL = 16;
+/** A guest whose agent never answered is asked at every metrics tick for this long after it started... */
+const GUEST_AGENT_GRACE_MS = 120_000;
+/** ...and then only this often (most guests run no agent). */
+const GUEST_AGENT_BACKOFF_MS = 30_000;
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
@@ -37,6 +45,38 @@ export function randomMac(): string {
   const b = randomBytes(6);
   b[0] = (b[0] & 0xfe) | 0x02;
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/**
+ * VM_guest_metrics fields from a guest agent's answer, keyed as xapi's guest
+ * agent keys them: os_version {name, distro, major, minor, uname}, networks
+ * "<vif device>/ip" (first IPv4), "<dev>/ipv4/<n>", "<dev>/ipv6/<n>" for each
+ * guest interface whose MAC is one of the VM's VIFs (loopback and interfaces
+ * without a VIF are not reported).
+ */
+export function guestMetricsFields(info: GuestInfo, vifDevices: Map<string, string>): Record<string, unknown> {
+  const os: Record<string, string> = {};
+  if (info.osName) os.name = info.osName;
+  if (info.distro) os.distro = info.distro;
+  const [major, minor] = info.osVersion.split('.');
+  if (major) os.major = major;
+  if (minor) os.minor = minor;
+  if (info.kernel) os.uname = info.kernel;
+  const networks: Record<string, string> = {};
+  for (const nic of info.interfaces) {
+    const dev = vifDevices.get(nic.mac.toLowerCase());
+    if (dev === undefined) continue;
+    if (nic.ipv4[0]) networks[`${dev}/ip`] = nic.ipv4[0];
+    nic.ipv4.forEach((a, i) => (networks[`${dev}/ipv4/${i}`] = a));
+    nic.ipv6.forEach((a, i) => (networks[`${dev}/ipv6/${i}`] = a));
+  }
+  const version: Record<string, string> = {};
+  const v = /(\d+)\.(\d+)(?:\.(\d+))?/.exec(info.agentVersion);
+  if (v) { version.major = v[1]!; version.minor = v[2]!; if (v[3]) version.micro = v[3]; }
+  const other: Record<string, string> = {};
+  if (info.hostname) other.hostname = info.hostname;
+  if (info.agentVersion) other['agent-version'] = info.agentVersion;
+  return { os_version: os, networks, PV_drivers_version: version, other, PV_drivers_detected: true, PV_drivers_up_to_date: true, live: true };
 }
 
 export class Xenops {
@@ -377,9 +417,10 @@ export class Xenops {
     await this.onDomainEvent({ uuid: d.uuid, kind, reason: d.reason });
   }
 
-  /** Samples backend stats into VM_metrics. */
+  /** Samples backend stats into VM_metrics, and guest agents' reports into VM_guest_metrics. */
   async sampleMetrics(): Promise<void> {
-    for (const [ref, vm] of this.store.where('VM', (v) => !v.is_control_domain && v.power_state === 'Running' && v.resident_on === this.services.hostRef())) {
+    const running = [...this.store.where('VM', (v) => !v.is_control_domain && v.power_state === 'Running' && v.resident_on === this.services.hostRef())];
+    for (const [ref, vm] of running) {
       try {
         const s = await this.backend.stats(String(vm.uuid));
         const prev = this.cpuSeen.get(ref);
@@ -397,9 +438,107 @@ export class Xenops {
         // the domain went away between the query and now: events will tell
       }
     }
+    await this.sampleGuests(running);
   }
 
   private readonly cpuSeen = new Map<string, { at: number; cpu: number }>();
+
+  /** Per VM: guest agent bookkeeping (boot identity = domid). */
+  private readonly guestSeen = new Map<string, { domid: string; inFlight: boolean; failedSince?: number; nextAt: number }>();
+
+  /**
+   * Asks the guest agents of running VMs (in parallel, each bounded by a
+   * timeout; a VM whose previous query still runs is skipped) and keeps
+   * VM_guest_metrics in step. A guest without an agent is retried at every
+   * tick for a while after boot, then every GUEST_AGENT_BACKOFF_MS. Guest
+   * metrics of VMs that halted are destroyed, as xapi does.
+   */
+  private async sampleGuests(running: [string, DbRecord][]): Promise<void> {
+    const backend = this.backend;
+    if (!backend.guestInfo) return;
+    const now = Date.now();
+    const live = new Set(running.map(([ref]) => ref));
+    for (const ref of [...this.guestSeen.keys()]) {
+      if (live.has(ref)) continue;
+      const vm = this.store.get('VM', ref);
+      if (!vm || vm.power_state === 'Halted') {
+        this.guestSeen.delete(ref);
+        const gm = vm ? String(vm.guest_metrics) : NULL_REF;
+        if (vm && gm !== NULL_REF) {
+          this.store.transact((tx) => {
+            if (tx.get('VM_guest_metrics', gm)) tx.delete('VM_guest_metrics', gm);
+            tx.update('VM', ref, { guest_metrics: NULL_REF });
+          });
+        }
+      }
+    }
+    const due: [string, DbRecord][] = [];
+    for (const [ref, vm] of running) {
+      let st = this.guestSeen.get(ref);
+      if (!st || st.domid !== String(vm.domid)) {
+        st = { domid: String(vm.domid), inFlight: st?.inFlight ?? false, nextAt: 0 };
+        this.guestSeen.set(ref, st);
+      }
+      if (!st.inFlight && st.nextAt <= now) due.push([ref, vm]);
+    }
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < due.length) {
+        const [ref, vm] = due[next++]!;
+        const st = this.guestSeen.get(ref)!;
+        st.inFlight = true;
+        try {
+          const info = await backend.guestInfo!(String(vm.uuid), GUEST_AGENT_TIMEOUT_MS).catch(() => undefined);
+          const t = Date.now();
+          if (info) {
+            st.failedSince = undefined;
+            st.nextAt = 0;
+          } else {
+            st.failedSince ??= t;
+            st.nextAt = t - st.failedSince < GUEST_AGENT_GRACE_MS ? 0 : t + GUEST_AGENT_BACKOFF_MS;
+          }
+          this.recordGuest(ref, info);
+        } catch (err) {
+          this.services.log.warn({ err, vm: vm.uuid }, 'recording guest metrics failed');
+        } finally {
+          st.inFlight = false;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(GUEST_AGENT_PARALLEL, due.length) }, worker));
+  }
+
+  /** Creates/updates the VM's VM_guest_metrics from an agent's answer (none: live = false if it had answered). */
+  private recordGuest(ref: string, info: GuestInfo | undefined): void {
+    const vm = this.store.get('VM', ref);
+    if (!vm || vm.power_state !== 'Running') return;
+    const gmRef = String(vm.guest_metrics);
+    const gm = gmRef !== NULL_REF ? this.store.get('VM_guest_metrics', gmRef) : undefined;
+    if (!info) {
+      if (gm && gm.live === true) this.store.transact((tx) => tx.update('VM_guest_metrics', gmRef, { live: false, last_updated: formatDateTime(new Date()) }));
+      return;
+    }
+    const fields = guestMetricsFields(info, this.vifDevicesByMac(vm));
+    if (gm) {
+      const changed = Object.entries(fields).some(([k, v]) => JSON.stringify(gm[k]) !== JSON.stringify(v));
+      if (changed) this.store.transact((tx) => tx.update('VM_guest_metrics', gmRef, { ...fields, last_updated: formatDateTime(new Date()) }));
+      return;
+    }
+    this.store.transact((tx) => {
+      const created = tx.create('VM_guest_metrics', { ...fields, last_updated: formatDateTime(new Date()), other_config: {} });
+      tx.update('VM', ref, { guest_metrics: created });
+    });
+  }
+
+  /** VIF device number per MAC (lower case) of a VM's VIFs. */
+  private vifDevicesByMac(vm: DbRecord): Map<string, string> {
+    const m = new Map<string, string>();
+    for (const vifRef of vm.VIFs as string[]) {
+      const vif = this.store.get('VIF', vifRef);
+      if (vif && str(vif.MAC)) m.set(str(vif.MAC).toLowerCase(), str(vif.device));
+    }
+    return m;
+  }
 
   listen(): void {
     this.unsubscribe = this.backend.onEvent((e) => void this.onDomainEvent(e));

@@ -91,6 +91,22 @@ export interface DomainStats { cpuSeconds: number; memoryActual: number; vcpus: 
 
 export type ConsoleAddress = { unixSocket: string } | { host: string; port: number };
 
+/** What a guest agent inside the domain reports (QEMU guest agent protocol). */
+export interface GuestInfo {
+  /** Human-readable OS name (os-release PRETTY_NAME, else NAME). */
+  osName: string;
+  /** os-release VERSION_ID (else VERSION). */
+  osVersion: string;
+  /** os-release ID (e.g. debian), when the agent reports it. */
+  distro?: string;
+  /** Kernel release (uname -r). */
+  kernel: string;
+  hostname: string;
+  /** MAC addresses in lower case; addresses without prefix length. */
+  interfaces: { name: string; mac: string; ipv4: string[]; ipv6: string[] }[];
+  agentVersion: string;
+}
+
 export interface HypervisorBackend {
   readonly name: string;
   /** Create and start a domain (paused: create it but do not run the vCPUs). */
@@ -119,6 +135,8 @@ export interface HypervisorBackend {
   serialLog(uuid: string): { path: string; socket?: string };
   /** Where the RFB (VNC) console listens. */
   vncAddress(uuid: string): ConsoleAddress;
+  /** Ask the guest agent (if the guest runs one) about the OS and its network; undefined when none answers within timeoutMs. */
+  guestInfo?(uuid: string, timeoutMs?: number): Promise<GuestInfo | undefined>;
   onEvent(listener: (e: DomainEvent) => void): () => void;
   /** Stop watching domains (does NOT kill guests). */
   close(): Promise<void>;

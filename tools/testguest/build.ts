@@ -22,11 +22,11 @@ const run = promisify(execFile);
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CACHE_DIR = path.join(REPO_ROOT, '.cache', 'testguest');
 /** Bump when the initramfs layout or init script changes. */
-const RECIPE_VERSION = 6;
+const RECIPE_VERSION = 7;
 
 /** Modules loaded by init, in this order (dependencies are added in front when missing). */
 export const GUEST_MODULES = [
-  'virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci',
+  'virtio_ring', 'virtio', 'virtio_pci_legacy_dev', 'virtio_pci_modern_dev', 'virtio_pci', 'virtio_console',
   'failover', 'net_failover', 'virtio_net', 'virtio_blk', 'e1000', 'pvpanic', 'pvpanic-mmio', 'pvpanic-pci', 'button',
 ];
 
@@ -51,6 +51,7 @@ if [ -n "$COUNTDEV" ] && [ -b "/dev/$COUNTDEV" ]; then
   sync
 fi
 ip link set lo up 2>/dev/null
+read -r h < /etc/hostname && echo "$h" > /proc/sys/kernel/hostname
 # ACPI power button (clean shutdown from the host): poll the fixed-event counter.
 ( while sleep 0.5; do set -- $(cat /sys/firmware/acpi/interrupts/ff_pwr_btn 2>/dev/null); if [ "\${1:-0}" != 0 ]; then echo "XENON-POWER-BUTTON"; poweroff -f; fi; done ) &
 if [ -n "$IP" ]; then
@@ -58,6 +59,7 @@ if [ -n "$IP" ]; then
 fi
 stty -echo 2>/dev/null
 echo "XENON-TESTGUEST-READY boot=$BOOT"
+/bin/xenon-qga </dev/null >/dev/null 2>&1 &
 if [ -n "$PING" ]; then
   if ping -c 3 -W 2 "$PING" >/dev/null 2>&1; then echo "XENON-PING-OK $PING"; else echo "XENON-PING-FAIL $PING"; fi
 fi
@@ -82,6 +84,72 @@ while true; do
     *) echo "XENON-UNKNOWN $cmd" ;;
   esac
   echo "XENON-DONE $cmd"
+done
+`;
+
+/**
+ * A tiny guest agent (busybox sh) speaking the QEMU guest agent protocol on the
+ * virtio-serial port org.qemu.guest_agent.0: guest-sync(-delimited),
+ * guest-ping, guest-info, guest-get-osinfo (from /etc/os-release and /proc),
+ * guest-get-host-name, guest-network-get-interfaces (/sys/class/net + ip -o addr).
+ * One command per line; anything else gets a CommandNotFound error.
+ */
+export const QGA_SCRIPT = `#!/bin/sh
+export PATH=/bin:/sbin
+PORT=org.qemu.guest_agent.0
+dev=
+while [ -z "$dev" ]; do
+  for p in /sys/class/virtio-ports/*; do
+    n=; [ -r "$p/name" ] && read -r n < "$p/name"
+    [ "$n" = "$PORT" ] && [ -c "/dev/\${p##*/}" ] && dev="/dev/\${p##*/}"
+  done
+  [ -n "$dev" ] || sleep 1
+done
+mkdir -p /dev/virtio-ports && ln -sf "$dev" "/dev/virtio-ports/$PORT"
+. /etc/os-release
+CMDS="guest-sync-delimited guest-sync guest-ping guest-info guest-get-osinfo guest-get-host-name guest-network-get-interfaces"
+osinfo() {
+  read -r krel < /proc/sys/kernel/osrelease; read -r kver < /proc/sys/kernel/version
+  printf '{"return": {"kernel-release": "%s", "kernel-version": "%s", "machine": "%s", "id": "%s", "name": "%s", "pretty-name": "%s", "version": "%s", "version-id": "%s"}}\\n' \\
+    "$krel" "$kver" "$MACHINE" "$ID" "$NAME" "$PRETTY_NAME" "$VERSION" "$VERSION_ID"
+}
+info() {
+  printf '{"return": {"version": "%s", "supported_commands": [' "$AGENT_VERSION"; s=
+  for c in $CMDS; do printf '%s{"name": "%s", "enabled": true, "success-response": true}' "$s" "$c"; s=', '; done
+  printf ']}}\\n'
+}
+net() {
+  A=$(ip -o addr 2>/dev/null)
+  printf '{"return": ['; s=
+  for p in /sys/class/net/*; do
+    n=\${p##*/}; mac=; read -r mac < "$p/address"
+    printf '%s{"name": "%s", "hardware-address": "%s", "ip-addresses": [' "$s" "$n" "$mac"; s=', '; s2=
+    while read -r i nm fam ad rest; do
+      [ "$nm" = "$n" ] || continue
+      case "$fam" in inet) t=ipv4 ;; inet6) t=ipv6 ;; *) continue ;; esac
+      printf '%s{"ip-address-type": "%s", "ip-address": "%s", "prefix": %s}' "$s2" "$t" "\${ad%/*}" "\${ad#*/}"; s2=', '
+    done <<EOF
+$A
+EOF
+    printf ']}'
+  done
+  printf ']}\\n'
+}
+exec 3<>"$dev"
+while true; do
+  # EOF while no host is connected: poll
+  if ! IFS= read -r line <&3; then sleep 0.5; continue; fi
+  id=\${line##*\\"id\\":}; id=\${id# }; id=\${id%%[!0-9]*}
+  case "$line" in
+    *'"guest-sync-delimited"'*) printf '\\377{"return": %s}\\n' "$id" >&3 ;;
+    *'"guest-sync"'*) printf '{"return": %s}\\n' "$id" >&3 ;;
+    *'"guest-ping"'*) printf '{"return": {}}\\n' >&3 ;;
+    *'"guest-info"'*) info >&3 ;;
+    *'"guest-get-osinfo"'*) osinfo >&3 ;;
+    *'"guest-get-host-name"'*) read -r h < /proc/sys/kernel/hostname; printf '{"return": {"host-name": "%s"}}\\n' "$h" >&3 ;;
+    *'"guest-network-get-interfaces"'*) net >&3 ;;
+    *'"execute"'*) printf '{"error": {"class": "CommandNotFound", "desc": "command not supported"}}\\n' >&3 ;;
+  esac
 done
 `;
 
@@ -205,6 +273,14 @@ export async function buildTestGuest(opts: { force?: boolean; log?: (s: string) 
   for (const m of GUEST_MODULES) await visit(m);
   await writeFile(path.join(root, 'etc', 'modules.order'), order.join('\n') + '\n');
   await writeFile(path.join(root, 'init'), INIT_SCRIPT, { mode: 0o755 });
+  await writeFile(path.join(root, 'bin', 'xenon-qga'), QGA_SCRIPT, { mode: 0o755 });
+  // What the agent reports as the OS; busybox's version stands for the distribution's.
+  const bbVersion = /BusyBox v(\d+(?:\.\d+)*)/.exec(await sh(bb, ['--help']).catch(() => ''))?.[1] ?? '0';
+  await writeFile(path.join(root, 'etc', 'os-release'), [
+    'NAME="Xenon test guest"', 'ID=xenon-testguest', `VERSION="${bbVersion} (busybox)"`, `VERSION_ID=${bbVersion}`,
+    `PRETTY_NAME="Xenon test guest ${bbVersion}"`, 'MACHINE=x86_64', `AGENT_VERSION=xenon-testguest-${RECIPE_VERSION}`, '',
+  ].join('\n'));
+  await writeFile(path.join(root, 'etc', 'hostname'), 'xenon-testguest\n');
 
   log('packing initramfs');
   const initrdOut = path.join(CACHE_DIR, 'initrd.gz');

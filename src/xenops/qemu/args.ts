@@ -9,6 +9,8 @@ export const DOMAIN_FILES = {
   qmp: 'qmp.sock',
   serialSock: 'serial.sock',
   serialLog: 'serial.log',
+  /** Host side of the guest agent's virtio-serial port (org.qemu.guest_agent.0). */
+  qga: 'qga.sock',
   vnc: 'vnc.sock',
   config: 'config.json',
   qemuLog: 'qemu.log',
@@ -138,6 +140,10 @@ export function buildQemuArgs(cfg: DomainConfig, o: ArgsOptions): string[] {
   a.push('-display', 'none');
   if (vga !== 'none') a.push('-vnc', `unix:${DOMAIN_FILES.vnc}`);
   if (cfg.platform.pvpanic !== 'false') a.push('-device', 'pvpanic');
+  // Guest agent channel: a guest running qemu-ga (or the like) answers on it.
+  a.push('-device', 'virtio-serial-pci,id=vser0');
+  a.push('-chardev', `socket,id=qga0,path=${DOMAIN_FILES.qga},server=on,wait=off`);
+  a.push('-device', 'virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0');
   if (cfg.firmware === 'uefi') {
     a.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${optEscape(OVMF_CODE)}`);
     a.push('-drive', `if=pflash,format=raw,unit=1,file=${DOMAIN_FILES.ovmfVars}`);

@@ -3,7 +3,7 @@
  * over QMP. Processes outlive the daemon (setsid, stdio to files); a new
  * backend on the same run directory re-adopts them in list().
  *
- * Layout: <runDir>/<uuid>/{qmp.sock,serial.sock,serial.log,vnc.sock,config.json,qemu.log,OVMF_VARS.fd}
+ * Layout: <runDir>/<uuid>/{qmp.sock,serial.sock,serial.log,vnc.sock,qga.sock,config.json,qemu.log,OVMF_VARS.fd}
  */
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -14,9 +14,10 @@ import os from 'node:os';
 import {
   BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainEvent, type DomainInfo, type DomainStats,
-  type HypervisorBackend, type NicConfig, type PowerState,
+  type GuestInfo, type HypervisorBackend, type NicConfig, type PowerState,
 } from '../backend.ts';
 import { QmpClient, type QmpEvent } from './qmp.ts';
+import { queryGuestAgent } from './qga.ts';
 import {
   buildQemuArgs, blockdevFileArgs, blockdevFormatArgs, diskDeviceArgs, diskIds, nicDeviceArgs, nicIds,
   DOMAIN_FILES, OVMF_VARS, type Accel,
@@ -57,6 +58,8 @@ interface Dom {
   busy: number;
   /** Set when we asked the process to go away. */
   exiting: boolean;
+  /** A guest agent query in flight (the agent socket takes one client at a time). */
+  qga?: Promise<GuestInfo | undefined>;
 }
 
 const UNIX_PATH_MAX = 107;
@@ -346,7 +349,7 @@ export class QemuBackend implements HypervisorBackend {
   /** Remove the process's leftovers (sockets, pid, taps we created); keep serial.log and qemu.log. */
   private async cleanupDomain(d: Dom): Promise<void> {
     for (const t of Object.values(d.p.createdTaps)) await ip(['link', 'del', t]).catch(() => {});
-    for (const f of [DOMAIN_FILES.qmp, DOMAIN_FILES.serialSock, DOMAIN_FILES.vnc, DOMAIN_FILES.config, DOMAIN_FILES.ovmfVars]) {
+    for (const f of [DOMAIN_FILES.qmp, DOMAIN_FILES.serialSock, DOMAIN_FILES.vnc, DOMAIN_FILES.qga, DOMAIN_FILES.config, DOMAIN_FILES.ovmfVars]) {
       await unlink(path.join(d.dir, f)).catch(() => {});
     }
   }
@@ -631,6 +634,20 @@ export class QemuBackend implements HypervisorBackend {
 
   vncAddress(uuid: string): ConsoleAddress {
     return { unixSocket: path.join(this.runDir, uuid, DOMAIN_FILES.vnc) };
+  }
+
+  /**
+   * The guest agent's answers (QEMU guest agent protocol on the domain's
+   * qga.sock); undefined when the domain is not running or no agent answers
+   * within timeoutMs (most guests run none). Concurrent calls share one query.
+   */
+  async guestInfo(uuid: string, timeoutMs = 3000): Promise<GuestInfo | undefined> {
+    const d = this.doms.get(uuid);
+    if (!d || !d.qmp || d.state !== 'running') return undefined;
+    const sock = path.join(d.dir, DOMAIN_FILES.qga);
+    if (!existsSync(sock)) return undefined; // started before the agent channel existed
+    d.qga ??= queryGuestAgent(sock, timeoutMs).finally(() => { d.qga = undefined; });
+    return d.qga;
   }
 
   /** Keep serial.log bounded: past the limit it becomes serial.log.old (QEMU appends with O_APPEND). */

@@ -13,7 +13,7 @@ import path from 'node:path';
 import {
   BadPowerState, DomainExists, DomainNotFound,
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainEvent, type DomainInfo, type DomainStats,
-  type HypervisorBackend, type NicConfig, type PowerState,
+  type GuestInfo, type HypervisorBackend, type NicConfig, type PowerState,
 } from '../backend.ts';
 
 export interface SimBackendOptions {
@@ -26,6 +26,8 @@ export interface SimBackendOptions {
   /** Fraction of each vCPU a running simulated guest uses (default 0.05). */
   cpuLoad?: number;
   now?: () => number;
+  /** Simulated guests run a guest agent (guestInfo answers for running domains). Default true. */
+  guestAgent?: boolean;
 }
 
 interface SimDom {
@@ -51,6 +53,7 @@ export class SimBackend implements HypervisorBackend {
   private readonly load: number;
   private readonly now: () => number;
   private readonly persistPath?: string;
+  private readonly agent: boolean;
   private persistTimer?: NodeJS.Timeout;
   private nextPid = 100000;
   private closed = false;
@@ -63,6 +66,7 @@ export class SimBackend implements HypervisorBackend {
     this.load = opts.cpuLoad ?? 0.05;
     this.now = opts.now ?? Date.now;
     this.persistPath = opts.persistPath;
+    this.agent = opts.guestAgent ?? true;
     if (this.persistPath && existsSync(this.persistPath)) {
       const saved = JSON.parse(readFileSync(this.persistPath, 'utf8')) as SimDom[];
       for (const d of saved) { this.doms.set(d.config.uuid, d); this.nextPid = Math.max(this.nextPid, d.pid + 1); }
@@ -278,6 +282,32 @@ export class SimBackend implements HypervisorBackend {
   }
 
   /**
+   * A fixed, plausible guest agent report for a running domain: a Debian
+   * guest with lo plus one eth<n> per NIC (its MAC; IPv4 10.<uuid bytes>.<n+1>/24
+   * and a link-local IPv6 derived from the MAC).
+   */
+  async guestInfo(uuid: string, _timeoutMs?: number): Promise<GuestInfo | undefined> {
+    const d = this.doms.get(uuid);
+    if (!this.agent || !d || d.state !== 'running') return undefined;
+    const h = uuid.replace(/-/g, '');
+    const a = parseInt(h.slice(0, 2), 16), b = parseInt(h.slice(2, 4), 16);
+    return {
+      osName: 'Debian GNU/Linux 12 (bookworm)',
+      osVersion: '12.7',
+      distro: 'debian',
+      kernel: '6.1.0-25-amd64',
+      hostname: d.config.name.replace(/[^A-Za-z0-9-]/g, '-').slice(0, 63) || 'sim-guest',
+      interfaces: [
+        { name: 'lo', mac: '00:00:00:00:00:00', ipv4: ['127.0.0.1'], ipv6: ['::1'] },
+        ...[...d.config.nics].sort((x, y) => Number(x.device) - Number(y.device)).map((n, i) => ({
+          name: `eth${i}`, mac: n.mac.toLowerCase(), ipv4: [`10.${a}.${b}.${i + 1}`], ipv6: [linkLocal(n.mac)],
+        })),
+      ],
+      agentVersion: '7.2.0',
+    };
+  }
+
+  /**
    * Test hook: the guest did something on its own. 'shutdown' / 'reboot' leave
    * the domain in state 'shutdown', 'crash' in 'crashed', 'paused'/'resumed'
    * change the state; 'exited' removes the domain (device model vanished).
@@ -301,4 +331,12 @@ export class SimBackend implements HypervisorBackend {
     this.flush();
     this.closed = true;
   }
+}
+
+/** The EUI-64 link-local IPv6 address of a MAC. */
+function linkLocal(mac: string): string {
+  const b = mac.split(':').map((x) => parseInt(x, 16));
+  if (b.length !== 6 || b.some((x) => Number.isNaN(x))) return 'fe80::1';
+  const w = [((b[0]! ^ 2) << 8) | b[1]!, (b[2]! << 8) | 0xff, 0xfe00 | b[3]!, (b[4]! << 8) | b[5]!];
+  return `fe80::${w.map((x) => x.toString(16)).join(':')}`;
 }
