@@ -134,6 +134,10 @@ export class OvsBackend implements NetworkBackend {
 
   async stop(): Promise<void> {
     await this.stopWatchdog();
+    // the user-space datapath's bridge devices are persistent taps: they go with the switch
+    for (const bridge of (await this.listBridges().catch(() => [] as string[])).reverse()) {
+      await this.removeBridge(bridge).catch(() => undefined);
+    }
     await this.daemons.stopAll();
   }
 
