@@ -439,7 +439,7 @@ async function main(): Promise<void> {
     `Reproduce: \`npx tsx bench/api/run.ts\` (options: \`--vms N --seconds N --connections N --all-seconds N --all-connections N --threads N --runs N --rounds N --data-parent DIR --disk-parent DIR --no-write\`; for profiling: \`--only populate|throughput|latency --cases recJson,recXml,allJson,allXml --server-node-args "--cpu-prof --cpu-prof-dir DIR"\`, then \`npx tsx bench/api/profile-summary.ts FILE.cpuprofile\`).`,
     '',
     `Measured ${date} on ${cpuModel} (${nproc} vCPU), Node ${process.version}, wrk ${wrkVersion} (${THREADS} thread), load average ${load0.toFixed(1)} at the start and ${load1.toFixed(1)} at the end of the run (the machine is shared with other engineers' benchmarks, so figures vary between runs; get_record figures are the best of ${RUNS} interleaved ${SECONDS} s wrk runs; get_all_records, whose calls can outlast a wrk run, is driven by a Node client with ${ALL_CONNECTIONS} keep-alive connections that drains the replies, for at least ${ALL_SECONDS} s and ${2 * ALL_CONNECTIONS} calls, one run each).`,
-    `Xenon runs as a child process (\`xenon server --backend sim\`, \`--network none\`, data dir under ${DATA_PARENT}, SQLite synchronous=FULL) holding ${count} VMs created through VM.create from the "Xenon test guest" template's record (${fmt(VMS / populateS)} VM.create/s with 32 concurrent JSON-RPC calls).`,
+    `Xenon runs as a child process (\`xenon server --backend sim\`, \`--network none\`, data dir under ${DATA_PARENT}, default durability: SQLite WAL with synchronous=NORMAL, i.e. every commit is in the WAL before the reply and survives a crash of the daemon) holding ${count} VMs created through VM.create from the "Xenon test guest" template's record (${fmt(VMS / populateS)} VM.create/s with 32 concurrent JSON-RPC calls).`,
     `The baseline is a bare Node HTTP server (bench/api/bare-server.mjs, child process, same Node) that reads each POST body and answers with the very bytes Xenon gave for that request (get_record: JSON ${sizes.recJson} B, XML ${sizes.recXml} B; get_all_records: JSON ${(sizes.allJson / 1e6).toFixed(1)} MB, XML ${(sizes.allXml / 1e6).toFixed(1)} MB), driven by the same wrk command.`,
     '',
     '| calls/s | Xenon | bare Node server | Xenon / bare |',
@@ -458,7 +458,7 @@ async function main(): Promise<void> {
     `| the change's own round trip (VM.set_name_description, committed to SQLite), under ${DATA_PARENT} | ${ms(latFirst.change.p50)} | ${ms(latFirst.change.p99)} | ${ms(latFirst.change.max)} |`,
     ...(latSecond
       ? [
-          `| event.from wake-up, the same database under ${DISK_PARENT} (disk, fsync per commit) | ${ms(latSecond.ev.p50)} | ${ms(latSecond.ev.p99)} | ${ms(latSecond.ev.max)} |`,
+          `| event.from wake-up, the same database under ${DISK_PARENT} (disk) | ${ms(latSecond.ev.p50)} | ${ms(latSecond.ev.p99)} | ${ms(latSecond.ev.max)} |`,
           `| the change's own round trip, under ${DISK_PARENT} | ${ms(latSecond.change.p50)} | ${ms(latSecond.change.p99)} | ${ms(latSecond.change.max)} |`,
         ]
       : []),
@@ -466,7 +466,7 @@ async function main(): Promise<void> {
     `| baseline: bare server round trip, back to back | ${ms(bareRtt.p50)} | ${ms(bareRtt.p99)} | ${ms(bareRtt.max)} |`,
     ...(xenonRtt ? [`| Xenon VM.get_record round trip, ${PAUSE_MS} ms pause before each | ${ms(xenonRtt.p50)} | ${ms(xenonRtt.p99)} | ${ms(xenonRtt.max)} |`] : []),
     '',
-    `The first daemon's data dir is on ${DATA_PARENT} (tmpfs by default: SQLite's fsync costs nothing there, so these rows show the API and event path); the disk rows come from a second daemon started on a copy of the same database under ${DISK_PARENT} (its event log starts empty, which does not matter with a current token), where every commit waits for its fsync, as deployed. The pause lets the server park the waiter; the paused bare round trip shows what waking idle processes costs on this VM.`,
+    `The first daemon's data dir is on ${DATA_PARENT} (tmpfs by default: SQLite's fsync costs nothing there, so these rows show the API and event path); the disk rows come from a second daemon started on a copy of the same database under ${DISK_PARENT} (its event log starts empty, which does not matter with a current token), on a real disk, as deployed with the default durability (`--durability power` would add an fsync per commit). The pause lets the server park the waiter; the paused bare round trip shows what waking idle processes costs on this VM.`,
     '',
     `First \`event.from(['VM'], '', 0)\` (every VM, ${first.events.length} events, JSON-RPC, parse included): ${initialMs.toFixed(0)} ms.`,
     '',

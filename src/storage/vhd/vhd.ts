@@ -53,6 +53,12 @@ export interface OpenOptions {
 }
 
 const BITMAP_CACHE_MAX = 4096;
+
+/** A bitmap being read from disk; `valid` is cleared when a write makes what it read possibly stale. */
+interface BitmapLoad {
+  promise: Promise<Buffer>;
+  valid: boolean;
+}
 const MAX_CHAIN_DEPTH = 64;
 const MAX_LOCATOR_LENGTH = 64 * 1024;
 
@@ -68,8 +74,23 @@ export class Vhd {
   private bat: Uint32Array = new Uint32Array(0);
   /** Offset where the next block (and then the footer) goes. */
   private nextFree = 0;
+  /**
+   * Cached sector bitmaps. Once cached, a bitmap is the authoritative copy:
+   * writes set bits in it in place (after the data is written) and then store
+   * it; a load from disk never replaces a cached entry.
+   */
   private bitmaps = new Map<number, Buffer>();
   private pendingBitmaps = new Map<number, Buffer>();
+  /** Bitmap reads in flight, shared by concurrent callers. */
+  private bitmapLoads = new Map<number, BitmapLoad>();
+  /** Block whose bitmap a write is updating: never evicted from the cache meanwhile. */
+  private pinnedBlock = -1;
+  /**
+   * Tail of the queue serializing write(), flush(), sync(), grow() and close()
+   * (reads are not serialized): keeps BAT/bitmap/footer updates, block
+   * allocation and the read-modify-write of partial sectors atomic.
+   */
+  private writeQueue: Promise<void> = Promise.resolve();
   private pendingBat = new Set<number>();
   private readonly deferMetadata: boolean;
   private resolvedParent: string | undefined;
@@ -296,18 +317,69 @@ export class Vhd {
     return Buffer.from(await this.getBitmap(i));
   }
 
+  private cachedBitmap(i: number): Buffer | undefined {
+    return this.pendingBitmaps.get(i) ?? this.bitmaps.get(i);
+  }
+
+  /**
+   * The bitmap of allocated block `i`. A copy read from disk is cached only if
+   * nothing is cached by then and no bitmap store for the block completed
+   * while it was being read (it could predate that store); otherwise the
+   * cached copy is returned, or the disk copy is used for this call only.
+   */
   private async getBitmap(i: number): Promise<Buffer> {
-    const pending = this.pendingBitmaps.get(i);
-    if (pending) return pending;
-    let bm = this.bitmaps.get(i);
-    if (bm) return bm;
-    bm = await readAt(this.handle, this.bitmapBytes, this.bat[i]! * SECTOR, `${this.path}: bitmap of block ${i}`);
-    if (this.bitmaps.size >= BITMAP_CACHE_MAX) {
-      const first = this.bitmaps.keys().next().value;
-      if (first !== undefined) this.bitmaps.delete(first);
+    const cached = this.cachedBitmap(i);
+    if (cached) return cached;
+    let load = this.bitmapLoads.get(i);
+    if (!load) {
+      const l: BitmapLoad = {
+        promise: readAt(this.handle, this.bitmapBytes, this.bat[i]! * SECTOR, `${this.path}: bitmap of block ${i}`),
+        valid: true,
+      };
+      const forget = () => {
+        if (this.bitmapLoads.get(i) === l) this.bitmapLoads.delete(i);
+      };
+      l.promise.then(forget, forget);
+      this.bitmapLoads.set(i, l);
+      load = l;
+    }
+    const bm = await load.promise;
+    const now = this.cachedBitmap(i);
+    if (now) return now;
+    if (!load.valid) return bm;
+    this.cacheBitmap(i, bm);
+    return bm;
+  }
+
+  private cacheBitmap(i: number, bm: Buffer): void {
+    if (this.bitmaps.size >= BITMAP_CACHE_MAX && !this.bitmaps.has(i)) {
+      for (const k of this.bitmaps.keys()) {
+        if (k !== this.pinnedBlock) {
+          this.bitmaps.delete(k);
+          break;
+        }
+      }
     }
     this.bitmaps.set(i, bm);
-    return bm;
+  }
+
+  /** A bitmap store for block `i` completed: loads still in flight may have read the older copy. */
+  private invalidateBitmapLoad(i: number): void {
+    const l = this.bitmapLoads.get(i);
+    if (l) {
+      l.valid = false;
+      this.bitmapLoads.delete(i);
+    }
+  }
+
+  /** Run `fn` after every write-side operation queued before it. */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.writeQueue.then(fn);
+    this.writeQueue = run.then(
+      () => {},
+      () => {},
+    );
+    return run;
   }
 
   // -------------------------------------------------------------------------
@@ -388,11 +460,20 @@ export class Vhd {
   // -------------------------------------------------------------------------
   // Writing
 
-  /** Write `data` at virtual `offset`, allocating blocks as needed. Any offset/length is allowed. */
+  /**
+   * Write `data` at virtual `offset`, allocating blocks as needed. Any offset/length is allowed.
+   * Writes (and flush/sync/grow/close) are applied one at a time in call order;
+   * reads may run concurrently and see each sector either before or after a write.
+   */
   async write(offset: number, data: Buffer): Promise<void> {
     if (!this.writable) throw new VhdError('VHD_READONLY', this.path);
     this.checkRange(offset, data.length);
     if (data.length === 0) return;
+    await this.serialized(() => this.writeLocked(offset, data));
+  }
+
+  private async writeLocked(offset: number, data: Buffer): Promise<void> {
+    this.checkRange(offset, data.length); // the size may have changed while queued (grow)
     if (this.footer.diskType === DISK_TYPE_FIXED) {
       await writeFull(this.handle, data, offset);
       return;
@@ -440,10 +521,16 @@ export class Vhd {
       return;
     }
     await writeFull(this.handle, payload, entry * SECTOR + this.bitmapBytes + alignedStart);
-    const bm = await this.getBitmap(i);
-    if (!bitmapAllSet(bm, s0, s1)) {
-      bitmapSetRange(bm, s0, s1);
-      await this.storeBitmap(i, bm);
+    this.pinnedBlock = i;
+    try {
+      const bm = await this.getBitmap(i);
+      if (!bitmapAllSet(bm, s0, s1)) {
+        // Bits are set only now that the data is on disk, so concurrent readers never see unwritten sectors.
+        bitmapSetRange(bm, s0, s1);
+        await this.storeBitmap(i, bm);
+      }
+    } finally {
+      this.pinnedBlock = -1;
     }
   }
 
@@ -453,7 +540,9 @@ export class Vhd {
       this.bitmaps.delete(i);
       return;
     }
+    // Writes are serialized and the bitmap is pinned, so `bm` is the cached copy.
     await writeFull(this.handle, bm, this.bat[i]! * SECTOR);
+    this.invalidateBitmapLoad(i);
   }
 
   /** Append a new block at the end of the file: bitmap + data + new footer in one write, then the BAT entry. */
@@ -473,12 +562,11 @@ export class Vhd {
     const blockTotal = this.bitmapBytes + bs;
     await writevFull(this.handle, [bm, ...zeros(pre), payload, ...zeros(post), encodeFooter(this.footer)], at);
     this.nextFree = at + blockTotal;
+    // Publish the entry and its bitmap together (synchronously) for concurrent readers.
     this.bat[i] = at / SECTOR;
-    if (this.bitmaps.size >= BITMAP_CACHE_MAX) {
-      const first = this.bitmaps.keys().next().value;
-      if (first !== undefined) this.bitmaps.delete(first);
-    }
-    this.bitmaps.set(i, bm);
+    this.invalidateBitmapLoad(i);
+    this.pendingBitmaps.delete(i);
+    this.cacheBitmap(i, bm);
     if (this.deferMetadata) this.pendingBat.add(i);
     else await this.writeBatEntries([i]);
   }
@@ -512,14 +600,20 @@ export class Vhd {
   /** Make deferred metadata durable: sync data, write BAT entries and bitmaps, sync again. */
   async flush(): Promise<void> {
     if (!this.fh || !this.writable) return;
+    await this.serialized(() => this.flushLocked());
+  }
+
+  private async flushLocked(): Promise<void> {
+    if (!this.fh || !this.writable) return;
     if (this.pendingBat.size === 0 && this.pendingBitmaps.size === 0) return;
     await this.fh.datasync();
     if (this.pendingBitmaps.size) {
       for (const [i, bm] of [...this.pendingBitmaps].sort((a, b) => this.bat[a[0]]! - this.bat[b[0]]!)) {
         await writeFull(this.fh, bm, this.bat[i]! * SECTOR);
-        this.bitmaps.set(i, bm);
+        this.invalidateBitmapLoad(i);
+        this.cacheBitmap(i, bm);
+        this.pendingBitmaps.delete(i);
       }
-      this.pendingBitmaps.clear();
     }
     if (this.pendingBat.size) {
       await this.writeBatEntries(this.pendingBat);
@@ -530,8 +624,10 @@ export class Vhd {
 
   /** fdatasync the file. */
   async sync(): Promise<void> {
-    await this.flush();
-    await this.fh?.datasync();
+    await this.serialized(async () => {
+      await this.flushLocked();
+      await this.fh?.datasync();
+    });
   }
 
   // -------------------------------------------------------------------------
@@ -543,9 +639,13 @@ export class Vhd {
     if (!Number.isSafeInteger(newSize) || newSize % SECTOR !== 0 || newSize > MAX_VIRTUAL_SIZE) {
       throw new VhdError('VHD_INVALID_ARG', `invalid size ${newSize}`);
     }
+    await this.serialized(() => this.growLocked(newSize));
+  }
+
+  private async growLocked(newSize: number): Promise<void> {
     if (newSize < this.virtualSize) throw new VhdError('VHD_UNSUPPORTED', `${this.path}: shrinking is not supported`);
     if (newSize === this.virtualSize) return;
-    await this.flush();
+    await this.flushLocked();
     const fh = this.handle;
     if (this.footer.diskType === DISK_TYPE_FIXED) {
       const old = this.virtualSize;
@@ -584,7 +684,7 @@ export class Vhd {
         await writevFull(fh, [buf, encodeFooter(this.footer)], at);
         await fh.datasync();
         this.bat[i] = at / SECTOR;
-        this.bitmaps.delete(i);
+        this.invalidateBitmapLoad(i);
         await this.writeBatEntries([i]);
         this.nextFree = at + blockTotal;
       }
@@ -628,10 +728,14 @@ export class Vhd {
 
   /** Close this disk and the parents it opened. */
   async close(): Promise<void> {
+    await this.serialized(() => this.closeLocked());
+  }
+
+  private async closeLocked(): Promise<void> {
     const fh = this.fh;
     if (fh) {
       try {
-        await this.flush();
+        await this.flushLocked();
       } finally {
         this.fh = undefined;
         await fh.close();
