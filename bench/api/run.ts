@@ -466,7 +466,7 @@ async function main(): Promise<void> {
     `| baseline: bare server round trip, back to back | ${ms(bareRtt.p50)} | ${ms(bareRtt.p99)} | ${ms(bareRtt.max)} |`,
     ...(xenonRtt ? [`| Xenon VM.get_record round trip, ${PAUSE_MS} ms pause before each | ${ms(xenonRtt.p50)} | ${ms(xenonRtt.p99)} | ${ms(xenonRtt.max)} |`] : []),
     '',
-    `The first daemon's data dir is on ${DATA_PARENT} (tmpfs by default: SQLite's fsync costs nothing there, so these rows show the API and event path); the disk rows come from a second daemon started on a copy of the same database under ${DISK_PARENT} (its event log starts empty, which does not matter with a current token), on a real disk, as deployed with the default durability (`--durability power` would add an fsync per commit). The pause lets the server park the waiter; the paused bare round trip shows what waking idle processes costs on this VM.`,
+    `The first daemon's data dir is on ${DATA_PARENT} (tmpfs by default: SQLite's fsync costs nothing there, so these rows show the API and event path); the disk rows come from a second daemon started on a copy of the same database under ${DISK_PARENT} (its event log starts empty, which does not matter with a current token), on a real disk, as deployed with the default durability (--durability power would add an fsync per commit). The pause lets the server park the waiter; the paused bare round trip shows what waking idle processes costs on this VM.`,
     '',
     `First \`event.from(['VM'], '', 0)\` (every VM, ${first.events.length} events, JSON-RPC, parse included): ${initialMs.toFixed(0)} ms.`,
     '',
