@@ -10,28 +10,16 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDifferencing, createDynamic, openVhd, type Vhd } from '../../src/storage/vhd/index.ts';
+import { xorshift } from './helpers.ts';
 
 const run = promisify(execFile);
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-let seed = 0x9e3779b9;
-function rnd(): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed;
-}
-function randInt(n: number): number {
-  return rnd() % n;
-}
-function pseudoRandom(n: number): Buffer {
-  const words = new Uint32Array(Math.ceil(n / 4));
-  for (let i = 0; i < words.length; i++) words[i] = rnd();
-  return Buffer.from(words.buffer, 0, n);
-}
+const random = xorshift(0x9e3779b9);
+const rnd = random.next;
+const randInt = random.int;
+const pseudoRandom = random.bytes;
 
 let dir: string;
 before(async () => {

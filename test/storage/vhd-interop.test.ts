@@ -9,29 +9,11 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createDifferencing, createDynamic, createFixed, openVhd, type Vhd } from '../../src/storage/vhd/index.ts';
+import { MiB, seededBytes, writeBoth } from './helpers.ts';
 
 const run = promisify(execFile);
-const MiB = 1024 * 1024;
 
-function pseudoRandom(n: number, seed: number): Buffer {
-  const words = new Uint32Array(Math.ceil(n / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer, 0, n);
-}
-
-/** Apply the same writes to a VHD and to a raw shadow buffer. */
-async function writeBoth(v: Vhd, shadow: Buffer, offset: number, data: Buffer): Promise<void> {
-  await v.write(offset, data);
-  data.copy(shadow, offset);
-}
+const pseudoRandom = seededBytes;
 
 let dir: string;
 before(async () => {

@@ -18,32 +18,14 @@ import {
   isVhdError,
   type Vhd,
 } from '../../src/storage/vhd/index.ts';
+import { MiB, writeBoth, xorshift } from './helpers.ts';
 
 const run = promisify(execFile);
-const MiB = 1024 * 1024;
 
-let seed = 12345;
-function rnd(): number {
-  seed ^= seed << 13;
-  seed >>>= 0;
-  seed ^= seed >>> 17;
-  seed ^= seed << 5;
-  seed >>>= 0;
-  return seed;
-}
-function randInt(n: number): number {
-  return rnd() % n;
-}
-function pseudoRandom(n: number): Buffer {
-  const words = new Uint32Array(Math.ceil(n / 4));
-  for (let i = 0; i < words.length; i++) words[i] = rnd();
-  return Buffer.from(words.buffer, 0, n);
-}
-
-async function writeBoth(v: Vhd, shadow: Buffer, offset: number, data: Buffer): Promise<void> {
-  await v.write(offset, data);
-  data.copy(shadow, offset);
-}
+const random = xorshift(12345);
+const rnd = random.next;
+const randInt = random.int;
+const pseudoRandom = random.bytes;
 
 /** A batch of random writes at odd offsets/lengths, some small, some spanning blocks. */
 async function randomWrites(v: Vhd, shadow: Buffer, count: number): Promise<void> {

@@ -21,28 +21,11 @@ import {
   VhdError,
   type Vhd,
 } from '../../src/storage/vhd/index.ts';
+import { MiB, writeBoth, xorshift } from './helpers.ts';
 
 const run = promisify(execFile);
-const MiB = 1024 * 1024;
 
-let seed = 987654321;
-function pseudoRandom(n: number): Buffer {
-  const words = new Uint32Array(Math.ceil(n / 4));
-  for (let i = 0; i < words.length; i++) {
-    seed ^= seed << 13;
-    seed >>>= 0;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5;
-    seed >>>= 0;
-    words[i] = seed;
-  }
-  return Buffer.from(words.buffer, 0, n);
-}
-
-async function writeBoth(v: Vhd, shadow: Buffer, offset: number, data: Buffer): Promise<void> {
-  await v.write(offset, data);
-  data.copy(shadow, offset);
-}
+const pseudoRandom = xorshift(987654321).bytes;
 
 async function collect(r: Readable): Promise<Buffer> {
   const parts: Buffer[] = [];
