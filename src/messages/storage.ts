@@ -19,6 +19,8 @@ import type { DiskProvider } from './xenops.ts';
 export const SR_TYPES = ['ext', 'file', 'iso'] as const;
 /** Above this, VHD cannot go (2040 GiB, as XenServer's VHD limit). */
 export const VHD_MAX = 2040 * 1024 ** 3;
+/** Largest VDI a file SR makes (as qcow2); qcow2 itself would go further. */
+export const FILE_VDI_MAX = 64 * 1024 ** 4;
 
 /** Turns driver failures into the XenAPI errors xapi raises. */
 export function storageError(e: unknown, vdi = ''): unknown {
@@ -115,7 +117,8 @@ export class Storage implements DiskProvider {
       location: v.location,
       virtual_size: v.virtualSize,
       physical_utilisation: v.physicalUtilisation,
-      sm_config: v.parent ? { 'vhd-parent': v.parent } : {},
+      // vhd-parent names the parent for qcow2 chains too: the collector and destroy follow it
+      sm_config: { vdi_type: v.format === 'qcow2' ? 'qcow2' : v.format === 'vpc' ? 'vhd' : 'raw', ...(v.parent ? { 'vhd-parent': v.parent } : {}) },
     };
   }
 

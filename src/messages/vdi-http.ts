@@ -9,7 +9,8 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
-import { exportRaw, exportVhd, importRaw, importVhd, isVhdError } from '../storage/vhd/index.ts';
+import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
+import { exportVolumeRaw, FileSr, importVolumeRaw } from '../storage/sr/file.ts';
 import type { Services } from './context.ts';
 import { storageError, type Storage } from './storage.ts';
 
@@ -87,16 +88,19 @@ export function importRawVdi(services: Services, storage: Storage) {
     }
     const { vdi, task } = ctx;
     const rec = services.store.must('VDI', vdi);
-    const tmp = `${storage.attachedDriver(String(rec.SR)).path(String(rec.uuid))}.import`;
+    const driver = storage.attachedDriver(String(rec.SR));
+    const tmp = `${driver.path(String(rec.uuid))}.import`;
     try {
       if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
       const format = url.searchParams.get('format') ?? 'raw';
+      const qcow2 = driver instanceof FileSr && driver.formatOf(String(rec.uuid)) === 'qcow2';
+      if (qcow2 && format === 'vhd') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (import it with format=raw)');
       const size = length > 0 ? length : Number(rec.virtual_size);
       const input = req.pipe(progressCounter(size, task));
       if (format === 'vhd') await importVhd(input, tmp);
-      else if (format === 'raw') await importRaw(input, tmp, Math.ceil(size / 512) * 512);
+      else if (format === 'raw') await importVolumeRaw(input, tmp, size);
       else throw new XenApiError('INVALID_VALUE', 'format', format);
-      await rename(tmp, storage.attachedDriver(String(rec.SR)).path(String(rec.uuid)));
+      await rename(tmp, driver.path(String(rec.uuid)));
       await storage.refreshVolume(vdi);
       const after = services.store.must('VDI', vdi);
       services.store.transact((tx) => tx.update('VDI', vdi, { virtual_size: Math.max(Number(after.virtual_size), 0) }));
@@ -130,9 +134,10 @@ export function exportRawVdi(services: Services, storage: Storage) {
       const baseGiven = url.searchParams.get('base');
       let stream;
       if (format === 'raw') {
-        stream = exportRaw(path);
+        stream = exportVolumeRaw(path);
         res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(rec.virtual_size) });
       } else if (format === 'vhd') {
+        if (path.endsWith('.qcow2')) throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (export it with format=raw)');
         const baseRef = baseGiven ? (services.store.get('VDI', baseGiven) ? baseGiven : services.store.byUuid('VDI', baseGiven)) : undefined;
         if (baseGiven && !baseRef) throw new XenApiError('HANDLE_INVALID', 'VDI', baseGiven);
         const base = baseRef ? driver.path(String(services.store.must('VDI', baseRef).uuid)) : undefined;

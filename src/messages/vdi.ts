@@ -5,7 +5,8 @@ import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { Args, CallContext, HandlerTable } from './context.ts';
 import { creatableFields } from './generic.ts';
 import { storageOf } from './sr.ts';
-import { storageError, VHD_MAX } from './storage.ts';
+import { FileSr } from '../storage/sr/file.ts';
+import { FILE_VDI_MAX, storageError, VHD_MAX } from './storage.ts';
 
 const vdiArg = (a: Args): string => (a.vdi ?? a.self) as string;
 
@@ -24,11 +25,16 @@ export async function createVdi(ctx: CallContext, sr: string, size: number, fiel
   const driver = storage.attachedDriver(sr);
   if (!driver.capabilities.includes('VDI_CREATE')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
   if (!Number.isFinite(size) || size <= 0) throw new XenApiError('INVALID_VALUE', 'virtual_size', String(size));
-  if (size > VHD_MAX) throw new XenApiError('VDI_TOO_LARGE' as never, 'VDI', String(VHD_MAX));
+  // file SRs go past VHD's 2 TiB with qcow2 (chosen above it, or asked for with sm_config:type=qcow2)
+  const max = driver instanceof FileSr ? FILE_VDI_MAX : VHD_MAX;
+  if (size > max) throw new XenApiError('INVALID_VALUE', 'virtual_size', String(size));
+  const asked = String((fields.sm_config as Record<string, string> | undefined)?.type ?? '');
+  if (asked && asked !== 'qcow2' && asked !== 'vhd') throw new XenApiError('INVALID_VALUE', 'sm_config:type', asked);
+  if (asked === 'vhd' && size > VHD_MAX) throw new XenApiError('VDI_TOO_LARGE' as never, 'VDI', String(VHD_MAX));
   const uuid = randomUUID();
   let v;
   try {
-    v = await driver.createVolume(uuid, size);
+    v = driver instanceof FileSr ? await driver.createVolume(uuid, size, (asked || undefined) as 'vhd' | 'qcow2' | undefined) : await driver.createVolume(uuid, size);
   } catch (e) {
     throw storageError(e);
   }
@@ -86,8 +92,9 @@ export const vdiHandlers: HandlerTable = {
     const rec = ctx.services.store.must('VDI', vdi);
     const size = Number(a.size);
     if (size < Number(rec.virtual_size)) throw new XenApiError('VDI_TOO_SMALL', vdi, String(rec.virtual_size));
-    if (size > VHD_MAX) throw new XenApiError('INVALID_VALUE', 'size', String(size));
     const storage = storageOf(ctx);
+    const qcow2 = (rec.sm_config as Record<string, string>).vdi_type === 'qcow2';
+    if (size > (qcow2 ? FILE_VDI_MAX : VHD_MAX)) throw new XenApiError('INVALID_VALUE', 'size', String(size));
     try {
       await storage.attachedDriver(String(rec.SR)).resizeVolume(String(rec.uuid), size);
     } catch (e) {

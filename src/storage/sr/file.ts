@@ -1,13 +1,20 @@
 /**
  * A directory of VHD files: the `ext` SR (local storage) and the shared
  * `file` SR (a directory every host mounts — NFS, CephFS, GlusterFS …).
- * Each image is `<uuid>.vhd`; snapshots and clones are differencing chains.
+ * Each image is `<uuid>.vhd` or, above VHD's 2 TiB (or when asked for),
+ * `<uuid>.qcow2`; snapshots and clones are differencing / backing chains.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { coalesce, createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize } from '../vhd/index.ts';
+import { exportQcow2Raw, importRawQcow2, qcow2Commit, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize } from './qcow2.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
+
+/** Above this VHD cannot go (XenServer's 2040 GiB): larger volumes are qcow2. */
+export const VHD_LIMIT = 2040 * 1024 ** 3;
+export type FileFormat = 'vhd' | 'qcow2';
 
 const CAPABILITIES = ['SR_PROBE', 'SR_UPDATE', 'SR_SCAN', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_INTRODUCE',
   'VDI_RESIZE', 'VDI_SNAPSHOT', 'VDI_CLONE', 'VDI_UPDATE', 'VDI_GENERATE_CONFIG', 'VDI_RESET_ON_BOOT/2'];
@@ -30,8 +37,18 @@ export class FileSr implements SrDriver {
     return this.type === 'file';
   }
 
+  /** The image's file: whichever of `.qcow2` and `.vhd` exists (`.vhd` for one not made yet). */
   path(uuid: string): string {
-    return join(this.dir, `${uuid}.vhd`);
+    const q = this.fileFor(uuid, 'qcow2');
+    return existsSync(q) ? q : this.fileFor(uuid, 'vhd');
+  }
+
+  fileFor(uuid: string, format: FileFormat): string {
+    return join(this.dir, `${uuid}.${format}`);
+  }
+
+  formatOf(uuid: string): FileFormat {
+    return this.path(uuid).endsWith('.qcow2') ? 'qcow2' : 'vhd';
   }
 
   async create(): Promise<void> {
@@ -53,13 +70,21 @@ export class FileSr implements SrDriver {
   async stats(): Promise<SrStats> {
     const fs = await statfs(this.dir);
     let used = 0;
-    for (const f of await readdir(this.dir)) if (f.endsWith('.vhd')) used += (await stat(join(this.dir, f))).blocks * 512;
+    for (const f of await readdir(this.dir)) if (/\.(vhd|qcow2)$/.test(f)) used += (await stat(join(this.dir, f))).blocks * 512;
     return { physicalSize: fs.blocks * fs.bsize, physicalUtilisation: used };
   }
 
   async info(uuid: string): Promise<VolumeInfo> {
     const p = this.path(uuid);
     if (!existsSync(p)) throw new SrDriverError('VDI_MISSING', uuid);
+    if (p.endsWith('.qcow2')) {
+      const q = await qcow2Info(p);
+      const st = await stat(p);
+      return {
+        uuid, location: uuid, virtualSize: q.virtualSize, physicalUtilisation: st.blocks * 512, format: 'qcow2',
+        parent: q.backing ? /([0-9a-f-]{36})\.qcow2$/.exec(q.backing)?.[1] : undefined, readOnly: false,
+      };
+    }
     const vhd = await openVhd(p, { parents: false });
     try {
       const parent = vhd.parentPath();
@@ -76,17 +101,21 @@ export class FileSr implements SrDriver {
   async scan(): Promise<VolumeInfo[]> {
     const out: VolumeInfo[] = [];
     for (const f of await readdir(this.dir)) {
-      const m = /^([0-9a-f-]{36})\.vhd$/.exec(f);
+      const m = /^([0-9a-f-]{36})\.(?:vhd|qcow2)$/.exec(f);
       if (m) out.push(await this.info(m[1]).catch(() => undefined as never));
     }
     return out.filter(Boolean);
   }
 
-  async createVolume(uuid: string, size: number): Promise<VolumeInfo> {
+  /** VHD up to its limit, qcow2 above it — or the `format` asked for. */
+  async createVolume(uuid: string, size: number, format?: FileFormat): Promise<VolumeInfo> {
+    const fmt = format ?? (size > VHD_LIMIT ? 'qcow2' : 'vhd');
+    const file = this.fileFor(uuid, fmt);
     try {
-      await createDynamic(this.path(uuid), roundSize(size));
+      if (fmt === 'qcow2') await qcow2Create(file, roundSize(size));
+      else await createDynamic(file, roundSize(size));
     } catch (e) {
-      await rm(this.path(uuid), { force: true });
+      await rm(file, { force: true });
       throw spaceError(e, size, 0);
     }
     return this.info(uuid);
@@ -97,28 +126,44 @@ export class FileSr implements SrDriver {
   }
 
   async resizeVolume(uuid: string, size: number): Promise<VolumeInfo> {
-    await resize(this.path(uuid), roundSize(size));
+    if (this.formatOf(uuid) === 'qcow2') await qcow2Resize(this.path(uuid), roundSize(size));
+    else await resize(this.path(uuid), roundSize(size));
     return this.info(uuid);
   }
 
   async branch(uuid: string, newLeaves: string[], baseUuid: string): Promise<void> {
-    const base = this.path(baseUuid);
-    await rename(this.path(uuid), base);
+    const fmt = this.formatOf(uuid);
+    if (!existsSync(this.fileFor(uuid, fmt))) throw new SrDriverError('VDI_MISSING', uuid);
+    const base = this.fileFor(baseUuid, fmt);
+    await rename(this.fileFor(uuid, fmt), base);
     const made: string[] = [];
     try {
       for (const leaf of [uuid, ...newLeaves]) {
-        await createDifferencing(this.path(leaf), base);
+        if (fmt === 'qcow2') await qcow2Create(this.fileFor(leaf, fmt), 0, base);
+        else await createDifferencing(this.fileFor(leaf, fmt), base);
         made.push(leaf);
       }
     } catch (e) {
-      for (const leaf of made) await rm(this.path(leaf), { force: true });
-      await rename(base, this.path(uuid));
+      for (const leaf of made) await rm(this.fileFor(leaf, fmt), { force: true });
+      await rename(base, this.fileFor(uuid, fmt));
       throw spaceError(e, 0, 0);
     }
   }
 
   async copyVolume(uuid: string, into: SrDriver, newUuid: string, progress?: (f: number) => void): Promise<VolumeInfo> {
     const src = await this.info(uuid);
+    if (src.format === 'qcow2') {
+      // qcow2 stays qcow2 (it may be beyond VHD's reach): flattened by qemu-img
+      if (!(into instanceof FileSr)) throw new SrDriverError('SR_OPERATION_NOT_SUPPORTED', `${into.type} cannot hold a qcow2 copy`);
+      const target = into.fileFor(newUuid, 'qcow2');
+      try {
+        await qcow2Convert(this.path(uuid), target, 'qcow2', progress);
+      } catch (e) {
+        await rm(target, { force: true });
+        throw spaceError(e, src.virtualSize, 0);
+      }
+      return into.info(newUuid);
+    }
     const target = into.path(newUuid);
     try {
       let seen = 0;
@@ -133,6 +178,13 @@ export class FileSr implements SrDriver {
   }
 
   async coalesce(leafUuid: string): Promise<void> {
+    if (this.formatOf(leafUuid) === 'qcow2') {
+      const info = await this.info(leafUuid);
+      if (!info.parent) return;
+      await qcow2Commit(this.path(leafUuid));
+      await rename(this.fileFor(info.parent, 'qcow2'), this.fileFor(leafUuid, 'qcow2'));
+      return;
+    }
     const { parentPath } = await coalesce(this.path(leafUuid));
     // the parent now holds the merged data: it becomes the leaf
     await rename(parentPath, this.path(leafUuid));
@@ -142,9 +194,21 @@ export class FileSr implements SrDriver {
     const info = await this.info(uuid);
     if (!info.parent) throw new SrDriverError('SR_OPERATION_NOT_SUPPORTED', `${uuid} has no base to reset to`);
     const tmp = `${this.path(uuid)}.reset`;
-    await createDifferencing(tmp, this.path(info.parent));
+    if (info.format === 'qcow2') await qcow2Create(tmp, 0, this.fileFor(info.parent, 'qcow2'));
+    else await createDifferencing(tmp, this.path(info.parent));
     await rename(tmp, this.path(uuid));
   }
+}
+
+/** The guest-visible bytes of an image, whichever its format. */
+export function exportVolumeRaw(path: string): Readable {
+  return path.endsWith('.qcow2') ? exportQcow2Raw(path) : exportRaw(path);
+}
+
+/** Writes a raw stream into a new image at `path` (VHD or qcow2 by its name). */
+export async function importVolumeRaw(input: Readable, path: string, size: number): Promise<void> {
+  if (path.endsWith('.qcow2') || path.endsWith('.qcow2.import')) await importRawQcow2(input, path, roundSize(size));
+  else await importRaw(input, path, roundSize(size));
 }
 
 /** VHD sizes are whole sectors. */
