@@ -111,7 +111,7 @@ export const srHandlers: HandlerTable = {
   update: (ctx, a) => storageOf(ctx).update(srArg(a)),
   get_supported_types: () => [...SR_TYPES],
 
-  probe: async (ctx, a) => {
+  probe: async (_ctx, a) => {
     const type = String(a.type);
     const config = a.device_config as Record<string, string>;
     const { readFile } = await import('node:fs/promises');
@@ -119,7 +119,6 @@ export const srHandlers: HandlerTable = {
     const dir = config.location ?? config.path;
     if (!dir) throw new XenApiError('SR_BACKEND_FAILURE', 'SR_BACKEND_FAILURE_LOCATION', '', 'device-config:location is required');
     const found = await readFile(join(dir, '.xenon-sr'), 'utf8').then((s) => s.trim()).catch(() => '');
-    void ctx;
     return `<?xml version="1.0" ?><SRlist>${found ? `<SR><UUID>${found}</UUID><type>${type}</type></SR>` : ''}</SRlist>`;
   },
 

@@ -305,5 +305,3 @@ export function makeDriver(type: string, srUuid: string, config: Record<string, 
   }
 }
 
-export const now = (): string => formatDateTime(new Date());
-export type { DbRecord };

@@ -229,7 +229,7 @@ export class Xenops {
     }
     for (const vif of vm.VIFs as string[]) await this.nics?.unplug(vif).catch(() => undefined);
     this.store.transact((tx) => {
-      tx.update('VM', ref, { power_state: state, resident_on: state === 'Suspended' ? NULL_REF : NULL_REF, domid: -1 });
+      tx.update('VM', ref, { power_state: state, resident_on: NULL_REF, domid: -1 });
       for (const c of vm.consoles as string[]) if (tx.get('console', c)) tx.delete('console', c);
       for (const vbd of vm.VBDs as string[]) if (tx.get('VBD', vbd)) tx.update('VBD', vbd, { currently_attached: false });
       for (const vif of vm.VIFs as string[]) if (tx.get('VIF', vif)) tx.update('VIF', vif, { currently_attached: false });

@@ -3,7 +3,7 @@
  * their progress, result and cancellation, and the collection of old ones.
  */
 import { XenApiError } from '../datamodel/api-error.ts';
-import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
+import { formatDateTime } from '../datamodel/types.ts';
 import type { Store } from '../db/store.ts';
 
 export interface TaskHandle {
@@ -132,6 +132,4 @@ export class Tasks {
     this.controllers.delete(ref);
     this.store.transact((tx) => tx.delete('task', ref));
   }
-
-  static readonly NULL = NULL_REF;
 }
