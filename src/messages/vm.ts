@@ -158,5 +158,11 @@ export const vmHandlers: HandlerTable = {
   set_HVM_boot_policy: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { HVM_boot_policy: a.value })),
   set_domain_type: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { domain_type: a.value })),
   set_actions_after_crash: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { actions_after_crash: a.value })),
+  set_is_a_template: (ctx, a) => {
+    const vm = ctx.services.store.must('VM', vmArg(a));
+    if (a.value === true && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
+    ctx.services.store.transact((tx) => tx.update('VM', vmArg(a), { is_a_template: a.value, ...(a.value === false ? { is_default_template: false } : {}) }));
+    refreshAllowed(ctx.services.store, vmArg(a));
+  },
   set_suspend_VDI: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VM', vmArg(a), { suspend_VDI: a.value })),
 };

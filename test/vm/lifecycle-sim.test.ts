@@ -141,3 +141,15 @@ test('VM.destroy takes its VBDs, VIFs and metrics with it, only when halted', as
   await failsWith(t.client.api.VM.get_record(vm), 'HANDLE_INVALID');
   await failsWith(t.client.api.VM_metrics.get_record(metrics), 'HANDLE_INVALID');
 });
+
+test('turning a template into a VM makes it startable; a running VM cannot become a template', async () => {
+  const [tpl] = await t.client.api.VM.get_by_name_label('Xenon test guest');
+  const vm = await t.client.api.VM.clone(tpl, 'from-template').catch(async () => t.client.api.VM.create({ ...(await t.client.api.VM.get_record(tpl)), name_label: 'from-template' } as never));
+  assert.equal(await t.client.api.VM.get_is_a_template(vm), true);
+  assert.ok(!(await t.client.api.VM.get_allowed_operations(vm)).includes('start'));
+  await t.client.api.VM.set_is_a_template(vm, false);
+  assert.ok((await t.client.api.VM.get_allowed_operations(vm)).includes('start'));
+  await t.client.api.VM.start(vm, false, false);
+  await failsWith(t.client.api.VM.set_is_a_template(vm, true), 'VM_BAD_POWER_STATE');
+  await t.client.api.VM.hard_shutdown(vm);
+});
