@@ -111,3 +111,12 @@ test('the RFB console answers over HTTP CONNECT with the VNC greeting', { timeou
   assert.equal(denied.status, 401);
   await c.api.VM.hard_shutdown(vm);
 });
+
+test('UEFI firmware (OVMF) boots the guest too', { timeout: 180_000 }, async () => {
+  const c = t.client;
+  const vm = await makeTestGuestVm(c, 'guest-uefi');
+  await c.api.VM.add_to_HVM_boot_params(vm, 'firmware', 'uefi');
+  await c.api.VM.start(vm, false, false);
+  await waitSerial(c, vm, MARKER);
+  await c.api.VM.hard_shutdown(vm);
+});
