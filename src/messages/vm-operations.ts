@@ -67,7 +67,7 @@ export function refreshAllowed(store: Store, ref: string): void {
 export async function withOperation<T>(store: Store, ref: string, op: string, taskRef: string | null, fn: (vm: DbRecord) => Promise<T>): Promise<T> {
   const id = taskRef ?? `OpaqueRef:${randomUUID()}`;
   const vm = store.transact((tx) => {
-    const v = assertOperation(store, ref, op);
+    assertOperation(store, ref, op);
     return tx.update('VM', ref, { current_operations: { [id]: op }, allowed_operations: [] });
   });
   try {
