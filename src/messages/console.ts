@@ -9,26 +9,20 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from './context.ts';
+import { sessionIdOf } from './http-handlers.ts';
 import type { Xenops } from './xenops.ts';
 
 function reject(socket: Duplex, status: string, text: string): void {
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${text}\n`);
 }
 
-/** Session from the query or the cookie, as xapi accepts either. */
-function sessionOf(req: http.IncomingMessage, url: URL): string {
-  const q = url.searchParams.get('session_id');
-  if (q) return q;
-  const cookie = /(?:^|;\s*)session_id=([^;]+)/.exec(req.headers.cookie ?? '');
-  return cookie ? decodeURIComponent(cookie[1]) : '';
-}
 
 export function consoleConnect(services: Services, xenops: Xenops) {
   return (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
     const { store, sessions } = services;
     let session;
     try {
-      session = sessions.check(sessionOf(req, url));
+      session = sessions.check(sessionIdOf(req, url));
     } catch (e) {
       return reject(socket, '401 Unauthorized', (e as XenApiError).description?.join(' ') ?? 'SESSION_INVALID');
     }
@@ -72,7 +66,7 @@ export function consoleLog(services: Services, xenops: Xenops) {
       res.end(`${text}\n`);
     };
     try {
-      services.sessions.check(sessionOf(req, url));
+      services.sessions.check(sessionIdOf(req, url));
     } catch {
       return fail(401, 'SESSION_INVALID');
     }

@@ -8,44 +8,28 @@ import type http from 'node:http';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
-import type { SessionInfo } from '../auth/sessions.ts';
 import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
 import { exportVolumeRaw, FileSr, importVolumeRaw } from '../storage/sr/file.ts';
 import type { Services } from './context.ts';
+import { authorize, DATA_MOVERS, failHttp, finishTask, sessionIdOf, taskOf, type HttpTask } from './http-handlers.ts';
 import { storageError, type Storage } from './storage.ts';
 
-const WRITERS = ['pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin'] as const;
-
 interface Ctx {
-  session: SessionInfo;
   vdi: string;
-  task: { ref: string; progress(f: number): void } | null;
-}
-
-function fail(res: http.ServerResponse, status: number, e: XenApiError): void {
-  if (res.headersSent) return void res.destroy();
-  res.writeHead(status, { 'Content-Type': 'text/plain' });
-  res.end(`${e.description.join(' ')}\n`);
+  task: HttpTask;
 }
 
 /** Session, role, VDI (ref or uuid) and task from the query string. */
 function open(services: Services, req: http.IncomingMessage, url: URL, label: string): Ctx {
-  const q = url.searchParams;
-  const cookie = /(?:^|;\s*)session_id=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
-  const session = services.sessions.check(q.get('session_id') ?? (cookie ? decodeURIComponent(cookie) : ''));
-  if (!WRITERS.some((r) => session.roles.has(r))) throw new XenApiError('RBAC_PERMISSION_DENIED', label, 'No permission in the role of this session to perform this operation');
-  const given = q.get('vdi') ?? '';
+  const session = authorize(services, req, url, DATA_MOVERS, label);
+  const given = url.searchParams.get('vdi') ?? '';
   const vdi = services.store.get('VDI', given) ? given : services.store.byUuid('VDI', given);
   if (!vdi) throw new XenApiError('HANDLE_INVALID', 'VDI', given);
-  const taskRef = q.get('task_id');
-  const task = taskRef && services.store.get('task', taskRef)
-    ? { ref: taskRef, progress: (f: number) => services.store.get('task', taskRef)?.status === 'pending' && services.store.transact((tx) => void tx.update('task', taskRef, { progress: f })) }
-    : services.tasks.create(label, '', session.ref);
-  return { session, vdi, task: task as Ctx['task'] };
+  return { vdi, task: taskOf(services, url, label, session) };
 }
 
 /** Counts bytes through a stream, moving the task's progress. */
-function progressCounter(total: number, task: Ctx['task']): Transform {
+function progressCounter(total: number, task: HttpTask): Transform {
   let seen = 0;
   let last = 0;
   return new Transform({
@@ -54,37 +38,29 @@ function progressCounter(total: number, task: Ctx['task']): Transform {
       const f = total > 0 ? Math.min(1, seen / total) : 0;
       if (f - last >= 0.01) {
         last = f;
-        task?.progress(f);
+        task.progress(f);
       }
       cb(null, chunk);
     },
   });
 }
 
-function finishTask(services: Services, task: Ctx['task'], error?: XenApiError): void {
-  if (!task) return;
-  const rec = services.store.get('task', task.ref);
-  if (!rec || rec.status !== 'pending') return;
-  if (error) services.tasks.fail(task.ref, error.description);
-  else services.tasks.succeed(task.ref, '');
-}
-
 export function importRawVdi(services: Services, storage: Storage) {
   return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
-    if (req.method !== 'PUT' && req.method !== 'POST') return fail(res, 405, new XenApiError('OPERATION_NOT_ALLOWED', 'use PUT'));
+    if (req.method !== 'PUT' && req.method !== 'POST') return failHttp(res, 405, new XenApiError('OPERATION_NOT_ALLOWED', 'use PUT'));
     const length = Number(req.headers['content-length'] ?? -1);
     let ctx: Ctx;
     try {
       // an empty PUT is a probe (Xen Orchestra sends one first): answer, change nothing
       if (length === 0) {
-        services.sessions.check(url.searchParams.get('session_id') ?? '');
+        services.sessions.check(sessionIdOf(req, url));
         res.writeHead(200).end();
         return;
       }
       ctx = open(services, req, url, 'VDI import');
     } catch (e) {
       req.resume();
-      return fail(res, 403, toApiError(e));
+      return failHttp(res, 403, toApiError(e));
     }
     const { vdi, task } = ctx;
     const rec = services.store.must('VDI', vdi);
@@ -105,14 +81,14 @@ export function importRawVdi(services: Services, storage: Storage) {
       const after = services.store.must('VDI', vdi);
       services.store.transact((tx) => tx.update('VDI', vdi, { virtual_size: Math.max(Number(after.virtual_size), 0) }));
       await storage.update(String(rec.SR));
-      finishTask(services, task);
+      finishTask(services, task, '');
       res.writeHead(200, { 'Content-Type': 'text/plain' }).end('OK\n');
     } catch (e) {
       await rm(tmp, { force: true });
       const err = isVhdError(e) ? new XenApiError('VDI_IO_ERROR', `${e.code}: ${e.message}`) : toApiError(storageError(e));
-      finishTask(services, task, err);
+      finishTask(services, task, '', err);
       req.resume();
-      fail(res, err.code === 'SR_FULL' ? 507 : 400, err);
+      failHttp(res, err.code === 'SR_FULL' ? 507 : 400, err);
     }
   };
 }
@@ -123,7 +99,7 @@ export function exportRawVdi(services: Services, storage: Storage) {
     try {
       ctx = open(services, req, url, 'VDI export');
     } catch (e) {
-      return fail(res, 403, toApiError(e));
+      return failHttp(res, 403, toApiError(e));
     }
     const { vdi, task } = ctx;
     const rec = services.store.must('VDI', vdi);
@@ -145,11 +121,11 @@ export function exportRawVdi(services: Services, storage: Storage) {
         res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
       } else throw new XenApiError('INVALID_VALUE', 'format', format);
       await pipeline(stream, progressCounter(Number(rec.virtual_size), task), res);
-      finishTask(services, task);
+      finishTask(services, task, '');
     } catch (e) {
       const err = toApiError(storageError(e));
-      finishTask(services, task, err);
-      fail(res, 400, err);
+      finishTask(services, task, '', err);
+      failHttp(res, 400, err);
     }
   };
 }

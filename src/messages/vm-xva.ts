@@ -37,55 +37,15 @@ import type { CallContext, Services } from './context.ts';
 import { storageError, type Storage } from './storage.ts';
 import { createVdi, destroyVdi } from './vdi.ts';
 import { refreshAllowed, withOperation } from './vm-operations.ts';
+import { authorize, DATA_MOVERS, failHttp, finishTask, taskOf, type HttpTask } from './http-handlers.ts';
 
 /** xapi's role for get_export / put_import is vm-admin, so the whole ladder from there up. */
-const ALLOWED = ['pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin'] as const;
 /** Inline checksums, no end-of-tar checksum table (xapi's Miami format). */
 const EXPORT_VSN = 2;
 
-interface Task {
-  ref: string;
-  progress(f: number): void;
-}
+type Task = HttpTask;
 
 // ------------------------------------------------------------------ HTTP plumbing
-
-function fail(res: http.ServerResponse, status: number, e: XenApiError): void {
-  if (res.headersSent) return void res.destroy();
-  res.writeHead(status, { 'Content-Type': 'text/plain' });
-  res.end(`${e.description.join(' ')}\n`);
-}
-
-function sessionOf(services: Services, req: http.IncomingMessage, url: URL, action: string): SessionInfo {
-  const cookie = /(?:^|;\s*)session_id=([^;]+)/.exec(req.headers.cookie ?? '')?.[1];
-  const session = services.sessions.check(url.searchParams.get('session_id') ?? (cookie ? decodeURIComponent(cookie) : ''));
-  if (!ALLOWED.some((r) => session.roles.has(r))) throw new XenApiError('RBAC_PERMISSION_DENIED', action, 'No permission in the role of this session to perform this operation');
-  return session;
-}
-
-/** The client's task (task_id=…) or one of our own. */
-function taskOf(services: Services, url: URL, label: string, session: SessionInfo): Task {
-  const given = url.searchParams.get('task_id');
-  if (given && services.store.get('task', given)) {
-    let last = 0;
-    return {
-      ref: given,
-      progress: (f) => {
-        if (f - last < 0.01 && f < 1) return;
-        last = f;
-        if (services.store.get('task', given)?.status === 'pending') services.store.transact((tx) => void tx.update('task', given, { progress: f }));
-      },
-    };
-  }
-  return services.tasks.create(label, '', session.ref);
-}
-
-function finishTask(services: Services, task: Task, result: string, error?: XenApiError): void {
-  const rec = services.store.get('task', task.ref);
-  if (!rec || rec.status !== 'pending') return;
-  if (error) services.tasks.fail(task.ref, error.description);
-  else services.tasks.succeed(task.ref, result);
-}
 
 /** A CallContext for the VDI helpers shared with the XenAPI handlers. */
 function callContext(services: Services, session: SessionInfo): CallContext {
@@ -240,14 +200,14 @@ export function exportVm(services: Services, storage: Storage) {
     let task: Task;
     let vm: string;
     try {
-      session = sessionOf(services, req, url, 'http/get_export');
+      session = authorize(services, req, url, DATA_MOVERS, 'http/get_export');
       const given = q.get('ref') ?? q.get('uuid') ?? '';
       const found = services.store.get('VM', given) ? given : services.store.byUuid('VM', given);
       if (!found) throw new XenApiError('HANDLE_INVALID', 'VM', given);
       vm = found;
       task = taskOf(services, url, 'VM.export', session);
     } catch (e) {
-      return fail(res, 403, toApiError(e));
+      return failHttp(res, 403, toApiError(e));
     }
     const compression = q.get('use_compression') ?? q.get('compress') ?? 'false';
     try {
@@ -282,7 +242,7 @@ export function exportVm(services: Services, storage: Storage) {
     } catch (e) {
       const err = toApiError(storageError(e));
       finishTask(services, task, '', err);
-      fail(res, err.code === 'VM_BAD_POWER_STATE' || err.code === 'OTHER_OPERATION_IN_PROGRESS' ? 409 : 400, err);
+      failHttp(res, err.code === 'VM_BAD_POWER_STATE' || err.code === 'OTHER_OPERATION_IN_PROGRESS' ? 409 : 400, err);
     }
   };
 }
@@ -539,12 +499,12 @@ export function importVm(services: Services, storage: Storage) {
   return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
     if (req.method !== 'PUT' && req.method !== 'POST') {
       req.resume();
-      return fail(res, 405, new XenApiError('OPERATION_NOT_ALLOWED', 'use PUT'));
+      return failHttp(res, 405, new XenApiError('OPERATION_NOT_ALLOWED', 'use PUT'));
     }
     let session: SessionInfo;
     let task: Task;
     try {
-      session = sessionOf(services, req, url, 'http/put_import');
+      session = authorize(services, req, url, DATA_MOVERS, 'http/put_import');
       // an empty PUT is a probe (Xen Orchestra sends one first): answer, change nothing
       if (req.headers['content-length'] === '0') {
         const given = url.searchParams.get('task_id');
@@ -555,7 +515,7 @@ export function importVm(services: Services, storage: Storage) {
       task = taskOf(services, url, 'VM.import', session);
     } catch (e) {
       req.resume();
-      return fail(res, 403, toApiError(e));
+      return failHttp(res, 403, toApiError(e));
     }
     const made: Created = { vms: [], vdis: [] };
     try {
@@ -570,7 +530,7 @@ export function importVm(services: Services, storage: Storage) {
       await cleanup(services, session, made);
       finishTask(services, task, '', err);
       await drainBody(req, made);
-      fail(res, err.code === 'SR_FULL' ? 507 : 400, err);
+      failHttp(res, err.code === 'SR_FULL' ? 507 : 400, err);
     }
   };
 }

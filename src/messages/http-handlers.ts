@@ -1,0 +1,65 @@
+/**
+ * What xapi's HTTP handlers (/console, /import*, /export*) have in common:
+ * the session from `session_id=` or its cookie, the role check, the
+ * client's task (`task_id=`) or one of our own, and failures as text.
+ */
+import type http from 'node:http';
+import type { SessionInfo } from '../auth/sessions.ts';
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { Role } from '../datamodel/dsl.ts';
+import type { Services } from './context.ts';
+
+/** Roles that may move disks and VMs in and out over HTTP (xapi's vm-admin and above). */
+export const DATA_MOVERS: readonly Role[] = ['pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin'];
+
+export interface HttpTask {
+  readonly ref: string;
+  progress(fraction: number): void;
+}
+
+/** The session ref from the query or the cookie, as xapi accepts either. */
+export function sessionIdOf(req: http.IncomingMessage, url: URL): string {
+  const q = url.searchParams.get('session_id');
+  if (q) return q;
+  const cookie = /(?:^|;\s*)session_id=([^;]+)/.exec(req.headers.cookie ?? '');
+  return cookie ? decodeURIComponent(cookie[1]) : '';
+}
+
+/** The caller's session, which must hold one of `roles`; RBAC_PERMISSION_DENIED names `action`. */
+export function authorize(services: Services, req: http.IncomingMessage, url: URL, roles: readonly Role[], action: string): SessionInfo {
+  const session = services.sessions.check(sessionIdOf(req, url));
+  if (!roles.some((r) => session.roles.has(r))) {
+    throw new XenApiError('RBAC_PERMISSION_DENIED', action, 'No permission in the role of this session to perform this operation');
+  }
+  return session;
+}
+
+/** The client's task (task_id=…), whose progress we move, or a new one of ours. */
+export function taskOf(services: Services, url: URL, label: string, session: SessionInfo): HttpTask {
+  const given = url.searchParams.get('task_id');
+  if (!given || !services.store.get('task', given)) return services.tasks.create(label, '', session.ref);
+  let last = 0;
+  return {
+    ref: given,
+    progress: (f) => {
+      if (f - last < 0.01 && f < 1) return;
+      last = f;
+      if (services.store.get('task', given)?.status === 'pending') services.store.transact((tx) => void tx.update('task', given, { progress: f }));
+    },
+  };
+}
+
+/** Ends a task that is still pending: success with `result`, or the error. */
+export function finishTask(services: Services, task: HttpTask, result: string, error?: XenApiError): void {
+  const rec = services.store.get('task', task.ref);
+  if (!rec || rec.status !== 'pending') return;
+  if (error) services.tasks.fail(task.ref, error.description);
+  else services.tasks.succeed(task.ref, result);
+}
+
+/** A failure as plain text with the XenAPI error description; a started reply is cut. */
+export function failHttp(res: http.ServerResponse, status: number, e: XenApiError): void {
+  if (res.headersSent) return void res.destroy();
+  res.writeHead(status, { 'Content-Type': 'text/plain' });
+  res.end(`${e.description.join(' ')}\n`);
+}
