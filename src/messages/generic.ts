@@ -7,7 +7,7 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import type { GenericKind, ModelMessage } from '../datamodel/model.ts';
 import { getClass } from '../datamodel/model.ts';
 import type { DbRecord, Store } from '../db/store.ts';
-import type { Args, CallContext } from './context.ts';
+import type { Args, CallContext, Handler } from './context.ts';
 import { compileWhere } from './where.ts';
 
 type Generic = (store: Store, m: ModelMessage, args: Args) => unknown;
@@ -79,6 +79,18 @@ export function creatableFields(cls: string, given: Args): Record<string, unknow
   }
   return out;
 }
+
+/**
+ * An explicit `set_<field>` message whose whole behaviour is the write (xapi
+ * declares some setters explicitly for their roles): its first parameter names
+ * the object, `value` the new value.
+ */
+export const setField =
+  (field: string): Handler =>
+  (ctx, args) => {
+    const m = ctx.message;
+    ctx.services.store.transact((tx) => tx.update(m.cls, args[m.params[0].name] as string, { [field]: args.value }));
+  };
 
 export function runGeneric(ctx: CallContext, args: Args): unknown {
   const m = ctx.message;

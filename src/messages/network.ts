@@ -2,7 +2,7 @@
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { Args, CallContext, HandlerTable } from './context.ts';
-import { creatableFields } from './generic.ts';
+import { creatableFields, setField } from './generic.ts';
 import type { Networking } from './networking.ts';
 import { xenopsOf } from './vm.ts';
 import { randomMac } from './xenops.ts';
@@ -39,7 +39,7 @@ export const networkHandlers: HandlerTable = {
     });
     await n?.backend.removeBridge(String(net.bridge)).catch(() => undefined);
   },
-  set_default_locking_mode: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('network', a.network as string, { default_locking_mode: a.value })),
+  set_default_locking_mode: setField('default_locking_mode'),
   add_purpose: (ctx, a) => {
     const cur = ctx.services.store.must('network', selfArg(a)).purpose as string[];
     if (!cur.includes(a.value as string)) ctx.services.store.transact((tx) => tx.update('network', selfArg(a), { purpose: [...cur, a.value] }));
@@ -194,7 +194,7 @@ export const pifHandlers: HandlerTable = {
     if (pif.disallow_unplug) throw new XenApiError('PIF_DOES_NOT_ALLOW_UNPLUG', selfArg(a));
     ctx.services.store.transact((tx) => tx.update('PIF', selfArg(a), { currently_attached: false }));
   },
-  set_disallow_unplug: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('PIF', selfArg(a), { disallow_unplug: a.value })),
+  set_disallow_unplug: setField('disallow_unplug'),
   set_property: (ctx, a) => {
     const cur = ctx.services.store.must('PIF', selfArg(a)).properties as Record<string, string>;
     ctx.services.store.transact((tx) => tx.update('PIF', selfArg(a), { properties: { ...cur, [String(a.name)]: a.value } }));
@@ -236,5 +236,5 @@ export const bondHandlers: HandlerTable = {
       tx.delete('Bond', selfArg(a));
     });
   },
-  set_mode: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('Bond', selfArg(a), { mode: a.value })),
+  set_mode: setField('mode'),
 };

@@ -2,6 +2,7 @@
 import { XenApiError } from '../datamodel/api-error.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { Args, CallContext, HandlerTable } from './context.ts';
+import { setField } from './generic.ts';
 import { makeDriver, SR_TYPES, storageError, type Storage } from './storage.ts';
 
 export function storageOf(ctx: CallContext): Storage {
@@ -122,10 +123,10 @@ export const srHandlers: HandlerTable = {
     return `<?xml version="1.0" ?><SRlist>${found ? `<SR><UUID>${found}</UUID><type>${type}</type></SR>` : ''}</SRlist>`;
   },
 
-  set_name_label: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('SR', srArg(a), { name_label: a.value })),
-  set_name_description: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('SR', srArg(a), { name_description: a.value })),
-  set_shared: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('SR', srArg(a), { shared: a.value })),
-  set_physical_size: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('SR', srArg(a), { physical_size: a.value })),
+  set_name_label: setField('name_label'),
+  set_name_description: setField('name_description'),
+  set_shared: setField('shared'),
+  set_physical_size: setField('physical_size'),
 };
 
 export const pbdHandlers: HandlerTable = {

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { Args, CallContext, HandlerTable } from './context.ts';
-import { creatableFields } from './generic.ts';
+import { creatableFields, setField } from './generic.ts';
 import { storageOf } from './sr.ts';
 import { FileSr } from '../storage/sr/file.ts';
 import { FILE_VDI_MAX, storageError, VHD_MAX } from './storage.ts';
@@ -69,10 +69,6 @@ export async function destroyVdi(ctx: CallContext, vdi: string): Promise<void> {
   }
   await storage.update(sr);
 }
-
-const fieldSetter = (field: string) => (ctx: CallContext, a: Args): void => {
-  ctx.services.store.transact((tx) => tx.update('VDI', vdiArg(a), { [field]: a.value }));
-};
 
 export const vdiHandlers: HandlerTable = {
   create: (ctx, a) => {
@@ -183,9 +179,9 @@ export const vdiHandlers: HandlerTable = {
     ctx.services.store.transact((tx) => tx.update('VDI', vdi, { on_boot: a.value }));
   },
 
-  set_name_label: fieldSetter('name_label'),
-  set_name_description: fieldSetter('name_description'),
-  set_read_only: fieldSetter('read_only'),
-  set_sharable: fieldSetter('sharable'),
-  set_allow_caching: fieldSetter('allow_caching'),
+  set_name_label: setField('name_label'),
+  set_name_description: setField('name_description'),
+  set_read_only: setField('read_only'),
+  set_sharable: setField('sharable'),
+  set_allow_caching: setField('allow_caching'),
 };

@@ -231,3 +231,12 @@ test('VM.provision follows the template plan; VM.snapshot, clone, copy and rever
   const reverted = await t.client.api.VBD.get_VDI((await t.client.api.VM.get_VBDs(vm))[0]);
   assert.ok((await get(reverted)).subarray(0, first.length).equals(first), 'revert brings back the snapshot data');
 });
+
+test('explicit setters write their field, whatever their object parameter is called', async () => {
+  await t.client.api.SR.set_name_description(local, 'described');
+  assert.equal(await t.client.api.SR.get_name_description(local), 'described');
+  const vdi = await newVdi(MiB, 'to-rename');
+  await t.client.api.VDI.set_name_label(vdi, 'renamed');
+  assert.equal(await t.client.api.VDI.get_name_label(vdi), 'renamed');
+  await failsWith(t.client.api.VDI.set_name_label('OpaqueRef:nope' as never, 'x'), 'HANDLE_INVALID');
+});
