@@ -17,6 +17,10 @@ function reject(socket: Duplex, status: string, text: string): void {
 }
 
 
+/** The console named by `ref=` or `uuid=`. */
+const consoleRef = (services: Services, url: URL): string =>
+  url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
+
 export function consoleConnect(services: Services, xenops: Xenops) {
   return (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
     const { store, sessions } = services;
@@ -29,7 +33,7 @@ export function consoleConnect(services: Services, xenops: Xenops) {
     if (!['vm-operator', 'vm-admin', 'vm-power-admin', 'pool-operator', 'pool-admin'].some((r) => session.roles.has(r as never))) {
       return reject(socket, '403 Forbidden', 'RBAC_PERMISSION_DENIED console');
     }
-    const ref = url.searchParams.get('ref') ?? store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
+    const ref = consoleRef(services, url);
     const con = store.get('console', ref);
     if (!con) return reject(socket, '404 Not Found', `HANDLE_INVALID console ${ref}`);
     const vm = store.get('VM', String(con.VM));
@@ -70,7 +74,7 @@ export function consoleLog(services: Services, xenops: Xenops) {
     } catch {
       return fail(401, 'SESSION_INVALID');
     }
-    const ref = url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
+    const ref = consoleRef(services, url);
     const con = services.store.get('console', ref);
     const vm = con ? services.store.get('VM', String(con.VM)) : undefined;
     if (!con || !vm || con.protocol !== 'vt100' || vm.is_control_domain) return fail(404, `HANDLE_INVALID console ${ref}`);

@@ -75,6 +75,15 @@ class RefCounts {
   }
 }
 
+/**
+ * Where the next call resumes: after the last change returned when the batch
+ * was cut short, otherwise at the present (nothing older is left to see).
+ */
+function resumeAt(store: Store, changes: readonly Change[], from: number): number {
+  const last = changes.length ? changes[changes.length - 1].gen : from;
+  return changes.length >= BATCH_LIMIT ? last : Math.max(last, store.events.current);
+}
+
 function validRefCounts(store: Store): RefCounts {
   const out: Record<string, number> = {};
   for (const c of MODEL) if (c.decl.persistent) out[c.name.toLowerCase()] = store.count(c.name);
@@ -94,10 +103,7 @@ export const eventHandlers: HandlerTable = {
       await store.events.wait(filter.classes, deadline - Date.now());
       changes = changesFor(store, token, filter);
     }
-    const last = changes.length ? changes[changes.length - 1].gen : Math.max(token, store.events.current);
-    // when the batch was cut short, resume from its last change; otherwise from now
-    const next = changes.length >= BATCH_LIMIT ? last : Math.max(last, store.events.current);
-    return { events: changes.map(eventRecord), valid_ref_counts: validRefCounts(store), token: tokenOf(next) };
+    return { events: changes.map(eventRecord), valid_ref_counts: validRefCounts(store), token: tokenOf(resumeAt(store, changes, token)) };
   },
 
   register: ({ services: { store }, session }, a) => {
@@ -119,7 +125,7 @@ export const eventHandlers: HandlerTable = {
       const filter = parseClasses([...sub.names]);
       const changes = changesFor(store, sub.cursor, filter);
       if (changes.length) {
-        sub.cursor = changes.length >= BATCH_LIMIT ? changes[changes.length - 1].gen : Math.max(changes[changes.length - 1].gen, store.events.current);
+        sub.cursor = resumeAt(store, changes, sub.cursor);
         return changes.map(eventRecord);
       }
       await store.events.wait(filter.classes, 30_000);
