@@ -9,7 +9,7 @@ import { NULL_REF, type XType } from '../datamodel/types.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
 import type { Args, CallContext, Handler, HandlerTable, Services } from '../messages/context.ts';
 import { runGeneric } from '../messages/generic.ts';
-import { toXml, unmarshal } from './marshal.ts';
+import { toXml, unmarshal } from '../wire/marshal.ts';
 
 export type CallOutcome =
   | { readonly ok: true; readonly type: XType; readonly value: unknown }

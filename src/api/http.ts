@@ -8,8 +8,9 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { CallOutcome, Dispatcher } from './dispatch.ts';
-import { toJsonText, toXml } from './marshal.ts';
-import { decodeMethodCall, failureXml, successXml, XmlRpcParseError } from './xmlrpc.ts';
+import { decodeJsonRequest, JSON_INVALID_REQUEST, jsonErrorReply, JsonRpcDecodeError, jsonReply } from '../wire/jsonrpc.ts';
+import { toXml } from '../wire/marshal.ts';
+import { decodeMethodCall, failureXml, successXml, XmlRpcParseError } from '../wire/xmlrpc.ts';
 
 /** RPC bodies larger than this are refused (disks travel through /import, not RPC). */
 export const MAX_RPC_BODY = 16 * 1024 * 1024;
@@ -76,48 +77,23 @@ async function serveXml(dispatcher: Dispatcher, req: http.IncomingMessage, res: 
   send(res, 200, 'text/xml', out.ok ? successXml(toXml(out.type, out.value)) : failureXml(out.error.description));
 }
 
-function jsonReply(version: '1.0' | '2.0', id: unknown, out: CallOutcome): string {
-  // records and maps of records: spliced from their (cached) JSON, byte for byte as below
-  const result = out.ok ? toJsonText(out.type, out.value) : undefined;
-  if (result !== undefined) {
-    const idText = JSON.stringify(id);
-    if (idText !== undefined) {
-      return version === '2.0' ? `{"jsonrpc":"2.0","result":${result},"id":${idText}}` : `{"result":${result},"error":null,"id":${idText}}`;
-    }
-  }
-  if (version === '2.0') {
-    return out.ok
-      ? JSON.stringify({ jsonrpc: '2.0', result: out.value, id })
-      : JSON.stringify({ jsonrpc: '2.0', error: { code: 1, message: out.error.code, data: out.error.params }, id });
-  }
-  return out.ok
-    ? JSON.stringify({ result: out.value, error: null, id })
-    : JSON.stringify({ result: null, error: out.error.description, id });
-}
-
 async function serveJson(dispatcher: Dispatcher, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  const fail = (status: number, error: XenApiError, code: number): void =>
-    send(res, status, 'application/json', JSON.stringify({ jsonrpc: '2.0', error: { code, message: error.code, data: error.params }, id: null }));
   let body: string;
   try {
     body = await readBody(req, MAX_RPC_BODY);
   } catch (e) {
-    if (e instanceof BodyTooLarge) fail(413, tooLarge(), -32600);
+    if (e instanceof BodyTooLarge) send(res, 413, 'application/json', jsonErrorReply(tooLarge(), JSON_INVALID_REQUEST));
     return;
   }
-  let msg: unknown;
+  let request;
   try {
-    msg = JSON.parse(body);
+    request = decodeJsonRequest(body);
   } catch (e) {
-    fail(200, new XenApiError('INTERNAL_ERROR', `JSON parse error: ${(e as Error).message}`), -32700);
+    if (!(e instanceof JsonRpcDecodeError)) throw e;
+    send(res, 200, 'application/json', jsonErrorReply(e.error, e.rpcCode));
     return;
   }
-  if (msg === null || typeof msg !== 'object' || Array.isArray(msg)) {
-    fail(200, new XenApiError('INTERNAL_ERROR', 'a JSON-RPC request must be an object'), -32600);
-    return;
-  }
-  const { method, params = [], id = null, jsonrpc } = msg as Record<string, unknown>;
-  const version = jsonrpc === '2.0' ? '2.0' : '1.0';
+  const { method, params, id, version } = request;
   let out: CallOutcome;
   if (typeof method !== 'string') out = { ok: false, error: new XenApiError('MESSAGE_METHOD_UNKNOWN', String(method)) };
   else if (!Array.isArray(params)) out = { ok: false, error: new XenApiError('XMLRPC_UNMARSHAL_FAILURE', 'params array', typeof params) };

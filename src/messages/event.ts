@@ -3,8 +3,8 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { findClassInsensitive, MODEL } from '../datamodel/model.ts';
 import type { Change } from '../db/events.ts';
 import type { Store } from '../db/store.ts';
-import { TypedValue } from '../api/marshal.ts';
-import { escapeXml } from '../api/xmlrpc.ts';
+import { TypedValue } from '../wire/marshal.ts';
+import { escapeXml } from '../wire/xmlrpc.ts';
 import { formatDateTime } from '../datamodel/types.ts';
 import type { HandlerTable } from './context.ts';
 

@@ -15,8 +15,8 @@ import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import { getClass, MESSAGES } from '../datamodel/model.ts';
 import { formatDateTime, NULL_REF, parseType, type XType } from '../datamodel/types.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
-import { unmarshal, toXml } from '../api/marshal.ts';
-import { decodeValue, escapeXml, XmlRpcParseError } from '../api/xmlrpc.ts';
+import { unmarshal, toXml } from '../wire/marshal.ts';
+import { decodeValue, escapeXml, XmlRpcParseError } from '../wire/xmlrpc.ts';
 import type { DbRecord } from '../db/store.ts';
 import { isVhdError, Vhd } from '../storage/vhd/index.ts';
 import {

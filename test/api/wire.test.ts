@@ -1,7 +1,7 @@
 /** The wire protocol as xapi speaks it: envelopes, types, endpoints, and bad input. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeMethodResponse, encodeMethodCall } from '../../src/api/xmlrpc.ts';
+import { decodeMethodResponse, encodeMethodCall } from '../../src/wire/xmlrpc.ts';
 import { jsonRpc, post, ROOT_PASSWORD, startTestServer, type TestServer } from '../helpers/server.ts';
 
 let t: TestServer;

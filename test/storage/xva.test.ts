@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { gunzipSync } from 'node:zlib';
 import type { Ref } from '../../src/client/client.ts';
-import { decodeValue } from '../../src/api/xmlrpc.ts';
+import { decodeValue } from '../../src/wire/xmlrpc.ts';
 import { storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 
