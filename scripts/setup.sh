@@ -5,8 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(qemu-system-x86 qemu-utils ovmf busybox-static cpio libvhdi-utils fuse3 openvswitch-switch
-      iproute2 python3-os-xenapi)
+# Every command that src/, tools/, test/ and bench/ run comes from one of these
+# (scripts/check-fresh.sh checks it on a clean Debian 12 system).
+DEBS=(
+  qemu-system-x86 ovmf      # qemu-system-x86_64, UEFI firmware
+  qemu-utils                # qemu-img, qemu-nbd, qemu-io
+  openvswitch-switch        # ovsdb-server, ovs-vswitchd, ovs-vsctl, ovs-ofctl, ovs-appctl, ovsdb-tool
+  iproute2 iputils-ping     # ip, bridge; ping (network tests)
+  libvhdi-utils fuse3       # vhdiinfo, vhdimount, fusermount (VHD interoperability tests)
+  busybox-static cpio       # the test guest's initramfs (tools/testguest)
+  python3-os-xenapi         # the Python XenAPI binding (client tests)
+  iperf3 wrk                # bench/net, bench/api
+)
 missing=()
 for p in "${DEBS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
