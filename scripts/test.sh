@@ -5,7 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "test: type check"
 npx tsc --noEmit -p .
-shopt -s globstar nullglob
-files=(test/**/*.test.ts)
-echo "test: ${#files[@]} test files"
-exec node --import tsx --test --test-concurrency=1 "${files[@]}"
+exec bash scripts/suite.sh "$@"
