@@ -76,6 +76,11 @@ export interface ClassDecl {
   readonly accessors: boolean;
   /** Stored in the database (false: event, data_source — values made on demand). */
   readonly persistent: boolean;
+  /**
+   * Objects that only their owner may see, whatever the roles: 'self' — the
+   * caller's own object, as a session (its reference is its credential).
+   */
+  readonly ownerOnly?: 'self';
   readonly fields: readonly FieldDecl[];
   readonly messages: readonly MessageDecl[];
 }
@@ -140,6 +145,7 @@ interface ClassOpts {
   byNameLabel?: boolean;
   accessors?: boolean;
   persistent?: boolean;
+  ownerOnly?: 'self';
   fields: readonly FieldDecl[];
   messages: readonly MessageDecl[];
 }
@@ -155,6 +161,7 @@ export function defineClass(name: string, o: ClassOpts): ClassDecl {
     byNameLabel: o.byNameLabel ?? false,
     accessors: o.accessors ?? true,
     persistent: o.persistent ?? true,
+    ownerOnly: o.ownerOnly,
     fields: o.fields,
     messages: o.messages,
   };

@@ -3,7 +3,7 @@
  * the next generation number; event.from(token) returns each object changed
  * since that generation once, with its latest state, in generation order.
  */
-import type { DbRecord } from './store.ts';
+import type { DbRecord } from './record.ts';
 
 export type EventOp = 'add' | 'mod' | 'del';
 
@@ -21,6 +21,11 @@ interface Waiter {
   readonly classes: ReadonlySet<string> | null; // null: every class
   readonly wake: () => void;
 }
+
+/** The longest a node timer may run (2^31-1 ms); above it node fires after 1 ms instead. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+const clampTimer = (ms: number): number => (ms > 0 ? Math.min(ms, MAX_TIMER_MS) : 0);
 
 /** How many deletions are remembered for clients that come back with an old token. */
 const TOMBSTONE_LIMIT = 100_000;
@@ -111,7 +116,11 @@ export class EventLog {
     return out;
   }
 
-  /** Resolves when a change to one of the classes is appended, or after `ms`. */
+  /**
+   * Resolves when a change to one of the classes is appended, or after `ms`
+   * (at most a timer's range, ~24.8 days: a caller wanting longer waits again;
+   * NaN or a negative wait is no wait).
+   */
   wait(classes: ReadonlySet<string> | null, ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const done = (): void => {
@@ -121,7 +130,7 @@ export class EventLog {
         resolve();
       };
       const waiter: Waiter = { classes, wake: done };
-      const timer = setTimeout(done, Math.max(0, ms));
+      const timer = setTimeout(done, clampTimer(ms));
       this.waiters.add(waiter);
       signal?.addEventListener('abort', done);
     });

@@ -12,12 +12,13 @@ import { defaultRecord, getClass, MODEL, type ModelClass } from '../datamodel/mo
 import type { XType } from '../datamodel/types.ts';
 import { RELATIONS, type Relation } from '../datamodel/relations.ts';
 import { EventLog, type EventOp } from './events.ts';
+import type { DbRecord } from './record.ts';
 
 /** Relations by the child class whose ref field drives them. */
 const RELATIONS_BY_CHILD = new Map<string, Relation[]>();
 for (const r of RELATIONS) RELATIONS_BY_CHILD.set(r.child.cls, [...(RELATIONS_BY_CHILD.get(r.child.cls) ?? []), r]);
 
-export type DbRecord = Readonly<Record<string, unknown>>;
+export type { DbRecord } from './record.ts';
 
 export const newRef = (): string => `OpaqueRef:${randomUUID()}`;
 

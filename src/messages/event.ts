@@ -1,6 +1,7 @@
 /** event.from, the legacy register/next pair, inject and get_current_id. */
+import { readableRecord, visibleCounts, type Reader } from '../auth/read-access.ts';
 import { XenApiError } from '../datamodel/api-error.ts';
-import { findClassInsensitive, MODEL } from '../datamodel/model.ts';
+import { findClassInsensitive } from '../datamodel/model.ts';
 import type { Change } from '../db/events.ts';
 import type { Store } from '../db/store.ts';
 import { TypedValue } from '../wire/marshal.ts';
@@ -52,10 +53,37 @@ function eventRecord(c: Change): Record<string, unknown> {
   };
 }
 
-function changesFor(store: Store, token: number, f: Filter): Change[] {
+interface Batch {
+  /** What this caller may see, each snapshot as it may read it. */
+  readonly changes: readonly Change[];
+  /**
+   * Where the next call resumes: after the last change looked at when the
+   * batch was cut short, otherwise at the present (nothing older is left).
+   */
+  readonly next: number;
+}
+
+function changesFor(store: Store, reader: Reader, token: number, f: Filter): Batch {
   if (store.events.isStale(token)) throw new XenApiError('EVENTS_LOST');
   const all = store.events.since(token, f.classes, BATCH_LIMIT);
-  return f.refs ? all.filter((c) => f.refs!.has(c.ref)) : all;
+  const changes: Change[] = [];
+  for (const c of all) {
+    if (f.refs && !f.refs.has(c.ref)) continue;
+    const snapshot = readableRecord(reader, c.cls, c.ref, c.snapshot);
+    if (snapshot) changes.push(snapshot === c.snapshot ? c : { ...c, snapshot });
+  }
+  const last = all.length ? all[all.length - 1].gen : token;
+  return { changes, next: all.length >= BATCH_LIMIT ? last : Math.max(last, store.events.current) };
+}
+
+/**
+ * event.from's timeout (seconds, a float) as milliseconds: zero, negative or
+ * NaN is no wait; anything huge is waited in timer-sized slices.
+ */
+function timeoutMs(seconds: unknown): number {
+  const s = Number(seconds);
+  if (s === Infinity) return Infinity;
+  return Number.isFinite(s) && s > 0 ? s * 1000 : 0;
 }
 
 /**
@@ -75,35 +103,25 @@ class RefCounts {
   }
 }
 
-/**
- * Where the next call resumes: after the last change returned when the batch
- * was cut short, otherwise at the present (nothing older is left to see).
- */
-function resumeAt(store: Store, changes: readonly Change[], from: number): number {
-  const last = changes.length ? changes[changes.length - 1].gen : from;
-  return changes.length >= BATCH_LIMIT ? last : Math.max(last, store.events.current);
-}
-
-function validRefCounts(store: Store): RefCounts {
-  const out: Record<string, number> = {};
-  for (const c of MODEL) if (c.decl.persistent) out[c.name.toLowerCase()] = store.count(c.name);
-  return new RefCounts(out);
+function validRefCounts(store: Store, reader: Reader): RefCounts {
+  return new RefCounts(visibleCounts(reader, (cls) => store.count(cls), (cls, ref) => store.get(cls, ref) !== undefined));
 }
 
 /** Legacy event.register/next subscriptions, by session. */
 const subscriptions = new Map<string, { names: Set<string>; cursor: number }>();
 
 export const eventHandlers: HandlerTable = {
-  from: async ({ services: { store } }, a) => {
+  from: async ({ services: { store, sessions }, session }, a) => {
     const filter = parseClasses(a.classes as string[]);
     const token = parseToken(a.token as string);
-    const deadline = Date.now() + Math.max(0, Number(a.timeout)) * 1000;
-    let changes = changesFor(store, token, filter);
-    while (changes.length === 0 && Date.now() < deadline) {
+    const deadline = Date.now() + timeoutMs(a.timeout);
+    let batch = changesFor(store, session, token, filter);
+    while (batch.changes.length === 0 && Date.now() < deadline) {
       await store.events.wait(filter.classes, deadline - Date.now());
-      changes = changesFor(store, token, filter);
+      sessions.check(session.ref); // a session logged out meanwhile stops waiting
+      batch = changesFor(store, session, token, filter);
     }
-    return { events: changes.map(eventRecord), valid_ref_counts: validRefCounts(store), token: tokenOf(resumeAt(store, changes, token)) };
+    return { events: batch.changes.map(eventRecord), valid_ref_counts: validRefCounts(store, session), token: tokenOf(batch.next) };
   },
 
   register: ({ services: { store }, session }, a) => {
@@ -123,11 +141,9 @@ export const eventHandlers: HandlerTable = {
     if (!sub) throw new XenApiError('SESSION_NOT_REGISTERED', session.ref);
     for (;;) {
       const filter = parseClasses([...sub.names]);
-      const changes = changesFor(store, sub.cursor, filter);
-      if (changes.length) {
-        sub.cursor = resumeAt(store, changes, sub.cursor);
-        return changes.map(eventRecord);
-      }
+      const batch = changesFor(store, session, sub.cursor, filter);
+      sub.cursor = batch.next;
+      if (batch.changes.length) return batch.changes.map(eventRecord);
       await store.events.wait(filter.classes, 30_000);
       sessions.check(session.ref); // a session logged out meanwhile stops waiting
     }

@@ -3,6 +3,7 @@
  * getters, setters, map and set mutators, lookups, create and destroy.
  * A class's own handler of the same name (messages/<class>.ts) wins over these.
  */
+import { guardGeneric } from '../auth/read-access.ts';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { GenericKind, ModelMessage } from '../datamodel/model.ts';
 import { getClass } from '../datamodel/model.ts';
@@ -94,5 +95,5 @@ export const setField =
 
 export function runGeneric(ctx: CallContext, args: Args): unknown {
   const m = ctx.message;
-  return GENERIC[m.generic!.kind](ctx.services.store, m, args);
+  return guardGeneric(ctx.session, m, args, () => GENERIC[m.generic!.kind](ctx.services.store, m, args));
 }

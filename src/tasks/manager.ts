@@ -3,8 +3,21 @@
  * their progress, result and cancellation, and the collection of old ones.
  */
 import { XenApiError } from '../datamodel/api-error.ts';
+import { expandRoles, type Role } from '../datamodel/dsl.ts';
 import { formatDateTime } from '../datamodel/types.ts';
 import type { Store } from '../db/store.ts';
+
+/** Who asks to change a task. */
+export interface TaskActor {
+  readonly ref: string;
+  readonly subject: string;
+  readonly roles: ReadonlySet<Role>;
+  readonly isLocalSuperuser: boolean;
+}
+
+/** xapi's `task.destroy/any`: changing another subject's task needs pool-operator or above. */
+export const TASK_ANY_PERMISSION = 'task.destroy/any';
+const TASK_ANY_ROLES = expandRoles('pool-operator');
 
 export interface TaskHandle {
   readonly ref: string;
@@ -18,6 +31,8 @@ export interface TaskHandle {
 export class Tasks {
   private readonly controllers = new Map<string, AbortController>();
   private readonly lastProgress = new Map<string, number>();
+  /** The subject (session's `subject`; the null ref for root) that made each task. */
+  private readonly owners = new Map<string, string>();
 
   constructor(
     private readonly store: Store,
@@ -42,11 +57,31 @@ export class Tasks {
       });
       const s = tx.get('session', session);
       if (s) tx.update('session', session, { tasks: [...(s.tasks as string[]), r] });
+      if (s) this.owners.set(r, String(s.subject));
       return r;
     });
     const ctl = new AbortController();
     if (!opts.external) this.controllers.set(ref, ctl);
     return this.handle(ref, ctl.signal);
+  }
+
+  /**
+   * As xapi's task rules: a subject changes, cancels and destroys its own
+   * tasks (made by any of its sessions); another's needs pool-operator or above.
+   */
+  assertMayChange(actor: TaskActor, ref: string): void {
+    this.store.must('task', ref);
+    if (actor.isLocalSuperuser || TASK_ANY_ROLES.some((r) => actor.roles.has(r))) return;
+    if (this.ownerOf(ref) === actor.subject) return;
+    throw new XenApiError('RBAC_PERMISSION_DENIED', TASK_ANY_PERMISSION, 'No permission in the role of this session to change a task of another subject');
+  }
+
+  /** The task's maker; after a restart, found through the sessions that list it. */
+  private ownerOf(ref: string): string | undefined {
+    const known = this.owners.get(ref);
+    if (known !== undefined) return known;
+    const holder = this.store.where('session', (s) => (s.tasks as string[]).includes(ref))[0];
+    return holder ? String(holder[1].subject) : undefined;
   }
 
   private handle(ref: string, signal: AbortSignal): TaskHandle {
@@ -116,6 +151,7 @@ export class Tasks {
       })
       .map(([ref]) => ref);
     if (doomed.length) this.store.transact((tx) => doomed.forEach((r) => tx.delete('task', r)));
+    doomed.forEach((r) => this.owners.delete(r));
     return doomed.length;
   }
 
@@ -130,6 +166,7 @@ export class Tasks {
     this.store.must('task', ref);
     this.controllers.get(ref)?.abort();
     this.controllers.delete(ref);
+    this.owners.delete(ref);
     this.store.transact((tx) => tx.delete('task', ref));
   }
 }

@@ -44,11 +44,12 @@ test('old finished tasks are collected; pending ones are not', async () => {
 test('session records: logout invalidates the ref', async () => {
   const c = new XenApiClient(t.url);
   const ref = await c.login('root', ROOT_PASSWORD);
-  const rec = await t.client.api.session.get_record(ref);
+  const rec = await c.api.session.get_record(ref);
   assert.equal(rec.is_local_superuser, true);
   assert.equal(rec.auth_user_name, 'root');
-  await c.logout();
+  // a session is seen by itself alone, even by another of root's
   await failsWith(t.client.api.session.get_record(ref), 'HANDLE_INVALID');
+  await c.logout();
   await failsWith(c.call('VM.get_all', [ref]), 'SESSION_INVALID');
   c.close();
 });

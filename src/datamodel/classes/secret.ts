@@ -7,7 +7,7 @@ export default defineClass("secret", {
   ctor: "pool-operator",
   fields: [
     rt("uuid", "string"),
-    rw("value", "string"),
+    rw("value", "string", { read: "pool-admin" }),
     rw("other_config", "(string -> string) map", { read: "read-only+cert" }),
   ],
   messages: [

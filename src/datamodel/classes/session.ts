@@ -4,6 +4,7 @@ export default defineClass("session", {
   doc: "A logged-in connection to the API.",
   write: "pool-admin",
   getAll: false,
+  ownerOnly: "self",
   fields: [
     rt("uuid", "string"),
     rt("this_host", "host ref"),
