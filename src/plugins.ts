@@ -8,7 +8,7 @@ import { vmStorageHandlers } from './messages/vm-storage.ts';
 import { pbdHandlers, srHandlers } from './messages/sr.ts';
 import { vdiHandlers } from './messages/vdi.ts';
 import { vbdHandlers } from './messages/vbd.ts';
-import { Storage } from './messages/storage.ts';
+import { Storage } from './messages/sr-drivers.ts';
 import { ensureLocalSr, ensureSmRecords } from './messages/storage-setup.ts';
 import { exportRawVdi, importRawVdi } from './messages/vdi-http.ts';
 import { exportVm, importVm } from './messages/vm-xva.ts';

@@ -3,7 +3,7 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { Args, CallContext, HandlerTable } from './context.ts';
 import { setField } from './generic.ts';
-import { makeDriver, SR_TYPES, storageError, type Storage } from './storage.ts';
+import { makeDriver, SR_TYPES, storageError, type Storage } from './sr-drivers.ts';
 
 export function storageOf(ctx: CallContext): Storage {
   const s = ctx.services.ext.storage as Storage | undefined;

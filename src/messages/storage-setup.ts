@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { NULL_REF } from '../datamodel/types.ts';
 import { FileSr } from '../storage/sr/file.ts';
 import type { Services } from './context.ts';
-import type { Storage } from './storage.ts';
+import type { Storage } from './sr-drivers.ts';
 
 const SM_INFO: Record<string, { name: string; description: string; configuration: Record<string, string>; capabilities: string[] }> = {
   ext: {

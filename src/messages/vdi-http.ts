@@ -12,7 +12,7 @@ import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
 import { exportVolumeRaw, FileSr, importVolumeRaw } from '../storage/sr/file.ts';
 import type { Services } from './context.ts';
 import { authorize, DATA_MOVERS, failHttp, finishTask, sessionIdOf, taskOf, type HttpTask } from './http-handlers.ts';
-import { storageError, type Storage } from './storage.ts';
+import { storageError, type Storage } from './sr-drivers.ts';
 
 interface Ctx {
   vdi: string;
@@ -67,17 +67,20 @@ export function importRawVdi(services: Services, storage: Storage) {
     const driver = storage.attachedDriver(String(rec.SR));
     const tmp = `${driver.path(String(rec.uuid))}.import`;
     try {
-      if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
-      const format = url.searchParams.get('format') ?? 'raw';
-      const qcow2 = driver instanceof FileSr && driver.formatOf(String(rec.uuid)) === 'qcow2';
-      if (qcow2 && format === 'vhd') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (import it with format=raw)');
-      const size = length > 0 ? length : Number(rec.virtual_size);
-      const input = req.pipe(progressCounter(size, task));
-      if (format === 'vhd') await importVhd(input, tmp);
-      else if (format === 'raw') await importVolumeRaw(input, tmp, size);
-      else throw new XenApiError('INVALID_VALUE', 'format', format);
-      await rename(tmp, driver.path(String(rec.uuid)));
-      await storage.refreshVolume(vdi);
+      // no coalesce or snapshot restructures the chain while it is written
+      await storage.usingImages(String(rec.SR), async () => {
+        if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
+        const format = url.searchParams.get('format') ?? 'raw';
+        const qcow2 = driver instanceof FileSr && driver.formatOf(String(rec.uuid)) === 'qcow2';
+        if (qcow2 && format === 'vhd') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (import it with format=raw)');
+        const size = length > 0 ? length : Number(rec.virtual_size);
+        const input = req.pipe(progressCounter(size, task));
+        if (format === 'vhd') await importVhd(input, tmp);
+        else if (format === 'raw') await importVolumeRaw(input, tmp, size);
+        else throw new XenApiError('INVALID_VALUE', 'format', format);
+        await rename(tmp, driver.path(String(rec.uuid)));
+        await storage.refreshVolume(vdi);
+      });
       const after = services.store.must('VDI', vdi);
       services.store.transact((tx) => tx.update('VDI', vdi, { virtual_size: Math.max(Number(after.virtual_size), 0) }));
       await storage.update(String(rec.SR));
@@ -120,7 +123,7 @@ export function exportRawVdi(services: Services, storage: Storage) {
         stream = exportVhd(path, { base });
         res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
       } else throw new XenApiError('INVALID_VALUE', 'format', format);
-      await pipeline(stream, progressCounter(Number(rec.virtual_size), task), res);
+      await storage.usingImages(String(rec.SR), () => pipeline(stream, progressCounter(Number(rec.virtual_size), task), res));
       finishTask(services, task, '');
     } catch (e) {
       const err = toApiError(storageError(e));

@@ -6,7 +6,7 @@ import type { Args, CallContext, HandlerTable } from './context.ts';
 import { creatableFields, setField } from './generic.ts';
 import { storageOf } from './sr.ts';
 import { FileSr } from '../storage/sr/file.ts';
-import { FILE_VDI_MAX, storageError, VHD_MAX } from './storage.ts';
+import { FILE_VDI_MAX, storageError, VHD_MAX } from './sr-drivers.ts';
 
 const vdiArg = (a: Args): string => (a.vdi ?? a.self) as string;
 

@@ -34,7 +34,7 @@ import {
   type DiskTarget,
 } from '../storage/xva/index.ts';
 import type { CallContext, Services } from './context.ts';
-import { storageError, type Storage } from './storage.ts';
+import { storageError, type Storage } from './sr-drivers.ts';
 import { createVdi, destroyVdi } from './vdi.ts';
 import { refreshAllowed, withOperation } from './vm-operations.ts';
 import { authorize, DATA_MOVERS, failHttp, finishTask, taskOf, type HttpTask } from './http-handlers.ts';
@@ -212,7 +212,8 @@ export function exportVm(services: Services, storage: Storage) {
     const compression = q.get('use_compression') ?? q.get('compress') ?? 'false';
     try {
       if (!['true', 'gzip', 'false', ''].includes(compression)) throw new XenApiError('INVALID_VALUE', 'use_compression', compression);
-      await withOperation(services.store, vm, 'export', task.ref, async () => {
+      // no coalesce or snapshot restructures the disks' chains while they stream
+      await storage.usingImagesOf(storage.srsOfVm(vm), () => withOperation(services.store, vm, 'export', task.ref, async () => {
         const { xml, disks } = await exportPlan(services, storage, vm);
         const total = disks.reduce((a, d) => a + d.size, 0);
         let done = 0;
@@ -237,7 +238,7 @@ export function exportVm(services: Services, storage: Storage) {
         const source = Readable.from(xva(), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });
         if (compression === 'true' || compression === 'gzip') await pipeline(source, createGzip(), res);
         else await pipeline(source, res);
-      });
+      }));
       finishTask(services, task, '');
     } catch (e) {
       const err = toApiError(storageError(e));

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Ref } from '../../src/client/client.ts';
 import { storagePlugin } from '../../src/plugins.ts';
-import type { Storage } from '../../src/messages/storage.ts';
+import type { Storage } from '../../src/messages/sr-drivers.ts';
 import { failsWith, startTestServer, type TestServer } from '../helpers/server.ts';
 
 let t: TestServer;

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Ref } from '../../src/client/client.ts';
 import { storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
-import type { Storage } from '../../src/messages/storage.ts';
+import type { Storage } from '../../src/messages/sr-drivers.ts';
 import { failsWith, startTestServer, type TestServer } from '../helpers/server.ts';
 
 let t: TestServer;

@@ -53,8 +53,17 @@ export interface SrDriver {
   branch(uuid: string, newLeaves: string[], baseUuid: string): Promise<void>;
   /** A full, independent copy of an image (its whole chain flattened). */
   copyVolume(uuid: string, into: SrDriver, newUuid: string, progress?: (f: number) => void): Promise<VolumeInfo>;
-  /** Folds a leaf into its parent: the merged image takes the leaf's uuid. */
-  coalesce(leafUuid: string): Promise<void>;
+  /**
+   * Folds the hidden base `baseUuid` into its only child `childUuid`: the
+   * merged image takes the child's place. Crash-safe: see `recover`. Refuses
+   * (SR_BACKEND_FAILURE "chain inconsistent: …") when the images on disk do
+   * not form that chain.
+   */
+  coalesce(childUuid: string, baseUuid: string): Promise<void>;
+  /** Finishes or rolls back work a crash interrupted; says what it did. */
+  recover(): Promise<string[]>;
+  /** Throws if the image's chain does not open as it should (missing or mismatched parents). */
+  checkChain(uuid: string): Promise<void>;
   /** Replaces a leaf with an empty child of its parent (on_boot=reset). */
   resetLeaf(uuid: string): Promise<void>;
   /** File path and format to give the hypervisor or the HTTP handlers. */

@@ -8,8 +8,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { coalesce, createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize } from '../vhd/index.ts';
-import { exportQcow2Raw, importRawQcow2, qcow2Commit, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize } from './qcow2.ts';
+import { createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize, verifyChain } from '../vhd/index.ts';
+import { coalesceInto, recoverCoalesces } from './chain-coalesce.ts';
+import { exportQcow2Raw, importRawQcow2, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize, qemuImg } from './qcow2.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
 
 /** Above this VHD cannot go (XenServer's 2040 GiB): larger volumes are qcow2. */
@@ -177,17 +178,17 @@ export class FileSr implements SrDriver {
     return into.info(newUuid);
   }
 
-  async coalesce(leafUuid: string): Promise<void> {
-    if (this.formatOf(leafUuid) === 'qcow2') {
-      const info = await this.info(leafUuid);
-      if (!info.parent) return;
-      await qcow2Commit(this.path(leafUuid));
-      await rename(this.fileFor(info.parent, 'qcow2'), this.fileFor(leafUuid, 'qcow2'));
-      return;
-    }
-    const { parentPath } = await coalesce(this.path(leafUuid));
-    // the parent now holds the merged data: it becomes the leaf
-    await rename(parentPath, this.path(leafUuid));
+  coalesce(childUuid: string, baseUuid: string): Promise<void> {
+    return coalesceInto(this, childUuid, baseUuid);
+  }
+
+  recover(): Promise<string[]> {
+    return recoverCoalesces(this);
+  }
+
+  async checkChain(uuid: string): Promise<void> {
+    if (this.formatOf(uuid) === 'qcow2') await qemuImg('info', '-U', '--backing-chain', '-f', 'qcow2', this.path(uuid));
+    else await verifyChain(this.path(uuid));
   }
 
   async resetLeaf(uuid: string): Promise<void> {

@@ -75,6 +75,10 @@ export class IsoSr implements SrDriver {
   resizeVolume = readOnly;
   branch = readOnly;
   coalesce = readOnly;
+  async recover(): Promise<string[]> {
+    return [];
+  }
+  async checkChain(): Promise<void> {}
   resetLeaf = readOnly;
   copyVolume = readOnly;
 }

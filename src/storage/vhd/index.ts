@@ -31,7 +31,8 @@
  *
  *   // chain operations
  *   resize(path: string, newSize: number): Promise<void>                  // grow only
- *   coalesce(childPath: string, opts?: { flushEvery?: number }): Promise<CoalesceResult>
+ *   coalesce(childPath: string, opts?: { flushEvery?: number }): Promise<CoalesceResult>  // data into the parent only
+ *   verifyChain(path), diskUuid(path), expectedParentUuid(path), setDiskUuid(path, uuid)
  *
  *   // streaming
  *   exportRaw(path: string, opts?: { chunkSize?: number }): Readable      // whole virtual size, chain-aware
@@ -57,5 +58,6 @@ export {
   dateFromVhdTimestamp,
 } from './format.ts';
 export { Vhd, createFixed, createDynamic, createDifferencing, type OpenOptions, type CreateDynamicOptions } from './vhd.ts';
-export { openVhd, openChain, resize, coalesce, type CoalesceResult, type CoalesceOptions } from './ops.ts';
+export { openVhd, openChain, resize } from './ops.ts';
+export { coalesce, verifyChain, diskUuid, expectedParentUuid, setDiskUuid, type CoalesceResult, type CoalesceOptions } from './coalesce.ts';
 export { exportRaw, exportVhd, importRaw, importVhd, type ExportRawOptions, type ExportVhdOptions, type ImportRawOptions } from './stream.ts';

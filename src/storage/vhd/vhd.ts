@@ -724,6 +724,25 @@ export class Vhd {
     await fh.datasync();
   }
 
+  /**
+   * Give the disk another identity (footer UUID), both footer copies, made
+   * durable: the last step of a coalesce, where the merged parent takes the
+   * place of the child that its grandchildren name by UUID.
+   */
+  async setUuid(uuid: Buffer): Promise<void> {
+    if (!this.writable) throw new VhdError('VHD_READONLY', this.path);
+    if (uuid.length !== 16) throw new VhdError('VHD_INVALID_ARG', 'a UUID is 16 bytes');
+    await this.serialized(async () => {
+      await this.flushLocked();
+      this.footer.uuid = Buffer.from(uuid);
+      const footer = encodeFooter(this.footer);
+      const fh = this.handle;
+      if (this.footer.diskType !== DISK_TYPE_FIXED) await writeFull(fh, footer, 0);
+      await writeFull(fh, footer, this.nextFree);
+      await fh.datasync();
+    });
+  }
+
   // -------------------------------------------------------------------------
 
   /** Close this disk and the parents it opened. */

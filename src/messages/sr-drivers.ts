@@ -1,8 +1,9 @@
 /**
- * Where SR/PBD/VDI records meet the SR drivers: one driver per attached SR,
- * VDI records kept in step with the images (scan), snapshot and clone as
- * chains with hidden base copies, the collector that coalesces bases no
- * one needs, and the disk provider the domain manager boots guests from.
+ * Where SR/PBD/VDI records meet the SR drivers: one driver per attached SR
+ * (its chain-changing methods behind the SR's lock), VDI records kept in
+ * step with the images (scan), snapshot and clone as chains with hidden base
+ * copies, and the disk provider the domain manager boots guests from. The
+ * collector that folds bases no one needs is in sr-collector.ts.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -14,6 +15,8 @@ import { SrDriverError, type SrDriver, type VolumeInfo } from '../storage/sr/dri
 import { FileSr } from '../storage/sr/file.ts';
 import { IsoSr } from '../storage/sr/iso.ts';
 import type { Services } from './context.ts';
+import { Collector } from './sr-collector.ts';
+import { ChainLocks, lockedDriver } from './sr-locks.ts';
 import type { DiskProvider } from './xenops.ts';
 
 export const SR_TYPES = ['ext', 'file', 'iso'] as const;
@@ -41,15 +44,26 @@ export class Storage implements DiskProvider {
   private readonly drivers = new Map<string, SrDriver>();
   /** NBD exports serving VHD VDIs to QEMU, by VDI uuid. */
   private readonly exports = new Map<string, { socketPath: string; close(): Promise<void>; device: { reopen(change: () => Promise<void>): Promise<void> } }>();
+  /** VDIs (by uuid) handed to a guest and not detached since: the collector leaves their chains alone. */
+  readonly attached = new Set<string>();
+  readonly locks = new ChainLocks();
+  readonly collector: Collector;
 
-  constructor(private readonly services: Services) {}
+  constructor(private readonly services: Services) {
+    this.collector = new Collector(services, this);
+  }
 
   private get store(): Store {
     return this.services.store;
   }
 
-  /** A driver for an SR, built from its type and this host's PBD device_config. */
+  /** A driver for an SR, built from its type and this host's PBD device_config; chain changes take the SR's lock. */
   driverFor(sr: string): SrDriver {
+    return lockedDriver(this.bareDriver(sr), sr, this.locks);
+  }
+
+  /** The driver without locking, for code already inside the SR's lock. */
+  bareDriver(sr: string): SrDriver {
     const hit = this.drivers.get(sr);
     if (hit) return hit;
     const rec = this.store.must('SR', sr);
@@ -66,22 +80,62 @@ export class Storage implements DiskProvider {
 
   /** The SR must be plugged on this host. */
   attachedDriver(sr: string): SrDriver {
+    this.assertPlugged(sr);
+    return this.driverFor(sr);
+  }
+
+  assertPlugged(sr: string): void {
     const plugged = this.store.where('PBD', (p) => p.SR === sr && p.host === this.services.hostRef() && p.currently_attached === true);
     if (plugged.length === 0) throw new XenApiError('SR_NOT_ATTACHED', sr);
-    return this.driverFor(sr);
+  }
+
+  /** Runs `fn` (which reads or writes images without restructuring chains) while no coalesce or snapshot runs on the SR. */
+  usingImages<T>(sr: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.shared(sr, fn);
+  }
+
+  /** `usingImages` over several SRs (taken in one order, so that two callers cannot wait on each other). */
+  async usingImagesOf<T>(srs: Iterable<string>, fn: () => Promise<T>): Promise<T> {
+    const [first, ...rest] = [...new Set(srs)].sort();
+    if (first === undefined) return fn();
+    return this.usingImages(first, () => this.usingImagesOf(rest, fn));
+  }
+
+  /** The SRs holding a VM's disks. */
+  srsOfVm(vm: string): string[] {
+    const vbds = (this.store.get('VM', vm)?.VBDs as string[] | undefined) ?? [];
+    return vbds.map((r) => this.store.get('VDI', String(this.store.get('VBD', r)?.VDI))?.SR).filter((sr): sr is string => typeof sr === 'string');
+  }
+
+  /** One collector pass (or the one already queued): SR.scan and a timer kick it, as in xapi. */
+  collect(): Promise<number> {
+    return this.collector.collect();
   }
 
   // ------------------------------------------------------------- records
 
-  /** Makes VDI records match the images: adds new ones, marks vanished ones. */
+  /**
+   * Makes VDI records match the images (adds new ones, marks vanished ones),
+   * after finishing or rolling back whatever a crash interrupted; then kicks
+   * the collector, as xapi's SR.scan does.
+   */
   async scan(sr: string): Promise<void> {
-    const driver = this.attachedDriver(sr);
-    let vols: VolumeInfo[];
-    try {
-      vols = await driver.scan();
-    } catch (e) {
-      throw storageError(e);
-    }
+    this.assertPlugged(sr);
+    await this.locks.exclusive(sr, async () => {
+      const driver = this.bareDriver(sr);
+      try {
+        for (const note of await driver.recover()) this.services.log.warn({ sr }, `storage: ${note}`);
+        this.syncRecords(sr, await driver.scan());
+      } catch (e) {
+        throw storageError(e);
+      }
+    });
+    await this.update(sr);
+    this.collect().catch((err: unknown) => this.services.log.error({ err }, 'storage collector failed'));
+  }
+
+  /** Records from what is on disk: the disk is the truth for which images exist and what they are built on. */
+  syncRecords(sr: string, vols: VolumeInfo[]): void {
     const byUuid = new Map(vols.map((v) => [v.uuid, v]));
     const hidden = new Set(vols.map((v) => v.parent).filter((p): p is string => Boolean(p)));
     this.store.transact((tx) => {
@@ -108,7 +162,6 @@ export class Storage implements DiskProvider {
       }
     });
     this.relinkParents(sr);
-    await this.update(sr);
   }
 
   /** Fields of a VDI record that come from its image. */
@@ -123,7 +176,7 @@ export class Storage implements DiskProvider {
   }
 
   /** VDI.parent from sm_config:vhd-parent, for clients that follow chains. */
-  private relinkParents(sr: string): void {
+  relinkParents(sr: string): void {
     this.store.transact((tx) => {
       for (const [ref, vdi] of this.store.where('VDI', (v) => v.SR === sr)) {
         const p = (vdi.sm_config as Record<string, string>)['vhd-parent'];
@@ -163,9 +216,16 @@ export class Storage implements DiskProvider {
    * VDI keeps a fresh empty child, and the new VDI gets another — O(1).
    */
   async branch(vdi: string, fields: Record<string, unknown>): Promise<string> {
+    const sr = String(this.store.must('VDI', vdi).SR);
+    this.assertPlugged(sr);
+    const ref = await this.locks.exclusive(sr, () => this.branchLocked(vdi, sr, fields));
+    await this.update(sr);
+    return ref;
+  }
+
+  private async branchLocked(vdi: string, sr: string, fields: Record<string, unknown>): Promise<string> {
     const rec = this.store.must('VDI', vdi);
-    const sr = String(rec.SR);
-    const driver = this.attachedDriver(sr);
+    const driver = this.bareDriver(sr);
     if (!driver.capabilities.includes('VDI_SNAPSHOT')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
     const newUuid = randomUUID();
     const baseUuid = randomUUID();
@@ -190,48 +250,7 @@ export class Storage implements DiskProvider {
       });
     });
     this.relinkParents(sr);
-    await this.update(sr);
     return ref;
-  }
-
-  /**
-   * The collector: a hidden base with a single child left is folded into it
-   * (never while the child is attached); a hidden base with no child is deleted.
-   */
-  async collect(): Promise<number> {
-    let done = 0;
-    for (const [baseRef, base] of this.store.where('VDI', (v) => v.managed === false && v.missing !== true)) {
-      const sr = String(base.SR);
-      let driver: SrDriver;
-      try {
-        driver = this.attachedDriver(sr);
-      } catch {
-        continue;
-      }
-      const children = this.store.where('VDI', (v) => v.SR === sr && (v.sm_config as Record<string, string>)['vhd-parent'] === base.uuid);
-      try {
-        if (children.length === 0) {
-          await driver.deleteVolume(String(base.uuid));
-          this.store.transact((tx) => tx.delete('VDI', baseRef));
-          done++;
-        } else if (children.length === 1) {
-          const [childRef, child] = children[0];
-          if (this.inUse(childRef)) continue;
-          await driver.coalesce(String(child.uuid));
-          const merged = await driver.info(String(child.uuid));
-          this.store.transact((tx) => {
-            tx.update('VDI', childRef, this.volumeFields(merged));
-            tx.delete('VDI', baseRef);
-          });
-          this.relinkParents(sr);
-          done++;
-        }
-      } catch (e) {
-        this.services.log.warn({ err: e, vdi: base.uuid }, 'storage collector: could not collect a base copy');
-      }
-      await this.update(sr).catch(() => undefined);
-    }
-    return done;
   }
 
   /** Attached to a running VM (through a plugged VBD). */
@@ -242,8 +261,15 @@ export class Storage implements DiskProvider {
   // ------------------------------------------------------------- disk provider
 
   async attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
+    const sr = String(this.store.must('VDI', vdi).SR);
+    this.assertPlugged(sr);
+    // never half-way through a coalesce of this chain: the guest would write to a file about to be replaced
+    return this.locks.exclusive(sr, () => this.attachLocked(vdi, sr, readOnly));
+  }
+
+  private async attachLocked(vdi: string, sr: string, readOnly: boolean): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
     const rec = this.store.must('VDI', vdi);
-    const driver = this.attachedDriver(String(rec.SR));
+    const driver = this.bareDriver(sr);
     if (rec.on_boot === 'reset' && !this.inUse(vdi)) await driver.resetLeaf(String(rec.uuid)).catch(() => undefined);
     let info: VolumeInfo;
     try {
@@ -251,6 +277,7 @@ export class Storage implements DiskProvider {
     } catch (e) {
       throw storageError(e, vdi);
     }
+    this.attached.add(String(rec.uuid));
     if (info.format !== 'vpc') return { path: driver.path(String(rec.uuid)), format: info.format };
     return { path: await this.serveVhd(String(rec.uuid), driver.path(String(rec.uuid)), readOnly || rec.read_only === true), format: 'raw' };
   }
@@ -277,6 +304,7 @@ export class Storage implements DiskProvider {
   async detach(vdi: string): Promise<void> {
     const rec = this.store.get('VDI', vdi);
     if (!rec) return;
+    this.attached.delete(String(rec.uuid));
     const exp = this.exports.get(String(rec.uuid));
     if (exp) {
       this.exports.delete(String(rec.uuid));
