@@ -10,7 +10,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { Dispatcher } from './api/dispatch.ts';
-import { attachConnect, requestListener, type HttpRoutes, type ServeOptions } from './api/http.ts';
+import { ApiFront, type HttpRoutes } from './api/http.ts';
+import type { HttpLimits } from './api/limits.ts';
 import { ensureCertificate } from './api/tls.ts';
 import { Accounts, ROOT } from './auth/accounts.ts';
 import { Sessions } from './auth/sessions.ts';
@@ -43,6 +44,8 @@ export interface ServerConfig {
   /** Where a newly generated root password is told (default: stdout). */
   announce?: (line: string) => void;
   logger?: Logger;
+  /** Connection, header and RPC body limits (defaults in api/limits.ts). */
+  httpLimits?: Partial<HttpLimits>;
 }
 
 export interface RunningServer {
@@ -112,20 +115,18 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   const dispatcher = new Dispatcher(services, tables);
   for (const p of plugins) await p.start?.(services, routes);
 
-  const serve: ServeOptions = { dispatcher, routes, log };
+  const front = new ApiFront({ dispatcher, routes, log, limits: cfg.httpLimits });
   const servers: (http.Server | https.Server)[] = [];
   let httpUrl: string | undefined;
   let httpsUrl: string | undefined;
   if (cfg.http !== null) {
-    const s = http.createServer({ keepAliveTimeout: 65_000 }, requestListener(serve));
-    attachConnect(s, serve);
+    const s = front.createServer();
     httpUrl = urlOf('http', await listen(s, cfg.http ?? { host: '127.0.0.1', port: 0 }));
     servers.push(s);
   }
   if (cfg.https) {
     const tls = await ensureCertificate(cfg.dataDir, readHostFacts().hostname, [cfg.https.host]);
-    const s = https.createServer({ ...tls, keepAliveTimeout: 65_000 }, requestListener(serve));
-    attachConnect(s, serve);
+    const s = front.createServer(tls);
     httpsUrl = urlOf('https', await listen(s, cfg.https));
     servers.push(s);
   }

@@ -5,6 +5,30 @@
 import { parseArgs } from 'node:util';
 import { startServer, type Listen } from '../server.ts';
 import { defaultPlugins } from '../plugins.ts';
+import type { HttpLimits } from '../api/limits.ts';
+
+/** `--max-connections 512` and the like: the HTTP limits (api/limits.ts), in connections, seconds and MiB. */
+const LIMIT_OPTIONS = {
+  'max-connections': { key: 'maxConnections', scale: 1 },
+  'max-connections-per-client': { key: 'maxConnectionsPerClient', scale: 1 },
+  'headers-timeout': { key: 'headersTimeoutMs', scale: 1000 },
+  'keep-alive-timeout': { key: 'keepAliveTimeoutMs', scale: 1000 },
+  'rpc-body-timeout': { key: 'rpcBodyTimeoutMs', scale: 1000 },
+  'max-rpc-body-mib': { key: 'maxRpcBodyBytes', scale: 1024 * 1024 },
+  'max-rpc-in-flight-mib': { key: 'maxRpcBytesInFlight', scale: 1024 * 1024 },
+} as const satisfies Record<string, { key: keyof HttpLimits; scale: number }>;
+
+function parseLimits(values: Partial<Record<keyof typeof LIMIT_OPTIONS, string>>): Partial<HttpLimits> {
+  const out: { -readonly [K in keyof HttpLimits]?: number } = {};
+  for (const [option, { key, scale }] of Object.entries(LIMIT_OPTIONS)) {
+    const text = values[option as keyof typeof LIMIT_OPTIONS];
+    if (text === undefined) continue;
+    const n = Number(text);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${option} must be a positive number`);
+    out[key] = Math.round(n * scale);
+  }
+  return out;
+}
 
 function parseListen(text: string | undefined, fallbackHost: string): Listen | undefined {
   if (!text) return undefined;
@@ -17,7 +41,9 @@ function parseListen(text: string | undefined, fallbackHost: string): Listen | u
 }
 
 const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim]
-                     [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--durability crash|power] [--log-level LEVEL]`;
+                     [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--durability crash|power] [--log-level LEVEL]
+                     [--max-connections N] [--max-connections-per-client N] [--headers-timeout S] [--keep-alive-timeout S]
+                     [--rpc-body-timeout S] [--max-rpc-body-mib M] [--max-rpc-in-flight-mib M]`;
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
@@ -37,6 +63,13 @@ async function main(argv: string[]): Promise<void> {
       'attach-uplinks': { type: 'boolean' },
       durability: { type: 'string' },
       'log-level': { type: 'string' },
+      'max-connections': { type: 'string' },
+      'max-connections-per-client': { type: 'string' },
+      'headers-timeout': { type: 'string' },
+      'keep-alive-timeout': { type: 'string' },
+      'rpc-body-timeout': { type: 'string' },
+      'max-rpc-body-mib': { type: 'string' },
+      'max-rpc-in-flight-mib': { type: 'string' },
     },
   });
   if (!values['data-dir']) throw new Error(USAGE);
@@ -51,6 +84,7 @@ async function main(argv: string[]): Promise<void> {
       backend,
       logLevel: values['log-level'],
       synchronous: values.durability === 'power' ? 'FULL' : 'NORMAL',
+      httpLimits: parseLimits(values),
     },
     defaultPlugins({
       backend,

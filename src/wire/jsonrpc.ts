@@ -33,8 +33,31 @@ export class JsonRpcDecodeError extends Error {
   }
 }
 
+/** No XenAPI value nests deeper than a few levels; this bounds the work on hostile input. */
+const MAX_DEPTH = 64;
+
+/** Whether brackets outside strings nest deeper than `limit` (checked before parsing). */
+function nestedTooDeep(text: string, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > limit) return true;
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+  }
+  return false;
+}
+
 /** The request object of a JSON-RPC body; its method and params are checked by the caller. */
 export function decodeJsonRequest(body: string): JsonRpcRequest {
+  if (nestedTooDeep(body, MAX_DEPTH)) {
+    throw new JsonRpcDecodeError(JSON_INVALID_REQUEST, new XenApiError('INTERNAL_ERROR', `JSON nested deeper than ${MAX_DEPTH} levels`));
+  }
   let msg: unknown;
   try {
     msg = JSON.parse(body);
@@ -46,9 +69,14 @@ export function decodeJsonRequest(body: string): JsonRpcRequest {
     throw new JsonRpcDecodeError(JSON_INVALID_REQUEST, new XenApiError('INTERNAL_ERROR', 'a JSON-RPC request must be an object'));
   }
   const fields = msg as Record<string, unknown>;
+  const id = fields.id ?? null;
+  // an id is echoed back: only the scalar kinds JSON-RPC allows
+  if (id !== null && typeof id !== 'string' && typeof id !== 'number') {
+    throw new JsonRpcDecodeError(JSON_INVALID_REQUEST, new XenApiError('INTERNAL_ERROR', 'a JSON-RPC id must be a string, a number or null'));
+  }
   return {
     version: fields.jsonrpc === '2.0' ? '2.0' : '1.0',
-    id: fields.id ?? null,
+    id,
     method: fields.method,
     params: fields.params ?? [],
   };

@@ -8,18 +8,37 @@ import { enumValues, getClass, type ModelClass } from '../datamodel/model.ts';
 import { normalizeDateTime, type XType } from '../datamodel/types.ts';
 import { escapeXml, encodeUntyped, XmlDateTime } from './xmlrpc.ts';
 
+/** The wire value is not of the declared type: FIELD_TYPE_ERROR naming the parameter. */
 class Mismatch extends Error {}
 
+/** The value has the right type but cannot be accepted: INVALID_VALUE naming the parameter. */
+class BadValue extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+const TWO_63 = 2 ** 63;
+const INT64_MIN = -(2n ** 63n);
+const INT64_MAX = 2n ** 63n - 1n;
+const INTEGER_TEXT = /^[+-]?\d{1,20}$/;
+const FLOAT_TEXT = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+/** An int64 (xapi's `int`): integral and in range, whether it came as a number, a bigint or digits. */
 function toInt(v: unknown): number {
-  if (typeof v === 'number' && Number.isInteger(v)) return v;
-  if (typeof v === 'bigint') return Number(v);
-  if (typeof v === 'string' && /^[+-]?\d+$/.test(v.trim())) return Number(v.trim());
+  if (typeof v === 'number') {
+    if (Number.isInteger(v) && v >= -TWO_63 && v < TWO_63) return v;
+    throw new Mismatch();
+  }
+  const text = typeof v === 'string' ? v.trim() : undefined;
+  const big = typeof v === 'bigint' ? v : text !== undefined && INTEGER_TEXT.test(text) ? BigInt(text) : undefined;
+  if (big !== undefined && big >= INT64_MIN && big <= INT64_MAX) return Number(big);
   throw new Mismatch();
 }
 
 function toFloat(v: unknown): number {
-  if (typeof v === 'number') return v;
-  if (typeof v === 'string' && v.trim() !== '' && !Number.isNaN(Number(v))) return Number(v);
+  const n = typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : typeof v === 'string' && FLOAT_TEXT.test(v.trim()) ? Number(v) : NaN;
+  if (Number.isFinite(n)) return n;
   throw new Mismatch();
 }
 
@@ -30,12 +49,39 @@ function toBool(v: unknown): boolean {
   throw new Mismatch();
 }
 
+/** Characters XML 1.0 cannot carry (controls, U+FFFE/U+FFFF, lone surrogates): refused on both codecs alike. */
+const NOT_XML_CHARACTER = /[\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]|\p{Cs}/u;
+
+function toText(v: unknown): string {
+  if (typeof v !== 'string') throw new Mismatch();
+  const bad = NOT_XML_CHARACTER.exec(v);
+  if (bad) {
+    const code = bad[0].codePointAt(0) ?? 0;
+    throw new BadValue(`character U+${code.toString(16).toUpperCase().padStart(4, '0')} at offset ${bad.index} is not allowed`);
+  }
+  return v;
+}
+
+/** xapi's references: `OpaqueRef:` and an identifier (a UUID, or NULL). */
+const REF_TEXT = /^OpaqueRef:[A-Za-z0-9._:-]{1,64}$/;
+
+function toRef(v: unknown): string {
+  if (typeof v !== 'string') throw new Mismatch();
+  if (!REF_TEXT.test(v)) throw new BadReference(v);
+  return v;
+}
+
+/** A string in a reference's place that is no reference at all: HANDLE_INVALID, as xapi answers. */
+class BadReference extends Error {
+  constructor(readonly text: string) {
+    super(text);
+  }
+}
+
 /** Converts one wire value to the declared type, or throws Mismatch. */
 function convertIn(t: XType, v: unknown): unknown {
   switch (t.kind) {
-    case 'string':
-      if (typeof v === 'string') return v;
-      throw new Mismatch();
+    case 'string': return toText(v);
     case 'int': return toInt(v);
     case 'float': return toFloat(v);
     case 'bool': return toBool(v);
@@ -50,18 +96,23 @@ function convertIn(t: XType, v: unknown): unknown {
       if (typeof v !== 'string') throw new Mismatch();
       const values = enumValues(t.name) ?? [];
       const hit = values.find((x) => x === v) ?? values.find((x) => x.toLowerCase() === v.toLowerCase());
-      if (hit === undefined) throw new XenApiError('INVALID_VALUE', v);
+      if (hit === undefined) throw new BadValue(toText(v));
       return hit;
     }
     case 'ref':
-      if (typeof v === 'string') return v;
-      throw new Mismatch();
+      try {
+        return toRef(v);
+      } catch (e) {
+        if (e instanceof BadReference) throw new XenApiError('HANDLE_INVALID', t.cls, printable(e.text));
+        throw e;
+      }
     case 'set':
       if (!Array.isArray(v)) throw new Mismatch();
       return v.map((x) => convertIn(t.of, x));
     case 'map': {
       if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Mismatch();
       const out: Record<string, unknown> = {};
+      if (v instanceof XmlDateTime) throw new Mismatch();
       for (const [k, x] of Object.entries(v)) out[String(convertIn(t.key, k))] = convertIn(t.value, x);
       return out;
     }
@@ -81,12 +132,7 @@ function recordIn(cls: ModelClass, v: Record<string, unknown>): Record<string, u
   for (const [k, x] of Object.entries(v)) {
     const f = cls.fieldsByName.get(k);
     if (!f) continue; // xapi ignores fields it does not know in a record argument
-    try {
-      out[k] = convertIn(f.type, x);
-    } catch (e) {
-      if (e instanceof Mismatch) throw new XenApiError('FIELD_TYPE_ERROR', k);
-      throw e;
-    }
+    out[k] = unmarshal(f.type, x, k);
   }
   return out;
 }
@@ -97,8 +143,15 @@ export function unmarshal(t: XType, v: unknown, paramName: string): unknown {
     return convertIn(t, v);
   } catch (e) {
     if (e instanceof Mismatch) throw new XenApiError('FIELD_TYPE_ERROR', paramName);
+    if (e instanceof BadValue) throw new XenApiError('INVALID_VALUE', paramName, e.reason);
     throw e;
   }
+}
+
+/** A refused value as it may travel back in an error: only XML-safe characters, and not too long. */
+function printable(text: string): string {
+  const safe = text.replace(new RegExp(NOT_XML_CHARACTER.source, 'gu'), '\uFFFD');
+  return safe.length > 100 ? `${safe.slice(0, 100)}…` : safe;
 }
 
 // ---------------------------------------------------------------- XML-RPC out
@@ -108,10 +161,19 @@ const writers = new WeakMap<XType, XmlWriter>();
 const recordWriters = new Map<string, XmlWriter>();
 
 const str: XmlWriter = (v) => `<value>${escapeXml(v === null || v === undefined ? '' : String(v))}</value>`;
-const int: XmlWriter = (v) => `<value>${typeof v === 'number' ? Math.trunc(v) : String(v ?? 0)}</value>`;
+const int: XmlWriter = (v) => `<value>${int64Text(v)}</value>`;
 const dbl: XmlWriter = (v) => `<value><double>${Number.isFinite(v) ? v : 0}</double></value>`;
 const bool: XmlWriter = (v) => (v ? '<value><boolean>1</boolean></value>' : '<value><boolean>0</boolean></value>');
 const date: XmlWriter = (v) => `<value><dateTime.iso8601>${escapeXml(String(v))}</dateTime.iso8601></value>`;
+
+/** An int as xapi writes it: in int64 range whatever was stored (2^63 - 1 rounds to 2^63 as a double). */
+function int64Text(v: unknown): string {
+  const n = typeof v === 'number' ? v : Number(v ?? 0);
+  if (!Number.isFinite(n)) return '0';
+  if (n >= TWO_63) return '9223372036854775807';
+  if (n < -TWO_63) return '-9223372036854775808';
+  return String(Math.trunc(n));
+}
 
 /** An XML-RPC writer for values of this type, built once per type. */
 export function xmlWriter(t: XType): XmlWriter {

@@ -32,10 +32,16 @@ export function unescapeXml(s: string): string {
   });
 }
 
-const ESCAPE_RE = /[<>&]/;
+// Markup, and what XML 1.0 cannot carry at all (control characters, U+FFFE/U+FFFF):
+// values are checked at the edge, but whatever is already stored must still make a
+// well-formed reply, so those become U+FFFD. CR travels as a reference, which parsers keep.
+const ESCAPE_TEST = /[<>&\r\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]/;
+const ESCAPE_ALL = /[<>&\r\x00-\x08\x0B\x0C\x0E-\x1F\uFFFE\uFFFF]/g;
+const ESCAPED: Record<string, string> = { '<': '&lt;', '>': '&gt;', '&': '&amp;', '\r': '&#13;' };
+
 export function escapeXml(s: string): string {
-  if (!ESCAPE_RE.test(s)) return s;
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+  if (!ESCAPE_TEST.test(s)) return s;
+  return s.replace(ESCAPE_ALL, (c) => ESCAPED[c] ?? '\uFFFD');
 }
 
 /** A cursor over the document, skipping whitespace, comments and prologs between tags. */
@@ -119,8 +125,10 @@ function parseScalar(type: string, text: string): unknown {
     case 'string': return text;
     case 'int': case 'i4': case 'i8': {
       const t = text.trim();
-      if (!/^[+-]?\d+$/.test(t)) throw new XmlRpcParseError(`bad integer '${t}'`);
-      return Number(t);
+      if (!/^[+-]?\d+$/.test(t)) throw new XmlRpcParseError(`bad integer '${t.slice(0, 40)}'`);
+      const n = Number(t);
+      // beyond 2^53 a double is not exact: the typed edge checks the int64 range on the digits
+      return Number.isSafeInteger(n) || t.length > 40 ? n : BigInt(t);
     }
     case 'boolean': {
       const t = text.trim();
@@ -255,7 +263,9 @@ export function encodeUntyped(v: unknown): string {
   switch (typeof v) {
     case 'string': return `<value>${escapeXml(v)}</value>`;
     case 'boolean': return `<value><boolean>${v ? 1 : 0}</boolean></value>`;
-    case 'number': return Number.isInteger(v) ? `<value>${v}</value>` : `<value><double>${v}</double></value>`;
+    case 'number':
+      if (!Number.isFinite(v)) return `<value>${v}</value>`;
+      return Number.isInteger(v) ? `<value>${v}</value>` : `<value><double>${v}</double></value>`;
     case 'object': {
       if (Array.isArray(v)) return `<value><array><data>${v.map(encodeUntyped).join('')}</data></array></value>`;
       let s = '<value><struct>';

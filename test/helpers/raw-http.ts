@@ -1,0 +1,55 @@
+/** Raw HTTP over a socket the test opens itself: for requests no well-behaved client would send. */
+import net from 'node:net';
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** The port of an http://host:port URL. */
+export const portOf = (url: string): number => Number(new URL(url).port);
+
+/**
+ * Sends `request` bytes as they are and reads one response (by Content-Length,
+ * or to the end of the connection). Rejects if the connection closes with no status.
+ */
+export function rawRequest(port: number, request: string | Buffer, timeoutMs = 10_000, host = '127.0.0.1'): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host });
+    let data = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no complete response within ${timeoutMs} ms; got ${JSON.stringify(data.toString('latin1').slice(0, 200))}`));
+    }, timeoutMs);
+    const tryParse = (ended: boolean): boolean => {
+      const end = data.indexOf('\r\n\r\n');
+      if (end < 0) return false;
+      const head = data.subarray(0, end).toString('latin1').split('\r\n');
+      const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head[0])?.[1]);
+      const headers: Record<string, string> = {};
+      for (const line of head.slice(1)) {
+        const i = line.indexOf(':');
+        if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      const length = headers['content-length'] === undefined ? undefined : Number(headers['content-length']);
+      const body = data.subarray(end + 4);
+      if (length === undefined ? !ended : body.length < length) return false;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ status, headers, body: body.subarray(0, length ?? body.length).toString('utf8') });
+      return true;
+    };
+    socket.on('data', (c: Buffer) => {
+      data = Buffer.concat([data, c]);
+      tryParse(false);
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      if (tryParse(true)) return;
+      clearTimeout(timer);
+      reject(new Error(`connection closed without a complete response; got ${JSON.stringify(data.toString('latin1').slice(0, 200))}`));
+    });
+    socket.write(request);
+  });
+}
