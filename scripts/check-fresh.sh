@@ -65,6 +65,12 @@ deb http://deb.debian.org/debian bookworm-updates main
 deb http://deb.debian.org/debian-security bookworm-security main
 EOF
 cp -L /etc/resolv.conf "$DIR/etc/resolv.conf"
+# this machine's own trusted CAs (e.g. a TLS-intercepting egress proxy), which npm needs here
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  mkdir -p "$DIR/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$DIR/usr/local/share/ca-certificates/"
+  chroot "$DIR" update-ca-certificates >/dev/null
+fi
 NODE="$(command -v node)"
 NPM_DIR="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")"
 "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) === 20 ? 0 : 1)' \
