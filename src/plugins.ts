@@ -15,6 +15,8 @@ import { exportVm, importVm } from './messages/vm-xva.ts';
 import { bondHandlers, networkHandlers, pifHandlers, vifHandlers, vlanHandlers } from './messages/network.ts';
 import { Networking } from './messages/networking.ts';
 import { createNetworkBackend } from './network/index.ts';
+import { claimNetworkNamespace } from './network/claim.ts';
+import { Runner } from './network/exec.ts';
 import { Xenops } from './messages/xenops.ts';
 
 export interface PluginOptions {
@@ -40,6 +42,8 @@ export function networkPlugin(o: { network?: 'ovs' | 'bridge'; attachUplinks?: b
     handlers: { network: networkHandlers, VIF: vifHandlers, VLAN: vlanHandlers, PIF: pifHandlers, Bond: bondHandlers },
     async start(services) {
       const log = services.log.child({ subsystem: 'network' });
+      // refuse early, with a message that says what to do, if another data directory networks here
+      await claimNetworkNamespace(services.dataDir, new Runner());
       const backend = createNetworkBackend({ dataDir: services.dataDir, prefer: o.network, log: (m) => log.debug(m) });
       await backend.start();
       networking = new Networking(backend, services, o.attachUplinks ?? false);

@@ -1,11 +1,14 @@
 /**
- * The `xenon` command: `xenon server --data-dir DIR --http 127.0.0.1:PORT
- * [--https ADDR:PORT] [--backend qemu|sim]`.
+ * The `xenon` command:
+ *   xenon server --data-dir DIR --http 127.0.0.1:PORT [--https ADDR:PORT] [--backend qemu|sim] …
+ *   xenon stop --data-dir DIR [--guests] [--timeout SECONDS]
  */
 import { parseArgs } from 'node:util';
 import { startServer, type Listen } from '../server.ts';
 import { defaultPlugins } from '../plugins.ts';
 import type { HttpLimits } from '../api/limits.ts';
+import { acquirePidFile } from './xenon/pidfile.ts';
+import { stopXenon } from './xenon/stop.ts';
 
 /** `--max-connections 512` and the like: the HTTP limits (api/limits.ts), in connections, seconds and MiB. */
 const LIMIT_OPTIONS = {
@@ -43,14 +46,13 @@ function parseListen(text: string | undefined, fallbackHost: string): Listen | u
 const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim]
                      [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--durability crash|power] [--log-level LEVEL]
                      [--max-connections N] [--max-connections-per-client N] [--headers-timeout S] [--keep-alive-timeout S]
-                     [--rpc-body-timeout S] [--max-rpc-body-mib M] [--max-rpc-in-flight-mib M]`;
+                     [--rpc-body-timeout S] [--max-rpc-body-mib M] [--max-rpc-in-flight-mib M]
+       xenon stop --data-dir DIR [--guests] [--timeout SECONDS]
+         stops the daemon of DIR; its guests, bridges and Open vSwitch daemons keep running unless --guests
+         (which shuts the guests down, cleanly within the timeout, else hard, and removes the rest).
+         Run it in the daemon's network namespace.`;
 
-async function main(argv: string[]): Promise<void> {
-  const [command, ...rest] = argv;
-  if (command !== 'server') {
-    process.stderr.write(`${USAGE}\n`);
-    process.exit(command === '--help' || command === '-h' ? 0 : 2);
-  }
+async function server(rest: string[]): Promise<void> {
   const { values } = parseArgs({
     args: rest,
     options: {
@@ -76,6 +78,8 @@ async function main(argv: string[]): Promise<void> {
   const backend = (values.backend ?? 'qemu') as 'qemu' | 'sim';
   if (backend !== 'qemu' && backend !== 'sim') throw new Error(`unknown backend ${backend}`);
   const https = parseListen(values.https, '0.0.0.0');
+  const release = acquirePidFile(values['data-dir']);
+  process.on('exit', release);
   const server = await startServer(
     {
       dataDir: values['data-dir'],
@@ -99,6 +103,30 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`xenon: listening on ${[server.httpUrl, server.httpsUrl].filter(Boolean).join(' and ')}\n`);
+}
+
+async function stop(rest: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: rest,
+    options: { 'data-dir': { type: 'string' }, guests: { type: 'boolean' }, timeout: { type: 'string' } },
+  });
+  if (!values['data-dir']) throw new Error(USAGE);
+  const seconds = Number(values.timeout ?? 60);
+  if (!Number.isFinite(seconds) || seconds <= 0) throw new Error(`bad --timeout: ${values.timeout}`);
+  await stopXenon({
+    dataDir: values['data-dir'],
+    guests: values.guests ?? false,
+    timeoutMs: seconds * 1000,
+    say: (line) => void process.stdout.write(`xenon: ${line}\n`),
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  if (command === 'server') return server(rest);
+  if (command === 'stop') return stop(rest);
+  process.stderr.write(`${USAGE}\n`);
+  process.exit(command === '--help' || command === '-h' ? 0 : 2);
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
