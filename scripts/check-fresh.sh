@@ -69,8 +69,9 @@ cp -L /etc/resolv.conf "$DIR/etc/resolv.conf"
 if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
   mkdir -p "$DIR/usr/local/share/ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$DIR/usr/local/share/ca-certificates/"
-  chroot "$DIR" update-ca-certificates >/dev/null
+  chroot "$DIR" update-ca-certificates >/dev/null 2>&1
 fi
+[ ! -f /usr/etc/npmrc ] || { mkdir -p "$DIR/usr/etc"; cp /usr/etc/npmrc "$DIR/usr/etc/npmrc"; }
 NODE="$(command -v node)"
 NPM_DIR="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")"
 "$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) === 20 ? 0 : 1)' \
