@@ -3,10 +3,12 @@
  * booted on it, and the addresses printed. Runs until interrupted.
  *   npx tsx tools/main.ts [--data-dir DIR] [--http ADDR:PORT] [--https ADDR:PORT]
  */
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { XenApiClient } from '../src/client/client.ts';
+import { acquirePidFile } from '../src/cli/xenon/pidfile.ts';
 import { defaultPlugins } from '../src/plugins.ts';
 import { startServer } from '../src/server.ts';
 import { testGuestCmdline, testGuestPaths } from './testguest/index.ts';
@@ -20,11 +22,13 @@ const { values } = parseArgs({
 });
 const listen = (s: string): { host: string; port: number } => ({ host: s.slice(0, s.lastIndexOf(':')), port: Number(s.slice(s.lastIndexOf(':') + 1)) });
 
+const dataDir = resolve(values['data-dir']!);
 const password = process.env.XENON_ROOT_PASSWORD;
 let announced = '';
+process.on('exit', acquirePidFile(dataDir));
 const server = await startServer(
   {
-    dataDir: resolve(values['data-dir']!),
+    dataDir,
     http: listen(values.http!),
     https: listen(values.https!),
     rootPassword: password,
@@ -71,7 +75,8 @@ if (!rootPw) {
     `  test VM:                  xenon-demo (${uuid}) — ${await c.api.VM.get_power_state(vm)}${booted ? `, booted (its console printed "${booted}")` : ', not booted yet'}`,
     `  try:  ./bin/xe.mjs -s 127.0.0.1 -p ${new URL(server.httpUrl!).port} --nossl -u root -pw '${rootPw}' vm-list`,
     `        ./bin/xe.mjs ... console vm=xenon-demo      (serial console; Ctrl-] to leave)`,
-    'Ctrl-C stops the toolstack; guests keep running and are re-adopted on the next start.',
+    'Ctrl-C stops the toolstack; guests and their network keep running and are re-adopted on the next start.',
+    `Stop everything: npx xenon stop --data-dir ${dataDir} --guests`,
     '',
   ];
   process.stdout.write(lines.join('\n'));
@@ -92,9 +97,31 @@ async function waitForMarker(client: XenApiClient, vm: string, timeoutMs: number
   return undefined;
 }
 
+/** What outlives the toolstack (on purpose: guests keep running), and how to remove it. */
+async function leftRunning(): Promise<string[]> {
+  const lines: string[] = [];
+  if (rootPw) {
+    const vms = await c.api.VM.get_all_records().catch(() => ({}));
+    for (const vm of Object.values(vms)) {
+      if (!vm.is_a_template && !vm.is_control_domain && vm.power_state !== 'Halted') lines.push(`  guest ${vm.name_label} (${vm.uuid}), ${vm.power_state}`);
+    }
+  }
+  const ovs = join(dataDir, 'run', 'ovs');
+  if (existsSync(join(ovs, 'ovs-vswitchd.pid'))) lines.push(`  Open vSwitch (ovsdb-server, ovs-vswitchd; run directory ${ovs}) and the bridges of its networks`);
+  return lines;
+}
+
 const stop = (): void => {
-  c.close();
-  server.close().then(() => process.exit(0), () => process.exit(1));
+  process.removeListener('SIGINT', stop);
+  leftRunning().catch(() => [] as string[]).then(async (lines) => {
+    c.close();
+    await server.close();
+    const tail = lines.length
+      ? ['xenon: the toolstack stopped; still running (re-adopted on the next start):', ...lines,
+        `To stop them too: npx xenon stop --data-dir ${dataDir} --guests`]
+      : ['xenon: the toolstack stopped; nothing of it keeps running.'];
+    process.stdout.write(`\n${tail.join('\n')}\n`);
+  }).then(() => process.exit(0), () => process.exit(1));
 };
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
