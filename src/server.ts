@@ -3,7 +3,7 @@
  * pool, message handlers, the HTTP(S) listeners and the housekeeping timers.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -12,8 +12,10 @@ import pino, { type Logger } from 'pino';
 import { Dispatcher } from './api/dispatch.ts';
 import { ApiFront, type HttpRoutes } from './api/http.ts';
 import type { HttpLimits } from './api/limits.ts';
-import { ensureCertificate } from './api/tls.ts';
+import { ensureCertificate, serverTlsOptions } from './api/tls.ts';
 import { Accounts, ROOT } from './auth/accounts.ts';
+import { AuditLog } from './auth/audit.ts';
+import { makePrivate, privateDataDir } from './auth/private-files.ts';
 import { Sessions } from './auth/sessions.ts';
 import { Store } from './db/store.ts';
 import { readHostFacts } from './host/facts.ts';
@@ -92,17 +94,21 @@ const urlOf = (scheme: string, a: AddressInfo | string): string =>
 
 export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Promise<RunningServer> {
   const log = cfg.logger ?? pino({ level: cfg.logLevel ?? 'info' });
-  mkdirSync(cfg.dataDir, { recursive: true });
-  const store = new Store({ path: join(cfg.dataDir, 'xenon.db'), synchronous: cfg.synchronous });
+  const { tightened } = privateDataDir(cfg.dataDir);
+  if (tightened) log.warn({ dataDir: cfg.dataDir, tightened }, 'removed group and other access from files of the data directory');
+  const dbPath = join(cfg.dataDir, 'xenon.db');
+  const store = new Store({ path: dbPath, synchronous: cfg.synchronous });
+  makePrivate(dbPath, `${dbPath}-wal`, `${dbPath}-shm`);
+  const audit = new AuditLog(join(cfg.dataDir, 'audit.log'), store, log);
   const accounts = new Accounts(store.sqlite);
   await ensureRoot(accounts, cfg, log);
   const address = cfg.https?.host && cfg.https.host !== '0.0.0.0' ? cfg.https.host : '127.0.0.1';
   const identity = firstStart(store, readHostFacts(), address);
-  const sessions = new Sessions(store, accounts, () => identity.host, cfg.sessionIdleMs ?? 24 * 3600_000);
+  const sessions = new Sessions(store, accounts, () => identity.host, cfg.sessionIdleMs ?? 24 * 3600_000, log);
   const tasks = new Tasks(store, () => identity.host);
   tasks.failOrphans();
   const services: Services = {
-    store, sessions, tasks, log, dataDir: cfg.dataDir,
+    store, sessions, tasks, log, audit, dataDir: cfg.dataDir,
     hostRef: () => identity.host,
     poolRef: () => identity.pool,
     ext: {},
@@ -126,7 +132,7 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   }
   if (cfg.https) {
     const tls = await ensureCertificate(cfg.dataDir, readHostFacts().hostname, [cfg.https.host]);
-    const s = front.createServer(tls);
+    const s = front.createServer(serverTlsOptions(tls));
     httpsUrl = urlOf('https', await listen(s, cfg.https));
     servers.push(s);
   }
@@ -148,6 +154,7 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
       for (const p of [...plugins].reverse()) await p.stop?.();
       await Promise.all(servers.map((s) => new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); })));
       store.close();
+      audit.close();
     },
   };
 }

@@ -7,7 +7,7 @@ import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import { getClass, MESSAGES, type ModelMessage } from '../datamodel/model.ts';
 import { NULL_REF, type XType } from '../datamodel/types.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
-import type { Args, CallContext, Handler, HandlerTable, Services } from '../messages/context.ts';
+import { UNKNOWN_ORIGIN, type Args, type CallContext, type CallOrigin, type Handler, type HandlerTable, type Services } from '../messages/context.ts';
 import { runGeneric } from '../messages/generic.ts';
 import { toXml, unmarshal } from '../wire/marshal.ts';
 
@@ -59,7 +59,15 @@ export class Dispatcher {
     return out;
   }
 
-  async call(method: string, raw: readonly unknown[]): Promise<CallOutcome> {
+  /** Runs a call; state changes and refusals go to the audit trail. */
+  async call(method: string, raw: readonly unknown[], origin: CallOrigin = UNKNOWN_ORIGIN): Promise<CallOutcome> {
+    const audited = this.services.audit.begin(method, raw, origin);
+    const outcome = await this.perform(method, raw, origin);
+    audited(outcome);
+    return outcome;
+  }
+
+  private async perform(method: string, raw: readonly unknown[], origin: CallOrigin): Promise<CallOutcome> {
     try {
       if (method === 'system.listMethods') return { ok: true, type: STRING_SET, value: this.listed };
       const isAsync = method.startsWith('Async.');
@@ -71,8 +79,8 @@ export class Dispatcher {
       if (m.lifecycle === 'removed') throw new XenApiError('MESSAGE_REMOVED');
       const handler = this.handlers.get(m.wireName) ?? (m.generic ? runGeneric : undefined);
       if (!handler) throw new XenApiError('NOT_IMPLEMENTED', m.wireName);
-      if (isAsync) return { ok: true, type: { kind: 'ref', cls: 'task' }, value: this.startAsync(m, session!, args, handler) };
-      const value = await handler({ services: this.services, session: session!, message: m, task: null }, args);
+      if (isAsync) return { ok: true, type: { kind: 'ref', cls: 'task' }, value: this.startAsync(m, session!, args, handler, origin) };
+      const value = await handler({ services: this.services, session: session!, origin, message: m, task: null }, args);
       return { ok: true, type: m.result, value: m.result.kind === 'void' ? '' : value };
     } catch (e) {
       const error = toApiError(e);
@@ -114,10 +122,10 @@ export class Dispatcher {
   }
 
   /** Async.<message>: a task now, the work in the background, the outcome on the task. */
-  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: Handler): string {
+  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: Handler, origin: CallOrigin): string {
     const { tasks } = this.services;
     const task = tasks.create(`Async.${m.wireName}`, '', session.ref);
-    const ctx: CallContext = { services: this.services, session, message: m, task };
+    const ctx: CallContext = { services: this.services, session, origin, message: m, task };
     setImmediate(async () => {
       try {
         const value = await handler(ctx, args);

@@ -11,6 +11,7 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
+import type { CallOrigin } from '../messages/context.ts';
 import type { Dispatcher } from './dispatch.ts';
 import { decodeJsonRequest, JSON_INVALID_REQUEST, jsonErrorReply, JsonRpcDecodeError, jsonReply, type WireOutcome } from '../wire/jsonrpc.ts';
 import { toXml } from '../wire/marshal.ts';
@@ -33,6 +34,8 @@ export interface ServeOptions {
   routes: HttpRoutes;
   log: Logger;
   limits?: Partial<HttpLimits>;
+  /** The local root socket: a login there is the local superuser's. */
+  localRoot?: boolean;
 }
 
 const XML_PATHS = new Set(['/', '/RPC2', '/xmlrpc']);
@@ -150,7 +153,8 @@ export class ApiFront {
     const body = await this.bodies.read(req);
     if (!body.ok) return refuseBody(res, codec, body.refusal, this.limits);
     try {
-      const reply = codec === 'xml' ? await this.xmlReply(body.text) : await this.jsonReply(body.text);
+      const origin: CallOrigin = { address: req.socket.remoteAddress ?? '', localRoot: this.o.localRoot === true };
+      const reply = codec === 'xml' ? await this.xmlReply(body.text, origin) : await this.jsonReply(body.text, origin);
       send(res, 200, CONTENT_TYPE[codec], reply);
     } catch (err) {
       // an encoder failure is ours: still a well-formed envelope, never a dropped connection
@@ -161,18 +165,18 @@ export class ApiFront {
     }
   }
 
-  private async xmlReply(text: string): Promise<string> {
+  private async xmlReply(text: string, origin: CallOrigin): Promise<string> {
     let call;
     try {
       call = decodeMethodCall(text);
     } catch (e) {
       return failureXml(['XMLRPC_UNMARSHAL_FAILURE', 'methodCall', e instanceof Error ? e.message : String(e)]);
     }
-    const out = await this.o.dispatcher.call(call.method, call.params);
+    const out = await this.o.dispatcher.call(call.method, call.params, origin);
     return out.ok ? successXml(toXml(out.type, out.value)) : failureXml(out.error.description);
   }
 
-  private async jsonReply(text: string): Promise<string> {
+  private async jsonReply(text: string, origin: CallOrigin): Promise<string> {
     let request;
     try {
       request = decodeJsonRequest(text);
@@ -184,7 +188,7 @@ export class ApiFront {
     let out: WireOutcome;
     if (typeof method !== 'string') out = { ok: false, error: new XenApiError('MESSAGE_METHOD_UNKNOWN', String(method)) };
     else if (!Array.isArray(params)) out = { ok: false, error: new XenApiError('XMLRPC_UNMARSHAL_FAILURE', 'params array', typeof params) };
-    else out = await this.o.dispatcher.call(method, params);
+    else out = await this.o.dispatcher.call(method, params, origin);
     return jsonReply(version, id, out);
   }
 

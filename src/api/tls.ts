@@ -1,5 +1,9 @@
-/** The self-signed certificate made on first start, as XenServer does for its HTTPS. */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+/**
+ * HTTPS: the self-signed certificate made on first start, as XenServer does,
+ * and only forward-secret suites (TLS 1.3; TLS 1.2 with ECDHE and AEAD ciphers).
+ */
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import type { TlsOptions } from 'node:tls';
 import { join } from 'node:path';
 import { generate } from 'selfsigned';
 
@@ -8,10 +12,27 @@ export interface TlsMaterial {
   cert: string;
 }
 
+/** TLS 1.2 suites with ECDHE key exchange (TLS 1.3's are forward-secret by design and always offered). */
+const FORWARD_SECRET_TLS12 = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+/** Options for the HTTPS server: our certificate, TLS 1.2 at least, forward secrecy only. */
+export function serverTlsOptions(material: TlsMaterial): TlsOptions {
+  return { ...material, minVersion: 'TLSv1.2', ciphers: FORWARD_SECRET_TLS12, honorCipherOrder: true };
+}
+
 export async function ensureCertificate(dataDir: string, hostname: string, addresses: string[]): Promise<TlsMaterial> {
   const keyPath = join(dataDir, 'xenon-key.pem');
   const certPath = join(dataDir, 'xenon-cert.pem');
   if (existsSync(keyPath) && existsSync(certPath)) {
+    chmodSync(keyPath, 0o600);
+    chmodSync(certPath, 0o600);
     return { key: readFileSync(keyPath, 'utf8'), cert: readFileSync(certPath, 'utf8') };
   }
   const altNames = [
@@ -26,6 +47,6 @@ export async function ensureCertificate(dataDir: string, hostname: string, addre
     extensions: [{ name: 'subjectAltName', altNames }],
   });
   writeFileSync(keyPath, pems.private, { mode: 0o600 });
-  writeFileSync(certPath, pems.cert);
+  writeFileSync(certPath, pems.cert, { mode: 0o600 });
   return { key: pems.private, cert: pems.cert };
 }

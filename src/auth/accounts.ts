@@ -45,12 +45,19 @@ export class Accounts {
     this.sql.prepare('DELETE FROM xenon_accounts WHERE name = ?').run(name);
   }
 
+  /** How long a check took lately: an unknown name waits as long, without the work. */
+  private typicalCheckMs = 100;
+
   async check(name: string, password: string): Promise<boolean> {
     const row = this.sql.prepare('SELECT hash FROM xenon_accounts WHERE name = ?').get(name) as { hash: string } | undefined;
     if (!row) {
-      await hashPassword(password); // same cost either way: do not reveal which names exist
+      // the same time either way (do not reveal which names exist), but no CPU spent on a name that cannot log in
+      await new Promise((r) => setTimeout(r, this.typicalCheckMs));
       return false;
     }
-    return verifyPassword(password, row.hash);
+    const started = Date.now();
+    const ok = await verifyPassword(password, row.hash);
+    this.typicalCheckMs = Math.max(1, Date.now() - started);
+    return ok;
   }
 }

@@ -8,7 +8,9 @@ import type { Role } from '../datamodel/dsl.ts';
 import { ROLE_LADDER } from '../datamodel/dsl.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { Store } from '../db/store.ts';
+import type { Logger } from 'pino';
 import { Accounts, ROOT } from './accounts.ts';
+import { LoginThrottle } from './throttle.ts';
 
 export interface SessionInfo {
   readonly ref: string;
@@ -19,25 +21,61 @@ export interface SessionInfo {
 }
 
 export const LOCAL_PREFIX = 'local:';
+
+/** Where a login comes from. */
+export interface LoginOrigin {
+  readonly address: string;
+  /** The local root socket: any credentials make a local superuser session, as xapi's unix socket does. */
+  readonly localRoot: boolean;
+}
+
+/**
+ * xapi's session limits (Xapi_globs): a client that never logs out cannot grow
+ * the database without bound. Sessions are grouped by user name, or, for
+ * root, by originator (root with no originator: one shared group); past the
+ * limit the least recently used of the group are destroyed.
+ */
+export const SESSION_LIMITS = { perUserName: 500, perOriginator: 500, anonymous: 400 } as const;
+
+function groupOf(rec: Readonly<Record<string, unknown>>): { key: string; limit: number } {
+  const name = String(rec.auth_user_name);
+  const originator = String(rec.originator);
+  if (name !== '' && name !== ROOT) return { key: `username:${name}`, limit: SESSION_LIMITS.perUserName };
+  if (originator !== '') return { key: `originator:${originator}`, limit: SESSION_LIMITS.perOriginator };
+  return { key: 'anonymous', limit: SESSION_LIMITS.anonymous };
+}
 const ALL_ROLES: Role[] = [...ROLE_LADDER, 'client-cert'];
 
 export class Sessions {
   private readonly lastUsed = new Map<string, number>();
   private readonly cache = new Map<string, SessionInfo>();
+  private readonly throttle: LoginThrottle;
 
   constructor(
     private readonly store: Store,
     readonly accounts: Accounts,
     private readonly host: () => string,
     private readonly idleTimeoutMs: number,
-  ) {}
+    private readonly log: Logger,
+  ) {
+    this.throttle = new LoginThrottle(log);
+  }
 
-  /** Checks a user name and password; returns the new session's ref. */
-  async login(user: string, password: string, originator: string): Promise<string> {
+  /**
+   * Checks a user name and password (throttled: see throttle.ts); returns the
+   * new session's ref. On the local root socket no check is made: the
+   * session is the local superuser's, named as the caller asked.
+   */
+  async login(user: string, password: string, originator: string, origin: LoginOrigin): Promise<string> {
+    if (origin.localRoot) return this.open(user, NULL_REF, true, originator);
     const subject = user === ROOT ? NULL_REF : this.localSubject(user);
-    const ok = subject !== undefined && (await this.accounts.check(user, password));
-    if (!ok) throw new XenApiError('SESSION_AUTHENTICATION_FAILED', user, 'Authentication failure');
-    const superuser = user === ROOT;
+    const known = subject !== undefined && this.accounts.has(user);
+    const ok = await this.throttle.attempt(user, origin.address, known, async () => (await this.accounts.check(user, password)) && known);
+    if (!ok || subject === undefined) throw new XenApiError('SESSION_AUTHENTICATION_FAILED', user, 'Authentication failure');
+    return this.open(user, subject, user === ROOT, originator);
+  }
+
+  private open(user: string, subject: string, superuser: boolean, originator: string): string {
     const now = formatDateTime(new Date());
     const ref = this.store.transact((tx) =>
       tx.create('session', {
@@ -53,7 +91,20 @@ export class Sessions {
       }),
     );
     this.lastUsed.set(ref, Date.now());
+    this.trimGroup(ref);
     return ref;
+  }
+
+  /** Keeps the new session's group within its limit, destroying the least recently used. */
+  private trimGroup(fresh: string): void {
+    const { key, limit } = groupOf(this.store.must('session', fresh));
+    const group = this.store.where('session', (s) => groupOf(s).key === key).map(([ref]) => ref);
+    if (group.length <= limit) return;
+    const seen = (ref: string): number => this.lastUsed.get(ref) ?? 0;
+    const doomed = group.filter((r) => r !== fresh).sort((a, b) => seen(a) - seen(b)).slice(0, group.length - limit);
+    this.store.transact((tx) => doomed.forEach((ref) => tx.delete('session', ref)));
+    doomed.forEach((ref) => this.forgetCached(ref));
+    this.log.info({ group: key, destroyed: doomed.length, limit }, 'session limit reached: destroyed the least recently used sessions');
   }
 
   /** The subject of a local account, if `user` names one. */

@@ -1,10 +1,10 @@
 /** Logging in and out, and passwords. */
 import { XenApiError } from '../datamodel/api-error.ts';
-import type { HandlerTable } from './context.ts';
+import { UNKNOWN_ORIGIN, type HandlerTable } from './context.ts';
 
 export const sessionHandlers: HandlerTable = {
-  login_with_password: ({ services }, a) =>
-    services.sessions.login(String(a.uname), String(a.pwd), String(a.originator ?? '')),
+  login_with_password: ({ services, origin }, a) =>
+    services.sessions.login(String(a.uname), String(a.pwd), String(a.originator ?? ''), origin ?? UNKNOWN_ORIGIN),
 
   logout: ({ services, session }) => services.sessions.logout(session.ref),
 

@@ -1,0 +1,192 @@
+/**
+ * Logins cannot starve the host. Password hashing (scrypt, ~100 ms of a core)
+ * runs off the event loop, a few checks at a time, in three queues served in
+ * order: callers with no recent failures; callers from an address with
+ * failures (a shared address under attack); checks of an account with recent
+ * failures (the account under attack: one check at a time). Whoever is over
+ * the limits of their queue is refused unchecked, and every failure is
+ * answered only after a delay: a flood of wrong passwords costs the attacker
+ * time and the host little, and a correct login by someone else goes first.
+ */
+import type { Logger } from 'pino';
+
+export interface ThrottleLimits {
+  /** Password checks that run at once (each holds a thread-pool thread for ~100 ms). */
+  readonly concurrency: number;
+  /** Failures are remembered for this long. */
+  readonly windowMs: number;
+  /** Failures after which an address or account is suspect. */
+  readonly suspectAfter: number;
+  /** Checks in flight for one clean address or account before further ones queue behind others'. */
+  readonly cleanInFlight: number;
+  /** How long a failed or refused login waits before it is answered. */
+  readonly failureDelayMs: number;
+}
+
+export const DEFAULT_LIMITS: ThrottleLimits = {
+  concurrency: 2,
+  windowMs: 5 * 60_000,
+  suspectAfter: 3,
+  cleanInFlight: 16,
+  failureDelayMs: 1000,
+};
+
+/** How many keys (addresses, accounts) are tracked at most; the oldest are forgotten first. */
+const MAX_TRACKED = 20_000;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Failure times per key, within the window. */
+class FailureCounts {
+  private readonly times = new Map<string, number[]>();
+
+  constructor(private readonly windowMs: number) {}
+
+  count(key: string, now = Date.now()): number {
+    const list = this.times.get(key);
+    if (!list) return 0;
+    const fresh = list.filter((t) => now - t < this.windowMs);
+    if (fresh.length === 0) this.times.delete(key);
+    else if (fresh.length !== list.length) this.times.set(key, fresh);
+    return fresh.length;
+  }
+
+  add(key: string, now = Date.now()): void {
+    const list = this.times.get(key) ?? [];
+    list.push(now);
+    if (list.length > 256) list.shift();
+    this.times.delete(key); // re-insert: the map's order is by last failure
+    this.times.set(key, list);
+    if (this.times.size > MAX_TRACKED) this.times.delete(this.times.keys().next().value!);
+  }
+
+  clear(key: string): void {
+    this.times.delete(key);
+  }
+}
+
+/** The queues, in the order they are served. */
+const enum Lane {
+  Clean = 0,
+  SuspectAddress = 1,
+  SuspectAccount = 2,
+}
+
+/** A few slots for password checks; waiters of a lower lane go first. */
+class CheckSlots {
+  private running = 0;
+  private readonly lanes: (() => void)[][] = [[], [], []];
+
+  constructor(private readonly size: number) {}
+
+  async run<T>(lane: Lane, work: () => Promise<T>): Promise<T> {
+    if (this.running >= this.size) await new Promise<void>((r) => this.lanes[lane].push(r));
+    else this.running++;
+    try {
+      return await work();
+    } finally {
+      const next = this.lanes.find((l) => l.length > 0)?.shift();
+      if (next) next(); // the slot passes straight to the next waiter
+      else this.running--;
+    }
+  }
+}
+
+/** Counts of checks in flight, by key. */
+class InFlight {
+  private readonly n = new Map<string, number>();
+  get(key: string): number {
+    return this.n.get(key) ?? 0;
+  }
+  enter(...keys: string[]): void {
+    for (const k of keys) this.n.set(k, this.get(k) + 1);
+  }
+  leave(...keys: string[]): void {
+    for (const k of keys) {
+      const left = this.get(k) - 1;
+      if (left > 0) this.n.set(k, left);
+      else this.n.delete(k);
+    }
+  }
+}
+
+export class LoginThrottle {
+  private readonly failures: FailureCounts;
+  private readonly slots: CheckSlots;
+  private readonly inFlight = new InFlight();
+  /** Checks running (holding a slot), by account. */
+  private readonly checking = new InFlight();
+  /** Keys whose refusals were already logged, so a flood writes a line per source, not thousands. */
+  private readonly refusalLogged = new Set<string>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly limits: ThrottleLimits = DEFAULT_LIMITS,
+  ) {
+    this.failures = new FailureCounts(limits.windowMs);
+    this.slots = new CheckSlots(limits.concurrency);
+  }
+
+  /** Which queue a check goes to, or null when it is refused unchecked. */
+  private laneOf(addrKey: string, userKey: string): Lane | null {
+    const { suspectAfter, cleanInFlight } = this.limits;
+    if (this.failures.count(userKey) >= suspectAfter) return this.inFlight.get(userKey) >= 1 ? null : Lane.SuspectAccount;
+    if (this.inFlight.get(userKey) >= cleanInFlight) return Lane.SuspectAccount;
+    if (this.failures.count(addrKey) >= suspectAfter || this.inFlight.get(addrKey) >= cleanInFlight) return Lane.SuspectAddress;
+    return Lane.Clean;
+  }
+
+  /**
+   * Runs `check` (the password check) under the limits: true when it passed.
+   * A refusal or a failure resolves false only after the failure delay.
+   * `known` is false for a name that cannot log in: its check costs no CPU
+   * (it only waits as long as a real one), so it takes no slot.
+   */
+  async attempt(account: string, address: string, known: boolean, check: () => Promise<boolean>): Promise<boolean> {
+    const addrKey = `address:${address}`;
+    const userKey = `account:${account}`;
+    const lane = known ? this.laneOf(addrKey, userKey) : Lane.Clean;
+    let outcome: 'ok' | 'failed' | 'refused' = 'refused';
+    if (lane !== null) {
+      this.inFlight.enter(addrKey, userKey);
+      try {
+        outcome = known ? await this.slots.run(lane, () => this.checkOnce(userKey, lane, check)) : (await check()) ? 'ok' : 'failed';
+      } finally {
+        this.inFlight.leave(addrKey, userKey);
+      }
+    }
+    if (outcome === 'ok') {
+      this.failures.clear(userKey);
+      this.refusalLogged.delete(userKey);
+      return true;
+    }
+    if (outcome === 'refused') {
+      if (!this.refusalLogged.has(userKey)) {
+        this.refusalLogged.add(userKey);
+        this.log.warn({ address, account }, 'logins refused unchecked while this account has recent failures; answered after a delay');
+      }
+    } else {
+      this.failures.add(addrKey);
+      this.failures.add(userKey);
+      this.log.warn({ address, account }, 'login failed');
+    }
+    await sleep(this.limits.failureDelayMs);
+    return false;
+  }
+
+  /** Runs a queued check, unless its account failed meanwhile and another check of it runs. */
+  private async checkOnce(userKey: string, lane: Lane, check: () => Promise<boolean>): Promise<'ok' | 'failed' | 'refused'> {
+    if (lane !== Lane.Clean && this.failures.count(userKey) >= this.limits.suspectAfter && this.checking.get(userKey) >= 1) return 'refused';
+    this.checking.enter(userKey);
+    try {
+      return (await check()) ? 'ok' : 'failed';
+    } finally {
+      this.checking.leave(userKey);
+    }
+  }
+
+  /** Hashing outside a login (setting a password) shares the slots, as a clean caller. */
+  hashing<T>(work: () => Promise<T>): Promise<T> {
+    return this.slots.run(Lane.Clean, work);
+  }
+}
