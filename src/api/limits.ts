@@ -45,8 +45,10 @@ export function defaultLimits(softLimit = openFilesSoftLimit()): HttpLimits {
     maxConnectionsPerClient: Math.min(256, maxConnections),
     headersTimeoutMs: 20_000,
     keepAliveTimeoutMs: 65_000,
-    maxRpcBodyBytes: 16 * MiB,
-    maxRpcBytesInFlight: 64 * MiB,
+    // xapi itself refuses RPC bodies over 300 KiB, so every real call fits with room to spare
+    maxRpcBodyBytes: 2 * MiB,
+    // a body costs about four times its size while it is decoded and served: this keeps a flood to ~150 MB
+    maxRpcBytesInFlight: 32 * MiB,
     rpcBodyTimeoutMs: 60_000,
   };
 }

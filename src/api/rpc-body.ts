@@ -38,6 +38,8 @@ export class RpcBodies {
     if (this.inFlight + reserved > maxRpcBytesInFlight) return Promise.resolve(this.refuse(req, { kind: 'busy' }));
     this.inFlight += reserved;
     return new Promise((resolve) => {
+      // a declared length is filled in place (no second copy); a chunked body is joined at its end
+      const whole = declared !== undefined ? Buffer.allocUnsafe(declared) : undefined;
       const chunks: Buffer[] = [];
       let size = 0;
       let settled = false;
@@ -66,12 +68,13 @@ export class RpcBodies {
           this.inFlight += size - reserved;
           reserved = size;
         }
-        chunks.push(c);
+        if (whole && size <= whole.length) c.copy(whole, size - c.length);
+        else chunks.push(c);
       };
       req.on('data', onData);
       req.once('end', () => {
         if (settled) return;
-        const text = chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8');
+        const text = whole ? whole.toString('utf8', 0, size) : chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks).toString('utf8');
         chunks.length = 0;
         finish({ ok: true, text, release });
       });

@@ -14,9 +14,9 @@ export const portOf = (url: string): number => Number(new URL(url).port);
  * Sends `request` bytes as they are and reads one response (by Content-Length,
  * or to the end of the connection). Rejects if the connection closes with no status.
  */
-export function rawRequest(port: number, request: string | Buffer, timeoutMs = 10_000, host = '127.0.0.1'): Promise<RawResponse> {
+export function rawRequest(port: number, request: string | Buffer | readonly Buffer[], timeoutMs = 10_000, localAddress?: string): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ port, host });
+    const socket = net.connect({ port, host: '127.0.0.1', localAddress });
     let data = Buffer.alloc(0);
     const timer = setTimeout(() => {
       socket.destroy();
@@ -50,6 +50,7 @@ export function rawRequest(port: number, request: string | Buffer, timeoutMs = 1
       clearTimeout(timer);
       reject(new Error(`connection closed without a complete response; got ${JSON.stringify(data.toString('latin1').slice(0, 200))}`));
     });
-    socket.write(request);
+    // several buffers are written as they are: a large shared body is never copied
+    for (const part of typeof request === 'string' || Buffer.isBuffer(request) ? [request] : request) socket.write(part);
   });
 }
