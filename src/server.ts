@@ -15,6 +15,7 @@ import type { HttpLimits } from './api/limits.ts';
 import { ensureCertificate, serverTlsOptions } from './api/tls.ts';
 import { Accounts, ROOT } from './auth/accounts.ts';
 import { AuditLog } from './auth/audit.ts';
+import { listenLocalRoot, localRootSocketOf } from './auth/local-root.ts';
 import { makePrivate, privateDataDir } from './auth/private-files.ts';
 import { Sessions } from './auth/sessions.ts';
 import { Store } from './db/store.ts';
@@ -48,6 +49,8 @@ export interface ServerConfig {
   logger?: Logger;
   /** Connection, header and RPC body limits (defaults in api/limits.ts). */
   httpLimits?: Partial<HttpLimits>;
+  /** More local root sockets besides `<data-dir>/xapi` (e.g. xapi's /var/lib/xcp/xapi). */
+  localSockets?: readonly string[];
 }
 
 export interface RunningServer {
@@ -135,6 +138,18 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
     const s = front.createServer(serverTlsOptions(tls));
     httpsUrl = urlOf('https', await listen(s, cfg.https));
     servers.push(s);
+  }
+  const localFront = new ApiFront({ dispatcher, routes, log, limits: cfg.httpLimits, localRoot: true });
+  for (const path of [localRootSocketOf(cfg.dataDir), ...(cfg.localSockets ?? [])]) {
+    const s = localFront.createServer();
+    try {
+      await listenLocalRoot(s, path);
+      servers.push(s);
+    } catch (err) {
+      // the data directory's own socket is best effort (its path may be too long); one asked for is not
+      if (path !== localRootSocketOf(cfg.dataDir)) throw err;
+      log.warn({ err, path }, 'no local root socket in the data directory');
+    }
   }
   const housekeeping = setInterval(() => {
     try {

@@ -47,6 +47,7 @@ const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https AD
                      [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--durability crash|power] [--log-level LEVEL]
                      [--max-connections N] [--max-connections-per-client N] [--headers-timeout S] [--keep-alive-timeout S]
                      [--rpc-body-timeout S] [--max-rpc-body-mib M] [--max-rpc-in-flight-mib M]
+                     [--local-socket PATH]…
        xenon stop --data-dir DIR [--guests] [--timeout SECONDS]
          stops the daemon of DIR; its guests, bridges and Open vSwitch daemons keep running unless --guests
          (which shuts the guests down, cleanly within the timeout, else hard, and removes the rest).
@@ -57,6 +58,7 @@ async function server(rest: string[]): Promise<void> {
     args: rest,
     options: {
       'data-dir': { type: 'string' },
+      'local-socket': { type: 'string', multiple: true },
       http: { type: 'string' },
       https: { type: 'string' },
       backend: { type: 'string' },
@@ -83,6 +85,7 @@ async function server(rest: string[]): Promise<void> {
   const server = await startServer(
     {
       dataDir: values['data-dir'],
+      localSockets: values['local-socket'] ?? [],
       http: parseListen(values.http, '127.0.0.1') ?? { host: '127.0.0.1', port: 80 },
       https: https ?? null,
       backend,
