@@ -17,6 +17,8 @@ export const portOf = (url: string): number => Number(new URL(url).port);
 export function rawRequest(port: number, request: string | Buffer | readonly Buffer[], timeoutMs = 10_000, localAddress?: string): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ port, host: '127.0.0.1', localAddress });
+    const first = typeof request === 'string' || Buffer.isBuffer(request) ? request : request[0];
+    const isHead = (typeof first === 'string' ? first : first.toString('latin1', 0, 5)).startsWith('HEAD ');
     let data = Buffer.alloc(0);
     const timer = setTimeout(() => {
       socket.destroy();
@@ -32,8 +34,16 @@ export function rawRequest(port: number, request: string | Buffer | readonly Buf
         const i = line.indexOf(':');
         if (i > 0) headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
       }
-      const length = headers['content-length'] === undefined ? undefined : Number(headers['content-length']);
-      const body = data.subarray(end + 4);
+      let body: Buffer = data.subarray(end + 4);
+      const bodiless = isHead || status === 304 || status === 204 || (status >= 100 && status < 200);
+      const chunked = /chunked/i.test(headers['transfer-encoding'] ?? '');
+      if (chunked && !bodiless) {
+        const last = body.indexOf('\r\n0\r\n\r\n');
+        if (last < 0 && !body.subarray(0, 5).equals(Buffer.from('0\r\n\r\n'))) {
+          if (!ended) return false;
+        } else body = dechunk(body);
+      }
+      const length = bodiless ? 0 : chunked ? body.length : headers['content-length'] === undefined ? undefined : Number(headers['content-length']);
       if (length === undefined ? !ended : body.length < length) return false;
       clearTimeout(timer);
       socket.destroy();
@@ -53,4 +63,19 @@ export function rawRequest(port: number, request: string | Buffer | readonly Buf
     // several buffers are written as they are: a large shared body is never copied
     for (const part of typeof request === 'string' || Buffer.isBuffer(request) ? [request] : request) socket.write(part);
   });
+}
+
+/** The data of a chunked body (extensions and trailers ignored). */
+function dechunk(body: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let at = 0;
+  for (;;) {
+    const eol = body.indexOf('\r\n', at);
+    if (eol < 0) break;
+    const size = parseInt(body.subarray(at, eol).toString('latin1'), 16);
+    if (!(size > 0)) break;
+    parts.push(body.subarray(eol + 2, eol + 2 + size));
+    at = eol + 2 + size + 2;
+  }
+  return Buffer.concat(parts);
 }
