@@ -3,16 +3,10 @@ import { join } from 'node:path';
 import type { Plugin } from './server.ts';
 import type { HypervisorBackend } from './xenops/backend.ts';
 import { consoleConnect, consoleLog } from './messages/console.ts';
-import { vmHandlers } from './messages/vm.ts';
-import { vmStorageHandlers } from './messages/vm-storage.ts';
-import { pbdHandlers, srHandlers } from './messages/sr.ts';
-import { vdiHandlers } from './messages/vdi.ts';
-import { vbdHandlers } from './messages/vbd.ts';
 import { Storage } from './messages/sr-drivers.ts';
 import { ensureLocalSr, ensureSmRecords } from './messages/storage-setup.ts';
 import { exportRawVdi, importRawVdi } from './messages/vdi-http.ts';
 import { exportVm, importVm } from './messages/vm-xva.ts';
-import { bondHandlers, networkHandlers, pifHandlers, vifHandlers, vlanHandlers } from './messages/network.ts';
 import { Networking } from './messages/networking.ts';
 import { createNetworkBackend } from './network/index.ts';
 import { claimNetworkNamespace } from './network/claim.ts';
@@ -39,7 +33,6 @@ export function networkPlugin(o: { network?: 'ovs' | 'bridge'; attachUplinks?: b
   let timer: NodeJS.Timeout | undefined;
   return {
     name: 'network',
-    handlers: { network: networkHandlers, VIF: vifHandlers, VLAN: vlanHandlers, PIF: pifHandlers, Bond: bondHandlers },
     async start(services) {
       const log = services.log.child({ subsystem: 'network' });
       // refuse early, with a message that says what to do, if another data directory networks here
@@ -47,8 +40,8 @@ export function networkPlugin(o: { network?: 'ovs' | 'bridge'; attachUplinks?: b
       const backend = createNetworkBackend({ dataDir: services.dataDir, prefer: o.network, log: (m) => log.debug(m) });
       await backend.start();
       networking = new Networking(backend, services, o.attachUplinks ?? false);
-      services.ext.networking = networking;
-      services.ext.nics = networking;
+      services.networking = networking;
+      services.nics = networking;
       await networking.introduceNics();
       const r = await networking.reconcile();
       log.info({ backend: backend.kind, ...r }, 'network reconciled');
@@ -69,11 +62,9 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
   let timer: NodeJS.Timeout | undefined;
   return {
     name: 'storage',
-    handlers: { SR: srHandlers, PBD: pbdHandlers, VDI: vdiHandlers, VBD: vbdHandlers, VM: vmStorageHandlers },
     async start(services, routes) {
       storage = new Storage(services);
-      services.ext.storage = storage;
-      services.ext.disks = storage;
+      services.storage = storage;
       ensureSmRecords(services);
       await ensureLocalSr(services, storage);
       routes.routes.set('/import_raw_vdi', importRawVdi(services, storage));
@@ -110,12 +101,11 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
   let timer: NodeJS.Timeout | undefined;
   return {
     name: 'xenops',
-    handlers: { VM: vmHandlers },
     async start(services, routes) {
       const log = services.log.child({ subsystem: 'xenops' });
       const backend = await makeBackend(o, services.dataDir, (m) => log.debug(m));
       xenops = new Xenops(backend, services);
-      services.ext.xenops = xenops;
+      services.xenops = xenops;
       xenops.listen();
       const r = await xenops.reconcile();
       log.info({ backend: backend.name, ...r }, 'domains reconciled');

@@ -20,8 +20,8 @@ import { makePrivate, privateDataDir } from './auth/private-files.ts';
 import { Sessions } from './auth/sessions.ts';
 import { Store } from './db/store.ts';
 import { readHostFacts } from './host/facts.ts';
-import type { HandlerTable, Services } from './messages/context.ts';
-import { CORE_HANDLERS } from './messages/index.ts';
+import type { Services } from './messages/context.ts';
+import { HANDLERS } from './messages/index.ts';
 import { firstStart } from './pool/first-start.ts';
 import { Tasks } from './tasks/manager.ts';
 
@@ -61,10 +61,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Subsystems register their handlers and HTTP routes through this. */
+/** Subsystems attach their service (`services.xenops`, …) and HTTP routes through this. */
 export interface Plugin {
   name: string;
-  handlers?: Readonly<Record<string, HandlerTable>>;
   start?(services: Services, routes: HttpRoutes): Promise<void> | void;
   stop?(): Promise<void> | void;
 }
@@ -114,14 +113,9 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
     store, sessions, tasks, log, audit, dataDir: cfg.dataDir,
     hostRef: () => identity.host,
     poolRef: () => identity.pool,
-    ext: {},
   };
   const routes: HttpRoutes = { routes: new Map(), connect: new Map() };
-  const tables: Record<string, HandlerTable> = { ...CORE_HANDLERS };
-  for (const p of plugins) {
-    for (const [cls, table] of Object.entries(p.handlers ?? {})) tables[cls] = { ...tables[cls], ...table };
-  }
-  const dispatcher = new Dispatcher(services, tables);
+  const dispatcher = new Dispatcher(services, HANDLERS);
   for (const p of plugins) await p.start?.(services, routes);
 
   const front = new ApiFront({ dispatcher, routes, log, limits: cfg.httpLimits });

@@ -4,11 +4,12 @@
  * handle checks, then the class's handler (or the generic one), sync or as a task.
  */
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
-import { getClass, MESSAGES, type ModelMessage } from '../datamodel/model.ts';
+import { findMessage, getClass, MESSAGES, type ModelMessage } from '../datamodel/model.ts';
 import { NULL_REF, type XType } from '../datamodel/types.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
-import { UNKNOWN_ORIGIN, type Args, type CallContext, type CallOrigin, type Handler, type HandlerTable, type Services } from '../messages/context.ts';
+import { notImplemented, UNKNOWN_ORIGIN, type Args, type CallContext, type CallOrigin, type LooseHandler, type Services } from '../messages/context.ts';
 import { runGeneric } from '../messages/generic.ts';
+import type { HandlerSet } from '../messages/index.ts';
 import { toXml, unmarshal } from '../wire/marshal.ts';
 
 export type CallOutcome =
@@ -18,26 +19,34 @@ export type CallOutcome =
 const STRING: XType = { kind: 'string' };
 const STRING_SET: XType = { kind: 'set', of: STRING };
 
-/** Messages whose trailing parameters have defaults in xapi: the fewest a caller may send (session not counted). */
-const MINIMUM_PARAMS: Record<string, number> = {
-  'session.login_with_password': 2,
-  'VM.snapshot': 2,
-};
+/** The handlers are typed per message (messages/generated/handlers.ts); here they are called by name. */
+const isHandler = (v: unknown): v is LooseHandler => typeof v === 'function';
+
+/** Every handler of a set by wire name (`Class.message`); explicit messages marked notImplemented are left out. */
+export function handlersByWireName(set: HandlerSet): Map<string, LooseHandler> {
+  const out = new Map<string, LooseHandler>();
+  const tables: Readonly<Record<string, object | undefined>> = set;
+  for (const [cls, table] of Object.entries(tables)) {
+    for (const [name, h] of Object.entries(table ?? {})) {
+      const entry: unknown = h;
+      if (!MESSAGES.has(`${cls}.${name}`)) throw new Error(`handler for undeclared message ${cls}.${name}`);
+      if (entry === notImplemented) continue;
+      if (!isHandler(entry)) throw new Error(`handler for ${cls}.${name} is not a function`);
+      out.set(`${cls}.${name}`, entry);
+    }
+  }
+  return out;
+}
 
 export class Dispatcher {
-  private readonly handlers = new Map<string, Handler>();
+  private readonly handlers: ReadonlyMap<string, LooseHandler>;
   private readonly listed: string[];
 
   constructor(
     private readonly services: Services,
-    tables: Readonly<Record<string, HandlerTable>>,
+    set: HandlerSet,
   ) {
-    for (const [cls, table] of Object.entries(tables)) {
-      for (const [name, h] of Object.entries(table)) {
-        if (!MESSAGES.has(`${cls}.${name}`)) throw new Error(`handler for undeclared message ${cls}.${name}`);
-        this.handlers.set(`${cls}.${name}`, h);
-      }
-    }
+    this.handlers = handlersByWireName(set);
     this.listed = this.computeListing();
   }
 
@@ -71,8 +80,8 @@ export class Dispatcher {
     try {
       if (method === 'system.listMethods') return { ok: true, type: STRING_SET, value: this.listed };
       const isAsync = method.startsWith('Async.');
-      const name = isAsync ? method.slice(6) : method;
-      const m = MESSAGES.get(name);
+      // Class_message is accepted as Class.message, as xapi does (also after Async.)
+      const m = findMessage(isAsync ? method.slice(6) : method);
       if (!m || (isAsync && !m.async)) throw new XenApiError('MESSAGE_METHOD_UNKNOWN', method);
       const session = this.checkArity(m, raw, method);
       const args = this.convertArgs(m, raw);
@@ -92,7 +101,7 @@ export class Dispatcher {
   /** Arity, then session and role: returns the caller's session (absent for login-style calls). */
   private checkArity(m: ModelMessage, raw: readonly unknown[], method: string): SessionInfo | undefined {
     const declared = m.params.length + (m.session ? 1 : 0);
-    const minimum = (MINIMUM_PARAMS[m.wireName] ?? m.params.length) + (m.session ? 1 : 0);
+    const minimum = m.minParams + (m.session ? 1 : 0);
     if (raw.length > declared || raw.length < minimum) {
       throw new XenApiError('MESSAGE_PARAMETER_COUNT_MISMATCH', method, m.params.length, raw.length - (m.session ? 1 : 0));
     }
@@ -106,15 +115,21 @@ export class Dispatcher {
     return session;
   }
 
+  /** Checked arguments by name; trailing parameters left out get their declared defaults. */
   private convertArgs(m: ModelMessage, raw: readonly unknown[]): Args {
     const offset = m.session ? 1 : 0;
     const args: Record<string, unknown> = {};
     m.params.forEach((p, i) => {
       const v = raw[i + offset];
-      if (v === undefined) return; // an optional tail parameter left out
+      if (v === undefined) {
+        // arity was checked: only a parameter with a default can be missing
+        const fallback = p.default?.value;
+        args[p.name] = fallback !== null && typeof fallback === 'object' ? structuredClone(fallback) : fallback;
+        return;
+      }
       const value = unmarshal(p.type, v, p.name);
-      if (p.type.kind === 'ref' && value !== NULL_REF && getClass(p.type.cls)?.decl.persistent) {
-        if (!this.services.store.get(p.type.cls, value as string)) throw new XenApiError('HANDLE_INVALID', p.type.cls, value as string);
+      if (p.type.kind === 'ref' && typeof value === 'string' && value !== NULL_REF && getClass(p.type.cls)?.decl.persistent) {
+        if (!this.services.store.getAny(p.type.cls, value)) throw new XenApiError('HANDLE_INVALID', p.type.cls, value);
       }
       args[p.name] = value;
     });
@@ -122,7 +137,7 @@ export class Dispatcher {
   }
 
   /** Async.<message>: a task now, the work in the background, the outcome on the task. */
-  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: Handler, origin: CallOrigin): string {
+  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: LooseHandler, origin: CallOrigin): string {
     const { tasks } = this.services;
     const task = tasks.create(`Async.${m.wireName}`, '', session.ref);
     const ctx: CallContext = { services: this.services, session, origin, message: m, task };

@@ -41,6 +41,8 @@ export interface FieldDecl {
 export interface ParamDecl {
   readonly name: string;
   readonly type: string;
+  /** The value a caller may leave out (only trailing parameters have one, as in xapi). */
+  readonly default?: DefaultValue;
 }
 
 export interface MessageDecl {
@@ -98,15 +100,59 @@ export const cn = field('RO/constructor');
 /** A field clients may set. */
 export const rw = field('RW');
 
-/** Parses `'VM ref vm, bool force'` into parameter declarations. */
+/**
+ * Parses `'VM ref vm, bool force = false'` into parameter declarations. A
+ * default is JSON (`false`, `0`, `""`, `{}`, `[]`) or, for a ref, the bare
+ * `OpaqueRef:NULL`; once one parameter has a default, every later one must.
+ */
 export function parseParams(text: string): ParamDecl[] {
   if (text.trim() === '') return [];
-  return text.split(',').map((part) => {
-    const trimmed = part.trim();
-    const cut = trimmed.lastIndexOf(' ');
-    if (cut < 0) throw new Error(`datamodel: parameter needs a type and a name: '${trimmed}'`);
-    return { type: trimmed.slice(0, cut).trim(), name: trimmed.slice(cut + 1) };
+  const params = splitTopLevel(text).map((part): ParamDecl => {
+    const [decl, defaultText] = splitDefault(part.trim());
+    const cut = decl.lastIndexOf(' ');
+    if (cut < 0) throw new Error(`datamodel: parameter needs a type and a name: '${decl}'`);
+    const param = { type: decl.slice(0, cut).trim(), name: decl.slice(cut + 1) };
+    return defaultText === undefined ? param : { ...param, default: parseDefault(defaultText) };
   });
+  const firstDefault = params.findIndex((p) => p.default !== undefined);
+  if (firstDefault >= 0 && params.slice(firstDefault).some((p) => p.default === undefined)) {
+    throw new Error(`datamodel: only trailing parameters may have defaults: '${text}'`);
+  }
+  return params;
+}
+
+/** Splits at commas outside brackets and quotes (defaults may hold `{}` or strings). */
+function splitTopLevel(text: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let quoted = false;
+  let start = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"' && text[i - 1] !== '\\') quoted = !quoted;
+    else if (!quoted && (c === '{' || c === '[')) depth++;
+    else if (!quoted && (c === '}' || c === ']')) depth--;
+    else if (!quoted && depth === 0 && c === ',') {
+      out.push(text.slice(start, i));
+      start = i + 1;
+    }
+  }
+  out.push(text.slice(start));
+  return out;
+}
+
+function splitDefault(part: string): [string, string | undefined] {
+  const eq = part.indexOf('=');
+  return eq < 0 ? [part, undefined] : [part.slice(0, eq).trim(), part.slice(eq + 1).trim()];
+}
+
+function parseDefault(text: string): DefaultValue {
+  if (text.startsWith('OpaqueRef:')) return text;
+  try {
+    return JSON.parse(text) as DefaultValue;
+  } catch {
+    throw new Error(`datamodel: a default must be JSON or a ref: '${text}'`);
+  }
 }
 
 interface MsgOpts {

@@ -5,7 +5,7 @@
  */
 import { CLASSES } from './classes/index.ts';
 import { ENUMS } from './enums.ts';
-import { expandRoles, type ClassDecl, type FieldDecl, type Lifecycle, type Qualifier, type Role, type RoleSpec } from './dsl.ts';
+import { expandRoles, type ClassDecl, type FieldDecl, type Lifecycle, type ParamDecl, type Qualifier, type Role, type RoleSpec } from './dsl.ts';
 import { parseType, zeroValue, type XType } from './types.ts';
 
 export type GenericKind =
@@ -17,6 +17,8 @@ export interface ModelParam {
   readonly name: string;
   readonly typeText: string;
   readonly type: XType;
+  /** Set when a caller may leave the parameter out (xapi's param_default). */
+  readonly default?: { readonly value: unknown };
 }
 
 export interface ModelMessage {
@@ -25,6 +27,8 @@ export interface ModelMessage {
   /** `Class.name`, as called on the wire. */
   readonly wireName: string;
   readonly params: readonly ModelParam[];
+  /** The fewest parameters a caller may send (session not counted): those before the first default. */
+  readonly minParams: number;
   readonly resultText: string;
   readonly result: XType;
   readonly roles: readonly Role[];
@@ -129,9 +133,19 @@ function derive(c: ClassDecl): Draft[] {
   return out;
 }
 
-function toParams(texts: readonly { name: string; type: string }[]): ModelParam[] {
-  return texts.map((p) => ({ name: p.name, typeText: p.type, type: parseType(p.type) }));
+function toParams(decls: readonly ParamDecl[]): ModelParam[] {
+  return decls.map((p) => ({
+    name: p.name,
+    typeText: p.type,
+    type: parseType(p.type),
+    ...(p.default === undefined ? {} : { default: { value: p.default } }),
+  }));
 }
+
+const minParams = (params: readonly ModelParam[]): number => {
+  const first = params.findIndex((p) => p.default !== undefined);
+  return first < 0 ? params.length : first;
+};
 
 function buildClass(c: ClassDecl): ModelClass {
   const fields = c.fields.map(modelField);
@@ -146,6 +160,7 @@ function buildClass(c: ClassDecl): ModelClass {
       name: d.name,
       wireName: `${c.name}.${d.name}`,
       params: toParams(params),
+      minParams: params.length,
       resultText: d.result,
       result: parseType(d.result),
       roles: expandRoles(d.roles),
@@ -159,11 +174,13 @@ function buildClass(c: ClassDecl): ModelClass {
   }
   for (const m of c.messages) {
     // an explicit message overrides a derived one of the same name
+    const params = toParams(m.params);
     messages.set(m.name, {
       cls: c.name,
       name: m.name,
       wireName: `${c.name}.${m.name}`,
-      params: toParams(m.params),
+      params,
+      minParams: minParams(params),
       resultText: m.result,
       result: parseType(m.result),
       roles: expandRoles(m.roles),
@@ -199,6 +216,19 @@ export function enumValues(name: string): readonly string[] | undefined {
 export const MESSAGES: ReadonlyMap<string, ModelMessage> = new Map(
   MODEL.flatMap((c) => [...c.messages.values()].map((m) => [m.wireName, m] as const)),
 );
+
+/**
+ * Every message by the names a caller may use: `Class.message` and, as xapi
+ * also accepts, `Class_message` (the Python binding sends `event_from`, as
+ * `from` is a keyword there).
+ */
+const CALLABLE: ReadonlyMap<string, ModelMessage> = new Map(
+  [...MESSAGES.values()].flatMap((m) => [[m.wireName, m], [`${m.cls}_${m.name}`, m]] as const),
+);
+
+export function findMessage(name: string): ModelMessage | undefined {
+  return CALLABLE.get(name);
+}
 
 /** A fresh record of a class with every field at its default. */
 export function defaultRecord(cls: ModelClass): Record<string, unknown> {

@@ -8,6 +8,7 @@
 import Database from 'better-sqlite3';
 import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
+import type { ClassName, Records, Ref } from '../datamodel/generated/records.ts';
 import { defaultRecord, getClass, MODEL, type ModelClass } from '../datamodel/model.ts';
 import type { XType } from '../datamodel/types.ts';
 import { RELATIONS, type Relation } from '../datamodel/relations.ts';
@@ -19,8 +20,19 @@ const RELATIONS_BY_CHILD = new Map<string, Relation[]>();
 for (const r of RELATIONS) RELATIONS_BY_CHILD.set(r.child.cls, [...(RELATIONS_BY_CHILD.get(r.child.cls) ?? []), r]);
 
 export type { DbRecord } from './record.ts';
+/** A stored record of class C, as the datamodel declares it. */
+export type Row<C extends ClassName> = Readonly<Records[C]>;
+/** Fields to write to a record of class C. */
+export type Patch<C extends ClassName> = Partial<Records[C]>;
 
 export const newRef = (): string => `OpaqueRef:${randomUUID()}`;
+
+/**
+ * The one place a stored record meets its declared type: create and update
+ * accept only `Patch<C>` for literal class names, and dispatch checks every
+ * argument against the datamodel before it reaches a handler.
+ */
+const typed = <C extends ClassName>(r: DbRecord | undefined): Row<C> | undefined => r as Row<C> | undefined;
 
 interface Pending {
   cls: string;
@@ -30,11 +42,16 @@ interface Pending {
 }
 
 export interface Tx {
-  get(cls: string, ref: string): DbRecord | undefined;
+  get<C extends ClassName>(cls: C, ref: string): Row<C> | undefined;
   /** Creates a record, filling defaults and a fresh uuid; returns its ref. */
-  create(cls: string, fields: Record<string, unknown>, ref?: string): string;
-  update(cls: string, ref: string, patch: Record<string, unknown>): DbRecord;
-  delete(cls: string, ref: string): void;
+  create<C extends ClassName>(cls: C, fields: Patch<C>, ref?: string): Ref<C>;
+  update<C extends ClassName>(cls: C, ref: string, patch: Patch<C>): Row<C>;
+  delete(cls: ClassName, ref: string): void;
+  /** The same for a class named at run time (fields checked against the model only). */
+  getAny(cls: string, ref: string): DbRecord | undefined;
+  createAny(cls: string, fields: Readonly<Record<string, unknown>>, ref?: string): string;
+  updateAny(cls: string, ref: string, patch: Readonly<Record<string, unknown>>): DbRecord;
+  deleteAny(cls: string, ref: string): void;
 }
 
 export interface StoreOptions {
@@ -135,21 +152,48 @@ export class Store {
     return t;
   }
 
-  get(cls: string, ref: string): DbRecord | undefined {
-    return this.tables.get(cls)?.get(ref);
+  get<C extends ClassName>(cls: C, ref: string): Row<C> | undefined {
+    return typed<C>(this.getAny(cls, ref));
   }
 
   /** The record, or HANDLE_INVALID naming the class and ref. */
-  must(cls: string, ref: string): DbRecord {
-    const r = this.get(cls, ref);
+  must<C extends ClassName>(cls: C, ref: string): Row<C> {
+    return typed<C>(this.mustAny(cls, ref))!;
+  }
+
+  all<C extends ClassName>(cls: C): IterableIterator<[Ref<C>, Row<C>]> {
+    return this.table(cls).entries() as IterableIterator<[Ref<C>, Row<C>]>;
+  }
+
+  /** Finds the records matching a predicate. */
+  where<C extends ClassName>(cls: C, pred: (r: Row<C>) => boolean): [Ref<C>, Row<C>][] {
+    const out: [Ref<C>, Row<C>][] = [];
+    for (const [ref, rec] of this.all(cls)) if (pred(rec)) out.push([ref, rec]);
+    return out;
+  }
+
+  getAny(cls: string, ref: string): DbRecord | undefined {
+    return this.tables.get(cls)?.get(ref);
+  }
+
+  mustAny(cls: string, ref: string): DbRecord {
+    const r = this.getAny(cls, ref);
     if (!r) throw new XenApiError('HANDLE_INVALID', cls, ref);
     return r;
   }
 
-  all(cls: string): IterableIterator<[string, DbRecord]> {
+  allAny(cls: string): IterableIterator<[string, DbRecord]> {
     return this.table(cls).entries();
   }
 
+  whereAny(cls: string, pred: (r: DbRecord) => boolean): [string, DbRecord][] {
+    const out: [string, DbRecord][] = [];
+    for (const e of this.table(cls)) if (pred(e[1])) out.push(e);
+    return out;
+  }
+
+  refs<C extends ClassName>(cls: C): Ref<C>[];
+  refs(cls: string): string[];
   refs(cls: string): string[] {
     return [...this.table(cls).keys()];
   }
@@ -158,15 +202,10 @@ export class Store {
     return this.table(cls).size;
   }
 
+  byUuid<C extends ClassName>(cls: C, uuid: string): Ref<C> | undefined;
+  byUuid(cls: string, uuid: string): string | undefined;
   byUuid(cls: string, uuid: string): string | undefined {
     return this.uuidIndex.get(cls)?.get(uuid);
-  }
-
-  /** Finds the records matching a predicate. */
-  where(cls: string, pred: (r: DbRecord) => boolean): [string, DbRecord][] {
-    const out: [string, DbRecord][] = [];
-    for (const e of this.table(cls)) if (pred(e[1])) out.push(e);
-    return out;
   }
 
   meta(key: string): string | undefined {
@@ -208,8 +247,12 @@ export class Store {
   private readonly tx: Tx = {
     get: (cls, ref) => this.get(cls, ref),
     create: (cls, fields, ref) => this.create(cls, fields, ref),
-    update: (cls, ref, patch) => this.update(cls, ref, patch),
+    update: (cls, ref, patch) => typed(this.update(cls, ref, patch))!,
     delete: (cls, ref) => this.remove(cls, ref),
+    getAny: (cls, ref) => this.getAny(cls, ref),
+    createAny: (cls, fields, ref) => this.create(cls, fields, ref),
+    updateAny: (cls, ref, patch) => this.update(cls, ref, patch),
+    deleteAny: (cls, ref) => this.remove(cls, ref),
   };
 
   private track(cls: string, ref: string, op: EventOp, before: DbRecord | undefined): void {
@@ -217,7 +260,7 @@ export class Store {
     this.pending.push({ cls, ref, op, before });
   }
 
-  private create(clsName: string, fields: Record<string, unknown>, ref = newRef()): string {
+  private create(clsName: string, fields: Readonly<Record<string, unknown>>, ref = newRef()): string {
     const cls = getClass(clsName);
     if (!cls) throw new Error(`no such class: ${clsName}`);
     const table = this.table(clsName);
@@ -225,7 +268,7 @@ export class Store {
     const rec = defaultRecord(cls);
     for (const [k, v] of Object.entries(fields)) {
       if (!cls.hasField(k)) throw new Error(`${clsName} has no field ${k}`);
-      rec[k] = v;
+      if (v !== undefined) rec[k] = v; // a field left undefined keeps its default
     }
     if (cls.hasField('uuid')) {
       if (!rec.uuid) rec.uuid = randomUUID();
@@ -239,7 +282,7 @@ export class Store {
     return ref;
   }
 
-  private update(cls: string, ref: string, patch: Record<string, unknown>): DbRecord {
+  private update(cls: string, ref: string, patch: Readonly<Record<string, unknown>>): DbRecord {
     const table = this.table(cls);
     const before = table.get(ref);
     if (!before) throw new XenApiError('HANDLE_INVALID', cls, ref);
@@ -269,7 +312,7 @@ export class Store {
       const now = after?.[r.child.field] as string | undefined;
       if (was === now) continue;
       const edit = (owner: string | undefined, change: (set: string[]) => string[]): void => {
-        const rec = owner ? this.get(r.owner.cls, owner) : undefined;
+        const rec = owner ? this.getAny(r.owner.cls, owner) : undefined;
         if (!rec) return;
         this.update(r.owner.cls, owner!, { [r.owner.field]: change(rec[r.owner.field] as string[]) });
       };
@@ -304,7 +347,7 @@ export class Store {
         seen.add(ref);
         const stmts = this.statements.get(cls);
         if (!stmts) continue; // not a persistent class
-        const rec = this.get(cls, ref);
+        const rec = this.getAny(cls, ref);
         if (!rec) stmts.remove.run(ref);
         else {
           const model = getClass(cls)!;
@@ -321,7 +364,7 @@ export class Store {
         cls,
         ref,
         op,
-        snapshot: op === 'del' ? before! : this.get(cls, ref) ?? before!,
+        snapshot: op === 'del' ? before! : this.getAny(cls, ref) ?? before!,
       })),
     );
   }

@@ -1,10 +1,80 @@
-/** What the behaviour of a message gets to work with. */
+/**
+ * What the behaviour of a message gets to work with: the core services, the
+ * subsystems that plugins attach (each a small typed interface), and the
+ * shape of a handler.
+ */
 import type { Logger } from 'pino';
 import type { AuditLog } from '../auth/audit.ts';
 import type { Sessions, SessionInfo } from '../auth/sessions.ts';
+import type { Ref, VM_record } from '../datamodel/generated/records.ts';
 import type { ModelMessage } from '../datamodel/model.ts';
 import type { Store } from '../db/store.ts';
+import type { NetworkBackend } from '../network/backend.ts';
+import type { SrDriver, VolumeInfo } from '../storage/sr/driver.ts';
 import type { TaskHandle, Tasks } from '../tasks/manager.ts';
+import type { DiskConfig, DomainConfig, HypervisorBackend } from '../xenops/backend.ts';
+
+/** What storage provides the domain manager: a disk image to boot a guest from. */
+export interface DiskProvider {
+  attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: DiskConfig['format'] }>;
+  detach(vdi: string): Promise<void>;
+}
+
+/** What networking provides the domain manager: a tap (or bridge) for a VIF. */
+export interface NicProvider {
+  plug(vif: string): Promise<{ tap?: string; bridge?: string; mtu?: number }>;
+  unplug(vif: string): Promise<void>;
+}
+
+/** The domain manager (messages/xenops.ts), as messages use it. */
+export interface XenopsService {
+  readonly backend: HypervisorBackend;
+  vmByUuid(uuid: string): string | undefined;
+  domainConfig(vm: string): Promise<DomainConfig>;
+  diskFor(vbd: string, index?: number): Promise<DiskConfig | undefined>;
+  freeMemory(): number;
+  assertMemory(vm: Readonly<VM_record>): void;
+  markStopped(vm: string, state?: 'Halted' | 'Suspended'): Promise<void>;
+  start(vm: string, paused: boolean): Promise<void>;
+  hardShutdown(vm: string): Promise<void>;
+  cleanShutdown(vm: string): Promise<void>;
+  reboot(vm: string, mode: 'clean' | 'hard'): Promise<void>;
+  pause(vm: string): Promise<void>;
+  unpause(vm: string): Promise<void>;
+  suspend(vm: string): Promise<void>;
+  resume(vm: string, paused: boolean): Promise<void>;
+  suspendImage(uuid: string): string;
+  /** Refreshes VM metrics and guest-agent reports. */
+  sampleMetrics(): Promise<void>;
+}
+
+/** SR drivers behind the SR/PBD/VDI records (messages/storage.ts), as messages use them. */
+export interface StorageService extends DiskProvider {
+  driverFor(sr: string): SrDriver;
+  forgetDriver(sr: string): void;
+  attachedDriver(sr: string): SrDriver;
+  scan(sr: string): Promise<void>;
+  update(sr: string): Promise<void>;
+  volumeFields(v: VolumeInfo): Record<string, unknown>;
+  recordVolume(sr: string, v: VolumeInfo, fields: Record<string, unknown>): string;
+  refreshVolume(vdi: string): Promise<void>;
+  branch(vdi: string, fields: Record<string, unknown>): Promise<string>;
+  inUse(vdi: string): boolean;
+  /** The collector: coalesces chain bases no one needs; returns how many. */
+  collect(): Promise<number>;
+}
+
+/** Bridges, taps, VLANs and bonds behind the network records (messages/networking.ts). */
+export interface NetworkingService extends NicProvider {
+  readonly backend: NetworkBackend;
+  ensureNetwork(network: string): Promise<void>;
+  applyLocking(vif: string): Promise<void>;
+  applyIp(pif: string): Promise<void>;
+  nextBridgeName(): string;
+  assertNoActiveVifs(network: string): void;
+  /** Records the host's NICs as PIFs (PIF.scan). */
+  introduceNics(): Promise<void>;
+}
 
 export interface Services {
   readonly store: Store;
@@ -14,10 +84,14 @@ export interface Services {
   readonly audit: AuditLog;
   readonly dataDir: string;
   /** This host's record and its pool's. */
-  hostRef(): string;
-  poolRef(): string;
-  /** Subsystems attach here as they are wired in by server.ts. */
-  readonly ext: Record<string, unknown>;
+  hostRef(): Ref<'host'>;
+  poolRef(): Ref<'pool'>;
+  /** Subsystems, set by their plugins at start; absent where the daemon runs without them. */
+  xenops?: XenopsService;
+  storage?: StorageService;
+  networking?: NetworkingService;
+  /** Where the domain manager gets a VIF's tap: networking, or a stand-in where guests need NICs without it. */
+  nics?: NicProvider;
 }
 
 /** Where a call came from, as the HTTP layer saw it. */
@@ -40,7 +114,16 @@ export interface CallContext {
   readonly task: TaskHandle | null;
 }
 
+/** The behaviour of one message: its arguments by name (defaults filled in), its declared result. */
+export type Handler<A, R> = (ctx: CallContext, args: A) => R | Promise<R>;
+
+/** Marks an explicit message that has no behaviour yet: it answers NOT_IMPLEMENTED. */
+export const notImplemented: unique symbol = Symbol('not implemented');
+export type NotImplemented = typeof notImplemented;
+
+/** Untyped arguments, for the generic handlers and rooms not yet typed. */
 export type Args = Readonly<Record<string, unknown>>;
-export type Handler = (ctx: CallContext, args: Args) => unknown;
-/** Handlers of one class, keyed by message name. */
-export type HandlerTable = Readonly<Record<string, Handler>>;
+/** A handler with untyped arguments and result (transitional, see messages/index.ts). */
+export type LooseHandler = (ctx: CallContext, args: Args) => unknown;
+/** Handlers of one class, keyed by message name (transitional). */
+export type HandlerTable = Readonly<Record<string, LooseHandler>>;

@@ -104,7 +104,7 @@ class RefCounts {
 }
 
 function validRefCounts(store: Store, reader: Reader): RefCounts {
-  return new RefCounts(visibleCounts(reader, (cls) => store.count(cls), (cls, ref) => store.get(cls, ref) !== undefined));
+  return new RefCounts(visibleCounts(reader, (cls) => store.count(cls), (cls, ref) => store.getAny(cls, ref) !== undefined));
 }
 
 /** Legacy event.register/next subscriptions, by session. */
@@ -152,8 +152,8 @@ export const eventHandlers: HandlerTable = {
   inject: ({ services: { store } }, a) => {
     const cls = findClassInsensitive(a.class as string);
     if (!cls || !cls.decl.persistent) throw new XenApiError('HANDLE_INVALID', String(a.class), String(a.ref));
-    store.must(cls.name, a.ref as string);
-    store.transact((tx) => tx.update(cls.name, a.ref as string, {}));
+    store.mustAny(cls.name, a.ref as string);
+    store.transact((tx) => tx.updateAny(cls.name, a.ref as string, {}));
     return tokenOf(store.events.current);
   },
 

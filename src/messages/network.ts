@@ -1,146 +1,159 @@
 /** network, VIF, PIF, VLAN and Bond: virtual switches, guest NICs, host NICs. */
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
-import type { Args, CallContext, HandlerTable } from './context.ts';
-import { creatableFields, setField } from './generic.ts';
-import type { Networking } from './networking.ts';
+import type { Ref } from '../datamodel/generated/records.ts';
+import type { Row } from '../db/store.ts';
+import { notImplemented, type CallContext, type Handler, type NetworkingService } from './context.ts';
+import { creatable, setField } from './generic.ts';
+import type { Bond_handlers, network_handlers, PIF_handlers, VIF_handlers, VLAN_handlers } from './generated/handlers.ts';
 import { xenopsOf } from './vm.ts';
 import { randomMac } from './xenops.ts';
 
-export function networkingOf(ctx: CallContext): Networking {
-  const n = ctx.services.ext.networking as Networking | undefined;
+export function networkingOf(ctx: CallContext): NetworkingService {
+  const n = ctx.services.networking;
   if (!n) throw new XenApiError('NOT_IMPLEMENTED', 'no networking on this host');
   return n;
 }
 
-const selfArg = (a: Args): string => a.self as string;
 const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
 const running = (power: unknown): boolean => power === 'Running' || power === 'Paused';
 
-export const networkHandlers: HandlerTable = {
+export const networkHandlers: network_handlers = {
   create: async (ctx, a) => {
-    const f = creatableFields('network', a.args as Args);
-    const n = ctx.services.ext.networking as Networking | undefined;
-    const bridge = String(f.bridge ?? '') || (n ? n.nextBridgeName() : `xapi${ctx.services.store.count('network')}`);
+    const f = creatable('network', a.args);
+    const n = ctx.services.networking;
+    const bridge = f.bridge || (n ? n.nextBridgeName() : `xapi${ctx.services.store.count('network')}`);
     const ref = ctx.services.store.transact((tx) => tx.create('network', { MTU: 1500, ...f, bridge, managed: f.managed ?? true }));
     await n?.ensureNetwork(ref);
     return ref;
   },
   destroy: async (ctx, a) => {
     const { store } = ctx.services;
-    const net = store.must('network', selfArg(a));
-    if ((net.PIFs as string[]).some((p) => store.get('PIF', p)?.physical === true)) throw new XenApiError('CANNOT_DESTROY_SYSTEM_NETWORK', selfArg(a));
-    if ((net.PIFs as string[]).length) throw new XenApiError('NETWORK_CONTAINS_PIF', ...(net.PIFs as string[]));
-    const n = ctx.services.ext.networking as Networking | undefined;
-    n?.assertNoActiveVifs(selfArg(a));
+    const net = store.must('network', a.self);
+    if (net.PIFs.some((p) => store.get('PIF', p)?.physical === true)) throw new XenApiError('CANNOT_DESTROY_SYSTEM_NETWORK', a.self);
+    if (net.PIFs.length) throw new XenApiError('NETWORK_CONTAINS_PIF', ...net.PIFs);
+    const n = ctx.services.networking;
+    n?.assertNoActiveVifs(a.self);
     store.transact((tx) => {
-      for (const vif of net.VIFs as string[]) if (tx.get('VIF', vif)) tx.delete('VIF', vif);
-      tx.delete('network', selfArg(a));
+      for (const vif of net.VIFs) if (tx.get('VIF', vif)) tx.delete('VIF', vif);
+      tx.delete('network', a.self);
     });
-    await n?.backend.removeBridge(String(net.bridge)).catch(() => undefined);
+    await n?.backend.removeBridge(net.bridge).catch(() => undefined);
   },
   set_default_locking_mode: setField('default_locking_mode'),
   add_purpose: (ctx, a) => {
-    const cur = ctx.services.store.must('network', selfArg(a)).purpose as string[];
-    if (!cur.includes(a.value as string)) ctx.services.store.transact((tx) => tx.update('network', selfArg(a), { purpose: [...cur, a.value] }));
+    const cur = ctx.services.store.must('network', a.self).purpose;
+    if (!cur.includes(a.value)) ctx.services.store.transact((tx) => tx.update('network', a.self, { purpose: [...cur, a.value] }));
   },
   remove_purpose: (ctx, a) => {
-    const cur = ctx.services.store.must('network', selfArg(a)).purpose as string[];
-    ctx.services.store.transact((tx) => tx.update('network', selfArg(a), { purpose: cur.filter((p) => p !== a.value) }));
+    const cur = ctx.services.store.must('network', a.self).purpose;
+    ctx.services.store.transact((tx) => tx.update('network', a.self, { purpose: cur.filter((p) => p !== a.value) }));
   },
+  create_new_blob: notImplemented,
 };
 
 async function plugVif(ctx: CallContext, ref: string): Promise<void> {
   const { store } = ctx.services;
   const vif = store.must('VIF', ref);
-  const vm = store.must('VM', String(vif.VM));
-  if (!running(vm.power_state)) throw new XenApiError('VM_BAD_POWER_STATE', String(vif.VM), 'running', String(vm.power_state).toLowerCase());
+  const vm = store.must('VM', vif.VM);
+  if (!running(vm.power_state)) throw new XenApiError('VM_BAD_POWER_STATE', vif.VM, 'running', vm.power_state.toLowerCase());
   if (vif.currently_attached) throw new XenApiError('DEVICE_ALREADY_ATTACHED', ref);
   const where = await networkingOf(ctx).plug(ref);
-  await xenopsOf(ctx).backend.plugNic(String(vm.uuid), { id: String(vif.uuid), device: String(vif.device), mac: String(vif.MAC), ...where, model: 'virtio-net-pci' });
+  await xenopsOf(ctx).backend.plugNic(vm.uuid, { id: vif.uuid, device: vif.device, mac: vif.MAC, ...where, model: 'virtio-net-pci' });
   store.transact((tx) => tx.update('VIF', ref, { currently_attached: true }));
 }
 
 async function unplugVif(ctx: CallContext, ref: string): Promise<void> {
   const { store } = ctx.services;
   const vif = store.must('VIF', ref);
-  const vm = store.must('VM', String(vif.VM));
+  const vm = store.must('VM', vif.VM);
   if (!vif.currently_attached || !running(vm.power_state)) throw new XenApiError('DEVICE_ALREADY_DETACHED', ref);
-  await xenopsOf(ctx).backend.unplugNic(String(vm.uuid), String(vif.uuid));
+  await xenopsOf(ctx).backend.unplugNic(vm.uuid, vif.uuid);
   await networkingOf(ctx).unplug(ref);
   store.transact((tx) => tx.update('VIF', ref, { currently_attached: false }));
 }
 
-const vifSetter = (field: string) => async (ctx: CallContext, a: Args): Promise<void> => {
-  ctx.services.store.transact((tx) => tx.update('VIF', selfArg(a), { [field]: a.value }));
-  await (ctx.services.ext.networking as Networking | undefined)?.applyLocking(selfArg(a));
-};
+type VifPatch = Partial<Pick<Row<'VIF'>, 'locking_mode' | 'ipv4_allowed' | 'ipv6_allowed'>>;
 
-const vifSetMember = (field: 'ipv4_allowed' | 'ipv6_allowed', add: boolean) => async (ctx: CallContext, a: Args): Promise<void> => {
-  const cur = ctx.services.store.must('VIF', selfArg(a))[field] as string[];
-  const next = add ? [...new Set([...cur, a.value as string])] : cur.filter((x) => x !== a.value);
-  await vifSetter(field)(ctx, { ...a, value: next });
-};
+/** Writes the VIF's locking settings and applies them to its running port. */
+async function setLocking(ctx: CallContext, vif: Ref<'VIF'>, patch: VifPatch): Promise<void> {
+  ctx.services.store.transact((tx) => tx.update('VIF', vif, patch));
+  await ctx.services.networking?.applyLocking(vif);
+}
 
-export const vifHandlers: HandlerTable = {
+const vifSetMember =
+  (field: 'ipv4_allowed' | 'ipv6_allowed', add: boolean): Handler<{ self: Ref<'VIF'>; value: string }, void> =>
+  (ctx, a) => {
+    const cur = ctx.services.store.must('VIF', a.self)[field];
+    const next = add ? [...new Set([...cur, a.value])] : cur.filter((x) => x !== a.value);
+    return setLocking(ctx, a.self, { [field]: next });
+  };
+
+export const vifHandlers: VIF_handlers = {
   create: (ctx, a) => {
     const { store } = ctx.services;
-    const f = creatableFields('VIF', a.args as Args);
-    const vm = store.must('VM', String(f.VM ?? NULL_REF));
-    store.must('network', String(f.network ?? NULL_REF));
-    const mac = String(f.MAC ?? '');
-    if (mac !== '' && !MAC_RE.test(mac)) throw new XenApiError('MAC_INVALID', mac);
-    const used = new Set((vm.VIFs as string[]).map((v) => String(store.get('VIF', v)?.device)));
-    const device = String(f.device ?? '') || String([...Array(7).keys()].find((i) => !used.has(String(i))));
-    if (used.has(device)) throw new XenApiError('DEVICE_ALREADY_EXISTS', device);
+    const { VM = NULL_REF, network = NULL_REF, MAC = '', device = '', ...rest } = a.args;
+    const vm = store.must('VM', VM);
+    store.must('network', network);
+    if (MAC !== '' && !MAC_RE.test(MAC)) throw new XenApiError('MAC_INVALID', MAC);
+    const used = new Set(vm.VIFs.map((v) => store.get('VIF', v)?.device));
+    const chosen = device || String([...Array(7).keys()].find((i) => !used.has(String(i))));
+    if (used.has(chosen)) throw new XenApiError('DEVICE_ALREADY_EXISTS', chosen);
     return store.transact((tx) => {
       const metrics = tx.create('VIF_metrics', { last_updated: formatDateTime(new Date()) });
-      return tx.create('VIF', { MTU: 1500, ...f, device, MAC: mac || randomMac(), MAC_autogenerated: mac === '', currently_attached: false, metrics, allowed_operations: ['attach'] });
+      return tx.create('VIF', {
+        MTU: 1500, ...creatable('VIF', rest), VM, network, device: chosen, MAC: MAC || randomMac(), MAC_autogenerated: MAC === '',
+        currently_attached: false, metrics, allowed_operations: ['attach'],
+      });
     });
   },
   destroy: (ctx, a) => {
     const { store } = ctx.services;
-    const vif = store.must('VIF', selfArg(a));
-    const vm = store.get('VM', String(vif.VM));
+    const vif = store.must('VIF', a.self);
+    const vm = store.get('VM', vif.VM);
     if (vif.currently_attached && running(vm?.power_state)) throw new XenApiError('OPERATION_NOT_ALLOWED', 'the VIF is plugged into a running VM: unplug it first');
     store.transact((tx) => {
-      if (vif.metrics !== NULL_REF && tx.get('VIF_metrics', String(vif.metrics))) tx.delete('VIF_metrics', String(vif.metrics));
-      tx.delete('VIF', selfArg(a));
+      if (vif.metrics !== NULL_REF && tx.get('VIF_metrics', vif.metrics)) tx.delete('VIF_metrics', vif.metrics);
+      tx.delete('VIF', a.self);
     });
   },
-  plug: (ctx, a) => plugVif(ctx, selfArg(a)),
-  unplug: (ctx, a) => unplugVif(ctx, selfArg(a)),
-  unplug_force: (ctx, a) => unplugVif(ctx, selfArg(a)),
+  plug: (ctx, a) => plugVif(ctx, a.self),
+  unplug: (ctx, a) => unplugVif(ctx, a.self),
+  unplug_force: (ctx, a) => unplugVif(ctx, a.self),
   move: async (ctx, a) => {
     const { store } = ctx.services;
-    const vif = store.must('VIF', selfArg(a));
-    store.must('network', a.network as string);
-    const attached = vif.currently_attached === true && running(store.get('VM', String(vif.VM))?.power_state);
-    if (attached) await unplugVif(ctx, selfArg(a));
-    store.transact((tx) => tx.update('VIF', selfArg(a), { network: a.network }));
-    if (attached) await plugVif(ctx, selfArg(a));
+    const vif = store.must('VIF', a.self);
+    store.must('network', a.network);
+    const attached = vif.currently_attached && running(store.get('VM', vif.VM)?.power_state);
+    if (attached) await unplugVif(ctx, a.self);
+    store.transact((tx) => tx.update('VIF', a.self, { network: a.network }));
+    if (attached) await plugVif(ctx, a.self);
   },
-  set_locking_mode: vifSetter('locking_mode'),
-  set_ipv4_allowed: vifSetter('ipv4_allowed'),
-  set_ipv6_allowed: vifSetter('ipv6_allowed'),
+  set_locking_mode: (ctx, a) => setLocking(ctx, a.self, { locking_mode: a.value }),
+  set_ipv4_allowed: (ctx, a) => setLocking(ctx, a.self, { ipv4_allowed: a.value }),
+  set_ipv6_allowed: (ctx, a) => setLocking(ctx, a.self, { ipv6_allowed: a.value }),
   add_ipv4_allowed: vifSetMember('ipv4_allowed', true),
   remove_ipv4_allowed: vifSetMember('ipv4_allowed', false),
   add_ipv6_allowed: vifSetMember('ipv6_allowed', true),
   remove_ipv6_allowed: vifSetMember('ipv6_allowed', false),
-  configure_ipv4: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VIF', selfArg(a), { ipv4_configuration_mode: a.mode, ipv4_addresses: a.address ? [a.address] : [], ipv4_gateway: a.gateway })),
-  configure_ipv6: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('VIF', selfArg(a), { ipv6_configuration_mode: a.mode, ipv6_addresses: a.address ? [a.address] : [], ipv6_gateway: a.gateway })),
+  configure_ipv4: (ctx, a) => {
+    ctx.services.store.transact((tx) => tx.update('VIF', a.self, { ipv4_configuration_mode: a.mode, ipv4_addresses: a.address ? [a.address] : [], ipv4_gateway: a.gateway }));
+  },
+  configure_ipv6: (ctx, a) => {
+    ctx.services.store.transact((tx) => tx.update('VIF', a.self, { ipv6_configuration_mode: a.mode, ipv6_addresses: a.address ? [a.address] : [], ipv6_gateway: a.gateway }));
+  },
 };
 
-export const vlanHandlers: HandlerTable = {
+export const vlanHandlers: VLAN_handlers = {
   create: async (ctx, a) => {
     const { store } = ctx.services;
-    const tagged = store.must('PIF', a.tagged_PIF as string);
-    const tag = Number(a.tag);
-    if (!Number.isInteger(tag) || tag < 0 || tag > 4094) throw new XenApiError('VLAN_TAG_INVALID', String(a.tag));
-    if (Number(tagged.VLAN) >= 0) throw new XenApiError('PIF_IS_VLAN', a.tagged_PIF as string);
-    const net = store.must('network', a.network as string);
-    if ((net.PIFs as string[]).some((p) => store.get('PIF', p)?.host === tagged.host)) throw new XenApiError('NETWORK_ALREADY_CONNECTED', a.network as string, (net.PIFs as string[])[0]);
-    if (store.where('VLAN', (v) => v.tagged_PIF === a.tagged_PIF && v.tag === tag).length) throw new XenApiError('PIF_VLAN_EXISTS', String(tagged.device));
+    const tagged = store.must('PIF', a.tagged_PIF);
+    const { tag } = a;
+    if (!Number.isInteger(tag) || tag < 0 || tag > 4094) throw new XenApiError('VLAN_TAG_INVALID', String(tag));
+    if (tagged.VLAN >= 0) throw new XenApiError('PIF_IS_VLAN', a.tagged_PIF);
+    const net = store.must('network', a.network);
+    if (net.PIFs.some((p) => store.get('PIF', p)?.host === tagged.host)) throw new XenApiError('NETWORK_ALREADY_CONNECTED', a.network, net.PIFs[0]);
+    if (store.where('VLAN', (v) => v.tagged_PIF === a.tagged_PIF && v.tag === tag).length) throw new XenApiError('PIF_VLAN_EXISTS', tagged.device);
     const vlan = store.transact((tx) => {
       const metrics = tx.create('PIF_metrics', { carrier: true, last_updated: formatDateTime(new Date()) });
       const untagged = tx.create('PIF', {
@@ -151,90 +164,106 @@ export const vlanHandlers: HandlerTable = {
       tx.update('PIF', untagged, { VLAN_master_of: v });
       return v;
     });
-    const n = ctx.services.ext.networking as Networking | undefined;
+    const n = ctx.services.networking;
     if (n) {
       // the network's plain bridge (it has no ports yet) becomes a VLAN bridge on the PIF's
-      await n.backend.removeBridge(String(net.bridge)).catch(() => undefined);
-      await n.ensureNetwork(a.network as string);
+      await n.backend.removeBridge(net.bridge).catch(() => undefined);
+      await n.ensureNetwork(a.network);
     }
     return vlan;
   },
   destroy: async (ctx, a) => {
     const { store } = ctx.services;
-    const vlan = store.must('VLAN', selfArg(a));
-    const untagged = store.get('PIF', String(vlan.untagged_PIF));
-    const n = ctx.services.ext.networking as Networking | undefined;
-    if (untagged) n?.assertNoActiveVifs(String(untagged.network));
-    const bridge = untagged ? String(store.get('network', String(untagged.network))?.bridge ?? '') : '';
+    const vlan = store.must('VLAN', a.self);
+    const untagged = store.get('PIF', vlan.untagged_PIF);
+    const n = ctx.services.networking;
+    if (untagged) n?.assertNoActiveVifs(untagged.network);
+    const bridge = untagged ? store.get('network', untagged.network)?.bridge ?? '' : '';
     store.transact((tx) => {
       if (untagged) {
-        if (untagged.metrics !== NULL_REF && tx.get('PIF_metrics', String(untagged.metrics))) tx.delete('PIF_metrics', String(untagged.metrics));
-        tx.delete('PIF', String(vlan.untagged_PIF));
+        if (untagged.metrics !== NULL_REF && tx.get('PIF_metrics', untagged.metrics)) tx.delete('PIF_metrics', untagged.metrics);
+        tx.delete('PIF', vlan.untagged_PIF);
       }
-      tx.delete('VLAN', selfArg(a));
+      tx.delete('VLAN', a.self);
     });
     if (bridge && n && untagged) {
       await n.backend.removeBridge(bridge).catch(() => undefined);
-      await n.ensureNetwork(String(untagged.network)); // back to a plain, host-internal bridge
+      await n.ensureNetwork(untagged.network); // back to a plain, host-internal bridge
     }
   },
 };
 
-export const pifHandlers: HandlerTable = {
+export const pifHandlers: PIF_handlers = {
   reconfigure_ip: async (ctx, a) => {
-    const mode = String(a.mode);
-    if (mode === 'Static' && !/^\d+\.\d+\.\d+\.\d+$/.test(String(a.IP))) throw new XenApiError('INVALID_IP_ADDRESS_SPECIFIED', 'IP');
-    ctx.services.store.transact((tx) => tx.update('PIF', selfArg(a), { ip_configuration_mode: mode, IP: mode === 'Static' ? a.IP : '', netmask: mode === 'Static' ? a.netmask : '', gateway: a.gateway, DNS: a.DNS }));
-    await (ctx.services.ext.networking as Networking | undefined)?.applyIp(selfArg(a));
+    const { mode } = a;
+    if (mode === 'Static' && !/^\d+\.\d+\.\d+\.\d+$/.test(a.IP)) throw new XenApiError('INVALID_IP_ADDRESS_SPECIFIED', 'IP');
+    const statically = (v: string): string => (mode === 'Static' ? v : '');
+    ctx.services.store.transact((tx) => tx.update('PIF', a.self, { ip_configuration_mode: mode, IP: statically(a.IP), netmask: statically(a.netmask), gateway: a.gateway, DNS: a.DNS }));
+    await ctx.services.networking?.applyIp(a.self);
   },
-  plug: (ctx, a) => ctx.services.store.transact((tx) => void tx.update('PIF', selfArg(a), { currently_attached: true })),
+  plug: (ctx, a) => {
+    ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: true }));
+  },
   unplug: (ctx, a) => {
-    const pif = ctx.services.store.must('PIF', selfArg(a));
-    if (pif.management) throw new XenApiError('PIF_IS_MANAGEMENT_INTERFACE', selfArg(a));
-    if (pif.disallow_unplug) throw new XenApiError('PIF_DOES_NOT_ALLOW_UNPLUG', selfArg(a));
-    ctx.services.store.transact((tx) => tx.update('PIF', selfArg(a), { currently_attached: false }));
+    const pif = ctx.services.store.must('PIF', a.self);
+    if (pif.management) throw new XenApiError('PIF_IS_MANAGEMENT_INTERFACE', a.self);
+    if (pif.disallow_unplug) throw new XenApiError('PIF_DOES_NOT_ALLOW_UNPLUG', a.self);
+    ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: false }));
   },
   set_disallow_unplug: setField('disallow_unplug'),
   set_property: (ctx, a) => {
-    const cur = ctx.services.store.must('PIF', selfArg(a)).properties as Record<string, string>;
-    ctx.services.store.transact((tx) => tx.update('PIF', selfArg(a), { properties: { ...cur, [String(a.name)]: a.value } }));
+    const cur = ctx.services.store.must('PIF', a.self).properties;
+    ctx.services.store.transact((tx) => tx.update('PIF', a.self, { properties: { ...cur, [a.name]: a.value } }));
   },
-  scan: async (ctx) => networkingOf(ctx).introduceNics(),
+  scan: (ctx) => networkingOf(ctx).introduceNics(),
+  db_forget: notImplemented,
+  db_introduce: notImplemented,
+  forget: notImplemented,
+  introduce: notImplemented,
+  set_primary_address_type: notImplemented,
+  reconfigure_ipv6: notImplemented,
+  destroy: notImplemented,
+  create_VLAN: notImplemented,
 };
 
-export const bondHandlers: HandlerTable = {
+export const bondHandlers: Bond_handlers = {
   create: async (ctx, a) => {
     const { store } = ctx.services;
-    const members = a.members as string[];
+    const { members } = a;
     const pifs = members.map((m) => store.must('PIF', m));
     for (const [i, p] of pifs.entries()) if (p.bond_slave_of !== NULL_REF) throw new XenApiError('PIF_ALREADY_BONDED', members[i]);
     if (new Set(pifs.map((p) => p.host)).size > 1) throw new XenApiError('PIF_CANNOT_BOND_CROSS_HOST');
-    const net = store.must('network', a.network as string);
-    const mode = String(a.mode);
+    const net = store.must('network', a.network);
+    const first = pifs[0];
     const bond = store.transact((tx) => {
-      const master = tx.create('PIF', { device: `bond${store.count('Bond')}`, network: a.network, host: pifs[0].host, MAC: a.MAC || pifs[0].MAC, MTU: pifs[0].MTU, VLAN: -1, physical: false, currently_attached: true, ip_configuration_mode: 'None', managed: true });
-      const b = tx.create('Bond', { master, mode, properties: a.properties, primary_slave: members[0], links_up: members.length });
+      const master = tx.create('PIF', {
+        device: `bond${store.count('Bond')}`, network: a.network, host: first.host, MAC: a.MAC || first.MAC, MTU: first.MTU, VLAN: -1,
+        physical: false, currently_attached: true, ip_configuration_mode: 'None', managed: true,
+      });
+      const b = tx.create('Bond', { master, mode: a.mode, properties: a.properties, primary_slave: members[0], links_up: members.length });
       for (const m of members) tx.update('PIF', m, { bond_slave_of: b });
       return b;
     });
-    const n = ctx.services.ext.networking as Networking | undefined;
+    const n = ctx.services.networking;
     if (n) {
-      await n.ensureNetwork(a.network as string);
-      await n.backend.createBond(String(net.bridge), String(store.must('PIF', String(store.must('Bond', bond).master)).device), pifs.map((p) => String(p.device)), mode === 'active-backup' ? 'active-backup' : 'balance-slb');
+      await n.ensureNetwork(a.network);
+      const master = store.must('PIF', store.must('Bond', bond).master);
+      await n.backend.createBond(net.bridge, master.device, pifs.map((p) => p.device), a.mode === 'active-backup' ? 'active-backup' : 'balance-slb');
     }
     return bond;
   },
   destroy: async (ctx, a) => {
     const { store } = ctx.services;
-    const bond = store.must('Bond', selfArg(a));
-    const master = store.get('PIF', String(bond.master));
-    const net = master ? store.get('network', String(master.network)) : undefined;
-    if (net && master) await (ctx.services.ext.networking as Networking | undefined)?.backend.removeBond(String(net.bridge), String(master.device)).catch(() => undefined);
+    const bond = store.must('Bond', a.self);
+    const master = store.get('PIF', bond.master);
+    const net = master ? store.get('network', master.network) : undefined;
+    if (net && master) await ctx.services.networking?.backend.removeBond(net.bridge, master.device).catch(() => undefined);
     store.transact((tx) => {
-      for (const s of bond.slaves as string[]) if (tx.get('PIF', s)) tx.update('PIF', s, { bond_slave_of: NULL_REF });
-      if (master) tx.delete('PIF', String(bond.master));
-      tx.delete('Bond', selfArg(a));
+      for (const s of bond.slaves) if (tx.get('PIF', s)) tx.update('PIF', s, { bond_slave_of: NULL_REF });
+      if (master) tx.delete('PIF', bond.master);
+      tx.delete('Bond', a.self);
     });
   },
   set_mode: setField('mode'),
+  set_property: notImplemented,
 };

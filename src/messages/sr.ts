@@ -1,31 +1,36 @@
 /** SR and PBD: creating, plugging, scanning, forgetting and destroying storage. */
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { XenApiError } from '../datamodel/api-error.ts';
+import type { Ref } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
-import type { Args, CallContext, HandlerTable } from './context.ts';
+import { notImplemented, type CallContext, type StorageService } from './context.ts';
 import { setField } from './generic.ts';
-import { makeDriver, SR_TYPES, storageError, type Storage } from './sr-drivers.ts';
+import type { PBD_handlers, SR_handlers } from './generated/handlers.ts';
+import { makeDriver, SR_TYPES, storageError } from './sr-drivers.ts';
 
-export function storageOf(ctx: CallContext): Storage {
-  const s = ctx.services.ext.storage as Storage | undefined;
+export function storageOf(ctx: CallContext): StorageService {
+  const s = ctx.services.storage;
   if (!s) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
   return s;
 }
 
-const srArg = (a: Args): string => (a.sr ?? a.self) as string;
+const isSrType = (type: string): boolean => SR_TYPES.some((t) => t === type);
 
-async function plug(ctx: CallContext, pbd: string): Promise<void> {
+async function plug(ctx: CallContext, pbd: Ref<'PBD'>): Promise<void> {
   const { store } = ctx.services;
   const rec = store.must('PBD', pbd);
   if (rec.currently_attached) return;
   const storage = storageOf(ctx);
-  storage.forgetDriver(String(rec.SR));
+  storage.forgetDriver(rec.SR);
   try {
-    await storage.driverFor(String(rec.SR)).attach();
+    await storage.driverFor(rec.SR).attach();
   } catch (e) {
     throw storageError(e);
   }
   store.transact((tx) => tx.update('PBD', pbd, { currently_attached: true }));
-  await storage.scan(String(rec.SR));
+  await storage.scan(rec.SR);
 }
 
 function assertNoVdiInUse(ctx: CallContext, sr: string, op: string): void {
@@ -35,15 +40,26 @@ function assertNoVdiInUse(ctx: CallContext, sr: string, op: string): void {
   }
 }
 
+interface NewSr {
+  host: Ref<'host'>;
+  device_config: Record<string, string>;
+  physical_size: number;
+  name_label: string;
+  name_description: string;
+  type: string;
+  content_type: string;
+  shared: boolean;
+  sm_config: Record<string, string>;
+}
+
 /** SR.create and SR.make: make the storage, the SR record and this host's PBD, plugged. */
-async function create(ctx: CallContext, a: Args): Promise<string> {
+async function create(ctx: CallContext, a: NewSr): Promise<Ref<'SR'>> {
   const { store } = ctx.services;
-  const type = String(a.type);
-  if (!(SR_TYPES as readonly string[]).includes(type)) throw new XenApiError('SR_UNKNOWN_DRIVER', type);
-  if (a.host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', String(a.host));
-  const { randomUUID } = await import('node:crypto');
+  const { type } = a;
+  if (!isSrType(type)) throw new XenApiError('SR_UNKNOWN_DRIVER', type);
+  if (a.host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', a.host);
   const uuid = randomUUID();
-  const config = { ...(a.device_config as Record<string, string>) };
+  const config = { ...a.device_config };
   const driver = makeDriver(type, uuid, config, ctx.services.dataDir);
   try {
     await driver.create();
@@ -53,7 +69,7 @@ async function create(ctx: CallContext, a: Args): Promise<string> {
   const sr = store.transact((tx) => {
     const ref = tx.create('SR', {
       uuid, name_label: a.name_label, name_description: a.name_description, type, content_type: a.content_type,
-      shared: a.shared === true || driver.shared, sm_config: a.sm_config ?? {}, physical_size: Number(a.physical_size ?? 0),
+      shared: a.shared || driver.shared, sm_config: a.sm_config, physical_size: a.physical_size,
       allowed_operations: ['scan', 'destroy', 'forget', 'plug', 'unplug', 'update', 'vdi_create', 'vdi_destroy', 'vdi_resize', 'vdi_clone', 'vdi_snapshot'],
     });
     tx.create('PBD', { host: a.host, SR: ref, device_config: config, currently_attached: false });
@@ -64,98 +80,104 @@ async function create(ctx: CallContext, a: Args): Promise<string> {
   return sr;
 }
 
-export const srHandlers: HandlerTable = {
+function forget(ctx: CallContext, sr: Ref<'SR'>): void {
+  const { store } = ctx.services;
+  store.must('SR', sr);
+  if (store.where('PBD', (p) => p.SR === sr && p.currently_attached).length) throw new XenApiError('SR_HAS_PBD', sr);
+  store.transact((tx) => {
+    for (const [ref, vdi] of store.where('VDI', (v) => v.SR === sr)) {
+      for (const vbd of vdi.VBDs) if (tx.get('VBD', vbd)) tx.update('VBD', vbd, { VDI: NULL_REF, empty: true });
+      tx.delete('VDI', ref);
+    }
+    for (const [ref] of store.where('PBD', (p) => p.SR === sr)) tx.delete('PBD', ref);
+    tx.delete('SR', sr);
+  });
+  storageOf(ctx).forgetDriver(sr);
+}
+
+export const srHandlers: SR_handlers = {
   create,
-  make: async (ctx, a) => String(ctx.services.store.must('SR', await create(ctx, a)).uuid),
+  make: async (ctx, a) => ctx.services.store.must('SR', await create(ctx, { ...a, shared: false })).uuid,
 
   introduce: (ctx, a) => {
     const { store } = ctx.services;
-    if (store.byUuid('SR', String(a.uuid))) throw new XenApiError('SR_UUID_EXISTS', String(a.uuid));
-    if (!(SR_TYPES as readonly string[]).includes(String(a.type))) throw new XenApiError('SR_UNKNOWN_DRIVER', String(a.type));
+    if (store.byUuid('SR', a.uuid)) throw new XenApiError('SR_UUID_EXISTS', a.uuid);
+    if (!isSrType(a.type)) throw new XenApiError('SR_UNKNOWN_DRIVER', a.type);
     return store.transact((tx) =>
       tx.create('SR', { uuid: a.uuid, name_label: a.name_label, name_description: a.name_description, type: a.type, content_type: a.content_type, shared: a.shared, sm_config: a.sm_config }),
     );
   },
 
-  forget: (ctx, a) => {
-    const { store } = ctx.services;
-    const sr = srArg(a);
-    store.must('SR', sr);
-    if (store.where('PBD', (p) => p.SR === sr && p.currently_attached === true).length) throw new XenApiError('SR_HAS_PBD', sr);
-    store.transact((tx) => {
-      for (const [ref] of store.where('VDI', (v) => v.SR === sr)) {
-        for (const vbd of (store.get('VDI', ref)!.VBDs as string[])) if (tx.get('VBD', vbd)) tx.update('VBD', vbd, { VDI: NULL_REF, empty: true });
-        tx.delete('VDI', ref);
-      }
-      for (const [ref] of store.where('PBD', (p) => p.SR === sr)) tx.delete('PBD', ref);
-      tx.delete('SR', sr);
-    });
-    storageOf(ctx).forgetDriver(sr);
-  },
+  forget: (ctx, a) => forget(ctx, a.sr),
 
   destroy: async (ctx, a) => {
     const { store } = ctx.services;
-    const sr = srArg(a);
-    store.must('SR', sr);
-    if (store.where('PBD', (p) => p.SR === sr && p.currently_attached === true).length) throw new XenApiError('SR_HAS_PBD', sr);
-    assertNoVdiInUse(ctx, sr, 'destroy');
-    const driver = storageOf(ctx).driverFor(sr);
+    store.must('SR', a.sr);
+    if (store.where('PBD', (p) => p.SR === a.sr && p.currently_attached).length) throw new XenApiError('SR_HAS_PBD', a.sr);
+    assertNoVdiInUse(ctx, a.sr, 'destroy');
+    const driver = storageOf(ctx).driverFor(a.sr);
     try {
       await driver.destroy();
     } catch (e) {
       throw storageError(e);
     }
-    await srHandlers.forget(ctx, a);
+    forget(ctx, a.sr);
   },
 
-  scan: (ctx, a) => storageOf(ctx).scan(srArg(a)),
-  update: (ctx, a) => storageOf(ctx).update(srArg(a)),
+  scan: (ctx, a) => storageOf(ctx).scan(a.sr),
+  update: (ctx, a) => storageOf(ctx).update(a.sr),
   get_supported_types: () => [...SR_TYPES],
 
   probe: async (_ctx, a) => {
-    const type = String(a.type);
-    const config = a.device_config as Record<string, string>;
-    const { readFile } = await import('node:fs/promises');
-    const { join } = await import('node:path');
+    const config = a.device_config;
     const dir = config.location ?? config.path;
     if (!dir) throw new XenApiError('SR_BACKEND_FAILURE', 'SR_BACKEND_FAILURE_LOCATION', '', 'device-config:location is required');
     const found = await readFile(join(dir, '.xenon-sr'), 'utf8').then((s) => s.trim()).catch(() => '');
-    return `<?xml version="1.0" ?><SRlist>${found ? `<SR><UUID>${found}</UUID><type>${type}</type></SR>` : ''}</SRlist>`;
+    return `<?xml version="1.0" ?><SRlist>${found ? `<SR><UUID>${found}</UUID><type>${a.type}</type></SR>` : ''}</SRlist>`;
   },
 
   set_name_label: setField('name_label'),
   set_name_description: setField('name_description'),
   set_shared: setField('shared'),
   set_physical_size: setField('physical_size'),
+  forget_data_source_archives: notImplemented,
+  query_data_source: notImplemented,
+  record_data_source: notImplemented,
+  get_data_sources: notImplemented,
+  disable_database_replication: notImplemented,
+  enable_database_replication: notImplemented,
+  assert_supports_database_replication: notImplemented,
+  assert_can_host_ha_statefile: notImplemented,
+  create_new_blob: notImplemented,
+  probe_ext: notImplemented,
 };
 
-export const pbdHandlers: HandlerTable = {
+export const pbdHandlers: PBD_handlers = {
   create: (ctx, a) => {
     const { store } = ctx.services;
-    const args = a.args as Record<string, unknown>;
-    const sr = String(args.SR);
+    const { SR: sr = NULL_REF, host = NULL_REF, device_config = {}, other_config = {} } = a.args;
     store.must('SR', sr);
-    const existing = store.where('PBD', (p) => p.SR === sr && p.host === args.host)[0];
-    if (existing) throw new XenApiError('PBD_EXISTS', sr, String(args.host), existing[0]);
-    return store.transact((tx) => tx.create('PBD', { host: args.host, SR: sr, device_config: args.device_config ?? {}, other_config: args.other_config ?? {} }));
+    const existing = store.where('PBD', (p) => p.SR === sr && p.host === host)[0];
+    if (existing) throw new XenApiError('PBD_EXISTS', sr, host, existing[0]);
+    return store.transact((tx) => tx.create('PBD', { host, SR: sr, device_config, other_config }));
   },
   destroy: (ctx, a) => {
     const { store } = ctx.services;
-    const rec = store.must('PBD', a.self as string);
+    const rec = store.must('PBD', a.self);
     if (rec.currently_attached) throw new XenApiError('OPERATION_NOT_ALLOWED', 'the PBD is plugged: unplug it first');
-    store.transact((tx) => tx.delete('PBD', a.self as string));
+    store.transact((tx) => tx.delete('PBD', a.self));
   },
-  plug: (ctx, a) => plug(ctx, a.self as string),
+  plug: (ctx, a) => plug(ctx, a.self),
   unplug: async (ctx, a) => {
     const { store } = ctx.services;
-    const rec = store.must('PBD', a.self as string);
+    const rec = store.must('PBD', a.self);
     if (!rec.currently_attached) return;
-    assertNoVdiInUse(ctx, String(rec.SR), 'unplug');
-    await storageOf(ctx).driverFor(String(rec.SR)).detach();
-    store.transact((tx) => tx.update('PBD', a.self as string, { currently_attached: false }));
+    assertNoVdiInUse(ctx, rec.SR, 'unplug');
+    await storageOf(ctx).driverFor(rec.SR).detach();
+    store.transact((tx) => tx.update('PBD', a.self, { currently_attached: false }));
   },
   set_device_config: (ctx, a) => {
-    ctx.services.store.transact((tx) => tx.update('PBD', a.self as string, { device_config: a.value }));
-    storageOf(ctx).forgetDriver(String(ctx.services.store.must('PBD', a.self as string).SR));
+    ctx.services.store.transact((tx) => tx.update('PBD', a.self, { device_config: a.value }));
+    storageOf(ctx).forgetDriver(ctx.services.store.must('PBD', a.self).SR);
   },
 };

@@ -2,7 +2,7 @@
  * Tasks made by clients, cancellation and clean-up. Every change to a task
  * is its owner's (or pool-operator's and above), as xapi's task rules say.
  */
-import type { Args, CallContext, Handler, HandlerTable } from './context.ts';
+import type { Args, CallContext, HandlerTable, LooseHandler } from './context.ts';
 import { runGeneric, setField } from './generic.ts';
 
 /** The task a message names (its first parameter), checked against the caller. */
@@ -14,7 +14,7 @@ const ownTask = (ctx: CallContext, args: Args): string => {
 
 /** A handler that runs only once the caller may change the task. */
 const owned =
-  (then: Handler): Handler =>
+  (then: LooseHandler): LooseHandler =>
   (ctx, args) => {
     ownTask(ctx, args);
     return then(ctx, args);

@@ -4,13 +4,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
+import type { Enum_vm_operations } from '../datamodel/generated/records.ts';
 import type { DbRecord, Store } from '../db/store.ts';
 
-const ALWAYS_WHEN_HALTED = ['start', 'start_on', 'clone', 'copy', 'snapshot', 'export', 'metadata_export', 'destroy', 'provision',
+const ALWAYS_WHEN_HALTED: Enum_vm_operations[] = ['start', 'start_on', 'clone', 'copy', 'snapshot', 'export', 'metadata_export', 'destroy', 'provision',
   'make_into_template', 'changing_static_range', 'changing_dynamic_range', 'changing_memory_limits', 'changing_shadow_memory',
   'create_template', 'checkpoint'];
 
-const BY_POWER_STATE: Record<string, readonly string[]> = {
+const BY_POWER_STATE: Record<string, readonly Enum_vm_operations[]> = {
   Halted: ALWAYS_WHEN_HALTED.filter((o) => o !== 'checkpoint'),
   Running: ['clean_shutdown', 'hard_shutdown', 'shutdown', 'clean_reboot', 'hard_reboot', 'pause', 'suspend', 'snapshot', 'checkpoint',
     'pool_migrate', 'migrate_send', 'changing_dynamic_range', 'changing_memory_live', 'send_sysrq', 'send_trigger', 'power_state_reset'],
@@ -19,7 +20,7 @@ const BY_POWER_STATE: Record<string, readonly string[]> = {
 };
 
 /** Operations allowed now, as xapi would list them in allowed_operations. */
-export function allowedOperations(vm: DbRecord): string[] {
+export function allowedOperations(vm: DbRecord): Enum_vm_operations[] {
   if (vm.is_control_domain) return [];
   if (Object.keys(vm.current_operations as object).length > 0) return [];
   const blocked = vm.blocked_operations as Record<string, string>;
@@ -33,7 +34,7 @@ const lower = (s: unknown): string => String(s).toLowerCase();
 
 /** The power states in which an operation makes sense (for VM_BAD_POWER_STATE's "expected"). */
 function expectedState(op: string): string {
-  for (const [state, ops] of Object.entries(BY_POWER_STATE)) if (ops.includes(op)) return lower(state);
+  for (const [state, ops] of Object.entries(BY_POWER_STATE)) if (ops.some((o) => o === op)) return lower(state);
   return 'halted';
 }
 
@@ -46,7 +47,7 @@ export function assertOperation(store: Store, ref: string, op: string): DbRecord
   const blocked = vm.blocked_operations as Record<string, string>;
   if (Object.hasOwn(blocked, op)) throw new XenApiError('OPERATION_BLOCKED', ref, blocked[op]);
   if ((vm.is_a_template || vm.is_a_snapshot) && ['start', 'start_on', 'resume', 'resume_on'].includes(op)) throw new XenApiError('VM_IS_TEMPLATE', ref);
-  if (!(BY_POWER_STATE[String(vm.power_state)] ?? []).includes(op)) {
+  if (!(BY_POWER_STATE[String(vm.power_state)] ?? []).some((o) => o === op)) {
     throw new XenApiError('VM_BAD_POWER_STATE', ref, expectedState(op), lower(vm.power_state));
   }
   return vm;
@@ -64,7 +65,7 @@ export function refreshAllowed(store: Store, ref: string): void {
  * Runs `fn` with `op` marked in the VM's current_operations; the mark is
  * taken atomically after the checks and always removed afterwards.
  */
-export async function withOperation<T>(store: Store, ref: string, op: string, taskRef: string | null, fn: (vm: DbRecord) => Promise<T>): Promise<T> {
+export async function withOperation<T>(store: Store, ref: string, op: Enum_vm_operations, taskRef: string | null, fn: (vm: DbRecord) => Promise<T>): Promise<T> {
   const id = taskRef ?? `OpaqueRef:${randomUUID()}`;
   const vm = store.transact((tx) => {
     assertOperation(store, ref, op);
@@ -75,7 +76,7 @@ export async function withOperation<T>(store: Store, ref: string, op: string, ta
   } finally {
     const now = store.get('VM', ref);
     if (now) {
-      const { [id]: _done, ...rest } = now.current_operations as Record<string, string>;
+      const { [id]: _done, ...rest } = now.current_operations;
       store.transact((tx) => tx.update('VM', ref, { current_operations: rest }));
       refreshAllowed(store, ref);
     }

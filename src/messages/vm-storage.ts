@@ -8,7 +8,7 @@ import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { DbRecord } from '../db/store.ts';
 import type { Args, CallContext, HandlerTable } from './context.ts';
 import { storageOf } from './sr.ts';
-import { createVdi, destroyVdi, vdiHandlers } from './vdi.ts';
+import { cloneVdi, copyVdi, createVdi, destroyVdi, snapshotVdi } from './vdi.ts';
 import { allowedOperations, withOperation } from './vm-operations.ts';
 import { randomMac } from './xenops.ts';
 
@@ -57,8 +57,8 @@ async function copyVm(ctx: CallContext, src: string, fields: Record<string, unkn
   });
 }
 
-const snapshotDisk: DiskAction = async (ctx, vdi) => String(await vdiHandlers.snapshot(ctx, { vdi, driver_params: {} }));
-const cloneDisk: DiskAction = async (ctx, vdi) => String(await vdiHandlers.clone(ctx, { vdi, driver_params: {} }));
+const snapshotDisk: DiskAction = (ctx, vdi) => snapshotVdi(ctx, vdi);
+const cloneDisk: DiskAction = (ctx, vdi) => cloneVdi(ctx, vdi);
 
 const vmArg = (a: Args): string => (a.vm ?? a.self) as string;
 
@@ -89,7 +89,7 @@ export const vmStorageHandlers: HandlerTable = {
       const target = a.sr as string;
       const copyDisk: DiskAction = async (c, vdi) => {
         const sr = target && target !== NULL_REF ? target : String(c.services.store.must('VDI', vdi).SR);
-        return String(await vdiHandlers.copy(c, { vdi, sr, base_vdi: NULL_REF, into_vdi: NULL_REF }));
+        return copyVdi(c, vdi, sr);
       };
       return copyVm(ctx, vmArg(a), { name_label: a.new_name, is_a_snapshot: false, snapshot_of: NULL_REF, is_default_template: false }, copyDisk, true);
     }),

@@ -149,7 +149,7 @@ async function exportPlan(services: Services, storage: Storage, vmRef: string): 
     }
   }
   const id = (ref: string): string => table.get(ref) ?? NULL_REF;
-  const ofClass = (cls: string): string[] => [...table.keys()].filter((r) => store.get(cls, r));
+  const ofClass = (cls: string): string[] => [...table.keys()].filter((r) => store.getAny(cls, r));
 
   // the disks to stream: not CDs, not on ISO SRs (as xapi); opened now so that ova.xml states their true sizes
   const disks: ExportDisk[] = [];
@@ -173,7 +173,7 @@ async function exportPlan(services: Services, storage: Storage, vmRef: string): 
   const never = { current_operations: {}, allowed_operations: [] };
   const objects: string[] = [];
   const obj = (cls: string, ref: string, patch: Record<string, unknown>): void => {
-    objects.push(`<value><struct>${member('class', str(cls))}${member('id', str(id(ref)))}${member('snapshot', snapshotXml(cls, store.must(cls, ref), id, patch))}</struct></value>`);
+    objects.push(`<value><struct>${member('class', str(cls))}${member('id', str(id(ref)))}${member('snapshot', snapshotXml(cls, store.mustAny(cls, ref), id, patch))}</struct></value>`);
   };
   for (const r of ofClass('VM')) {
     obj('VM', r, {

@@ -1,14 +1,14 @@
 /** VM: creation, the power-state machine, and the settings with rules attached. */
 import { XenApiError } from '../datamodel/api-error.ts';
+import type { Enum_vm_operations } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { DbRecord } from '../db/store.ts';
-import type { Args, CallContext, HandlerTable } from './context.ts';
+import type { Args, CallContext, HandlerTable, XenopsService } from './context.ts';
 import { creatableFields, setField } from './generic.ts';
 import { allowedOperations, assertOperation, refreshAllowed, withOperation } from './vm-operations.ts';
-import type { Xenops } from './xenops.ts';
 
-export function xenopsOf(ctx: CallContext): Xenops {
-  const x = ctx.services.ext.xenops as Xenops | undefined;
+export function xenopsOf(ctx: CallContext): XenopsService {
+  const x = ctx.services.xenops;
   if (!x) throw new XenApiError('NOT_IMPLEMENTED', 'no hypervisor backend on this host');
   return x;
 }
@@ -17,7 +17,7 @@ const vmArg = (a: Args): string => (a.vm ?? a.self) as string;
 
 /** A power operation: checked, marked in current_operations, run through xenops. */
 const power =
-  (op: string, run: (x: Xenops, ref: string, a: Args, ctx: CallContext) => Promise<void>) =>
+  (op: Enum_vm_operations, run: (x: XenopsService, ref: string, a: Args, ctx: CallContext) => Promise<void>) =>
   (ctx: CallContext, a: Args): Promise<void> =>
     withOperation(ctx.services.store, vmArg(a), op, ctx.task?.ref ?? null, () => run(xenopsOf(ctx), vmArg(a), a, ctx));
 
@@ -161,7 +161,7 @@ export const vmHandlers: HandlerTable = {
   set_is_a_template: (ctx, a) => {
     const vm = ctx.services.store.must('VM', vmArg(a));
     if (a.value === true && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
-    ctx.services.store.transact((tx) => tx.update('VM', vmArg(a), { is_a_template: a.value, ...(a.value === false ? { is_default_template: false } : {}) }));
+    ctx.services.store.transact((tx) => tx.update('VM', vmArg(a), { is_a_template: a.value === true, ...(a.value === false ? { is_default_template: false } : {}) }));
     refreshAllowed(ctx.services.store, vmArg(a));
   },
   set_suspend_VDI: setField('suspend_VDI'),

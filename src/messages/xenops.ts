@@ -14,17 +14,9 @@ import type { DiskConfig, DomainConfig, DomainEvent, DomainInfo, GuestInfo, Hype
 import type { Services } from './context.ts';
 import { refreshAllowed } from './vm-operations.ts';
 
-/** What storage provides to boot a VM: a path and format for a VDI. */
-export interface DiskProvider {
-  attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: DiskConfig['format'] }>;
-  detach(vdi: string): Promise<void>;
-}
+import type { DiskProvider, NicProvider } from './context.ts';
 
-/** What networking provides: a tap (or bridge) for a VIF. */
-export interface NicProvider {
-  plug(vif: string): Promise<{ tap?: string; bridge?: string; mtu?: number }>;
-  unplug(vif: string): Promise<void>;
-}
+export type { DiskProvider, NicProvider };
 
 /** Memory kept back for the host itself when deciding whether a VM fits. */
 const HOST_RESERVE = 512 * 1024 * 1024;
@@ -95,11 +87,11 @@ export class Xenops {
 
   /** Storage and networking plug in through services.ext when they run. */
   private get disks(): DiskProvider | undefined {
-    return this.services.ext.disks as DiskProvider | undefined;
+    return this.services.storage;
   }
 
   private get nics(): NicProvider | undefined {
-    return this.services.ext.nics as NicProvider | undefined;
+    return this.services.nics;
   }
 
   vmByUuid(uuid: string): string | undefined {
@@ -214,7 +206,7 @@ export class Xenops {
 
   private ensureMetrics(tx: Tx, ref: string, vm: DbRecord, patch: Record<string, unknown>): void {
     const m = String(vm.metrics);
-    const fields = { ...patch, last_updated: formatDateTime(new Date()), hvm: !vm.PV_kernel, current_domain_type: 'hvm' };
+    const fields = { ...patch, last_updated: formatDateTime(new Date()), hvm: !vm.PV_kernel, current_domain_type: 'hvm' as const };
     if (m !== NULL_REF && tx.get('VM_metrics', m)) tx.update('VM_metrics', m, fields);
     else tx.update('VM', ref, { metrics: tx.create('VM_metrics', { ...fields, install_time: formatDateTime(new Date()) }) });
   }
@@ -520,7 +512,7 @@ export class Xenops {
     }
     const fields = guestMetricsFields(info, this.vifDevicesByMac(vm));
     if (gm) {
-      const changed = Object.entries(fields).some(([k, v]) => JSON.stringify(gm[k]) !== JSON.stringify(v));
+      const changed = Object.entries(fields).some(([k, v]) => JSON.stringify(Object.entries(gm).find(([g]) => g === k)?.[1]) !== JSON.stringify(v));
       if (changed) this.store.transact((tx) => tx.update('VM_guest_metrics', gmRef, { ...fields, last_updated: formatDateTime(new Date()) }));
       return;
     }

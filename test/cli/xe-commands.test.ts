@@ -34,7 +34,7 @@ const uuidOut = (r: XeResult): string => {
 };
 
 /** The network handler tables alone: records only, no network backend. */
-const netRecords: Plugin = { name: 'net-records', handlers: { network: networkHandlers, VIF: vifHandlers, VLAN: vlanHandlers, PIF: pifHandlers, Bond: bondHandlers } };
+const netRecords: Plugin = { name: 'net-records' };
 
 before(async () => {
   t = await startTestServer({ plugins: [storagePlugin({ gcIntervalMs: 3_600_000 }), netRecords, xenopsPlugin({ backend: 'sim' })] });

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import type { Ref } from '../../src/client/client.ts';
 import { storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
-import type { Storage } from '../../src/messages/sr-drivers.ts';
+import type { StorageService } from '../../src/messages/context.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { checkChainFile } from './chain-helpers.ts';
 
@@ -20,7 +20,7 @@ before(async () => {
 });
 after(() => t.close());
 
-const storage = (): Storage => t.server.services.ext.storage as Storage;
+const storage = (): StorageService => t.server.services.storage!;
 
 async function put(vdi: string, body: Buffer): Promise<void> {
   const res = await fetch(`${t.url}/import_raw_vdi?session_id=${t.client.session}&vdi=${vdi}`, { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Length': String(body.length) } });

@@ -75,7 +75,7 @@ test('snapshot and clone of a 3 TiB qcow2 are O(1) children backed by a hidden b
   const uuids = await Promise.all([vdi, snap, clone].map((v) => t.client.api.VDI.get_uuid(v)));
   const bases = await Promise.all([vdi, snap, clone].map(async (v) => (await t.client.api.VDI.get_sm_config(v))['vhd-parent']));
   for (const v of [snap, clone, vdi]) await t.client.api.VDI.destroy(v);
-  const storage = t.server.services.ext.storage as Storage;
+  const storage = t.server.services.storage!;
   while ((await storage.collect()) > 0);
   for (const u of [...uuids, ...bases]) assert.ok(!existsSync(join(dir, `${u}.qcow2`)), `${u}.qcow2 removed`);
 });
@@ -115,7 +115,7 @@ test('the collector coalesces a qcow2 base into its last child', async () => {
   const base = (await t.client.api.VDI.get_sm_config(vdi))['vhd-parent'];
   assert.ok(base, 'on a base');
   await t.client.api.VDI.destroy(snap);
-  const storage = t.server.services.ext.storage as Storage;
+  const storage = t.server.services.storage!;
   assert.ok((await storage.collect()) >= 1, 'collected');
   assert.equal((await t.client.api.VDI.get_sm_config(vdi))['vhd-parent'], undefined, 'coalesced');
   assert.ok(!existsSync(join(dir, `${base}.qcow2`)), 'base file gone');

@@ -161,7 +161,7 @@ test('the collector folds a base copy into its last child, and deletes orphaned 
   const sm = await t.client.api.VDI.get_sm_config(vdi);
   assert.ok(sm['vhd-parent'], 'the VDI now sits on a base copy');
   await t.client.api.VDI.destroy(snap);
-  const storage = t.server.services.ext.storage as Storage;
+  const storage = t.server.services.storage!;
   assert.ok((await storage.collect()) >= 1);
   assert.equal((await t.client.api.VDI.get_sm_config(vdi))['vhd-parent'], undefined, 'coalesced');
   assert.ok((await get(vdi)).equals(data));

@@ -22,9 +22,8 @@ import { makeTestGuestVm, MARKER, waitSerial } from '../helpers/guest.ts';
  */
 const unwiredNics: Plugin = {
   name: 'unwired-nics',
-  handlers: { network: networkHandlers, VIF: vifHandlers },
   start(services) {
-    services.ext.nics = { plug: async () => ({}), unplug: async () => undefined };
+    services.nics = { plug: async () => ({}), unplug: async () => undefined };
   },
 };
 
@@ -91,7 +90,7 @@ after(() => sim.close());
 
 test('simulator: a running domain\'s agent report becomes VM_guest_metrics', async () => {
   const c = sim.client;
-  const xenops = sim.server.services.ext.xenops as Xenops;
+  const xenops = sim.server.services.xenops!;
   const [tpl] = await c.api.VM.get_by_name_label('Xenon test guest');
   const rec = await c.api.VM.get_record(tpl);
   const vm = await c.api.VM.create({ ...rec, name_label: 'sim-agent', is_a_template: false, is_default_template: false } as never);

@@ -8,7 +8,7 @@ import type { SimBackend } from '../../src/xenops/sim/index.ts';
 import { failsWith, startTestServer, type TestServer } from '../helpers/server.ts';
 
 let t: TestServer;
-const sim = (): SimBackend => (t.server.services.ext.xenops as Xenops).backend as SimBackend;
+const sim = (): SimBackend => t.server.services.xenops!.backend as SimBackend;
 
 before(async () => {
   t = await startTestServer({ plugins: [xenopsPlugin({ backend: 'sim' })] });

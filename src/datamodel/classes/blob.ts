@@ -15,6 +15,6 @@ export default defineClass("blob", {
   ],
   messages: [
     msg("destroy", "blob ref self", "void", "pool-operator"),
-    msg("create", "string mime_type, bool public", "blob ref", "pool-operator"),
+    msg("create", "string mime_type, bool public = false", "blob ref", "pool-operator"),
   ],
 });

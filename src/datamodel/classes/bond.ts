@@ -18,6 +18,6 @@ export default defineClass("Bond", {
     msg("set_property", "Bond ref self, string name, string value", "void", "pool-operator"),
     msg("set_mode", "Bond ref self, enum bond_mode value", "void", "pool-operator"),
     msg("destroy", "Bond ref self", "void", "pool-operator"),
-    msg("create", "network ref network, PIF ref set members, string MAC, enum bond_mode mode, (string -> string) map properties", "Bond ref", "pool-operator"),
+    msg("create", 'network ref network, PIF ref set members, string MAC, enum bond_mode mode = "balance-slb", (string -> string) map properties = {}', "Bond ref", "pool-operator"),
   ],
 });

@@ -27,6 +27,6 @@ export default defineClass("network", {
     msg("remove_purpose", "network ref self, enum network_purpose value", "void", "pool-admin"),
     msg("add_purpose", "network ref self, enum network_purpose value", "void", "pool-admin"),
     msg("set_default_locking_mode", "network ref network, enum network_default_locking_mode value", "void", "pool-operator"),
-    msg("create_new_blob", "network ref network, string name, string mime_type, bool public", "blob ref", "pool-operator"),
+    msg("create_new_blob", "network ref network, string name, string mime_type, bool public = false", "blob ref", "pool-operator"),
   ],
 });

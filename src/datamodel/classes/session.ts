@@ -31,6 +31,6 @@ export default defineClass("session", {
     msg("slave_local_login_with_password", "string uname, string pwd", "session ref", "pool-admin", { session: false }),
     msg("change_password", "string old_pwd, string new_pwd", "void", "none", { async: false }),
     msg("logout", "", "void", "read-only+cert", { async: false }),
-    msg("login_with_password", "string uname, string pwd, string version, string originator", "session ref", "read-only+cert", { session: false }),
+    msg("login_with_password", 'string uname, string pwd, string version = "1.1", string originator = ""', "session ref", "read-only+cert", { session: false }),
   ],
 });

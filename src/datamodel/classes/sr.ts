@@ -37,7 +37,7 @@ export default defineClass("SR", {
     msg("assert_supports_database_replication", "SR ref sr", "void", "pool-operator"),
     msg("assert_can_host_ha_statefile", "SR ref sr", "void", "pool-operator"),
     msg("set_physical_size", "SR ref self, int value", "void", "pool-operator"),
-    msg("create_new_blob", "SR ref sr, string name, string mime_type, bool public", "blob ref", "pool-operator"),
+    msg("create_new_blob", "SR ref sr, string name, string mime_type, bool public = false", "blob ref", "pool-operator"),
     msg("set_name_description", "SR ref sr, string value", "void", "pool-operator"),
     msg("set_name_label", "SR ref sr, string value", "void", "pool-operator"),
     msg("set_shared", "SR ref sr, bool value", "void", "pool-operator"),

@@ -13,6 +13,6 @@ export default defineClass("tunnel", {
   ],
   messages: [
     msg("destroy", "tunnel ref self", "void", "pool-operator"),
-    msg("create", "PIF ref transport_PIF, network ref network, enum tunnel_protocol protocol", "tunnel ref", "pool-operator"),
+    msg("create", 'PIF ref transport_PIF, network ref network, enum tunnel_protocol protocol = "gre"', "tunnel ref", "pool-operator"),
   ],
 });

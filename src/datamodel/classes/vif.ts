@@ -34,8 +34,8 @@ export default defineClass("VIF", {
     rt("ipv6_gateway", "string"),
   ],
   messages: [
-    msg("configure_ipv6", "VIF ref self, enum vif_ipv6_configuration_mode mode, string address, string gateway", "void", "vm-operator"),
-    msg("configure_ipv4", "VIF ref self, enum vif_ipv4_configuration_mode mode, string address, string gateway", "void", "vm-operator"),
+    msg("configure_ipv6", 'VIF ref self, enum vif_ipv6_configuration_mode mode, string address = "", string gateway = ""', "void", "vm-operator"),
+    msg("configure_ipv4", 'VIF ref self, enum vif_ipv4_configuration_mode mode, string address = "", string gateway = ""', "void", "vm-operator"),
     msg("remove_ipv6_allowed", "VIF ref self, string value", "void", "pool-operator"),
     msg("add_ipv6_allowed", "VIF ref self, string value", "void", "pool-operator"),
     msg("set_ipv6_allowed", "VIF ref self, string set value", "void", "pool-operator"),

@@ -42,7 +42,10 @@ export interface SrDriver {
   stats(): Promise<SrStats>;
   /** Every image present, for SR.scan. */
   scan(): Promise<VolumeInfo[]>;
-  createVolume(uuid: string, size: number): Promise<VolumeInfo>;
+  /** The largest image createVolume makes (0: it makes none). */
+  readonly maxVolumeSize: number;
+  /** A new empty image; `format` asks for one where the SR offers a choice (sm_config:type). */
+  createVolume(uuid: string, size: number, format?: 'vhd' | 'qcow2'): Promise<VolumeInfo>;
   deleteVolume(uuid: string): Promise<void>;
   resizeVolume(uuid: string, size: number): Promise<VolumeInfo>;
   /**

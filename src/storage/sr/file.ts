@@ -27,6 +27,8 @@ export function spaceError(e: unknown, requested: number, maximum: number): unkn
 
 export class FileSr implements SrDriver {
   readonly capabilities = CAPABILITIES;
+  /** qcow2 goes past VHD's 2040 GiB; 64 TiB is where a file SR stops. */
+  readonly maxVolumeSize = 64 * 1024 ** 4;
 
   constructor(
     readonly type: 'ext' | 'file',

@@ -70,6 +70,7 @@ export class IsoSr implements SrDriver {
     return v;
   }
 
+  readonly maxVolumeSize = 0;
   createVolume = readOnly;
   deleteVolume = readOnly;
   resizeVolume = readOnly;
