@@ -7,7 +7,7 @@ import { Storage } from './messages/sr-drivers.ts';
 import { ensureLocalSr, ensureSmRecords } from './messages/storage-setup.ts';
 import { exportRawVdi, importRawVdi } from './messages/vdi-http.ts';
 import { exportVm, importVm } from './messages/vm-xva.ts';
-import { Networking } from './messages/networking.ts';
+import { Networking } from './messages/network-bridges.ts';
 import { createNetworkBackend } from './network/index.ts';
 import { claimNetworkNamespace } from './network/claim.ts';
 import { Runner } from './network/exec.ts';

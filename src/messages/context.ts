@@ -64,7 +64,7 @@ export interface StorageService extends DiskProvider {
   collect(): Promise<number>;
 }
 
-/** Bridges, taps, VLANs and bonds behind the network records (messages/networking.ts). */
+/** Bridges, taps, VLANs and bonds behind the network records (messages/network-bridges.ts). */
 export interface NetworkingService extends NicProvider {
   readonly backend: NetworkBackend;
   ensureNetwork(network: string): Promise<void>;

@@ -1,42 +1,40 @@
 /** host: enabling and disabling, time, memory, the management interface, evacuation. */
 import { readFileSync } from 'node:fs';
 import { XenApiError } from '../datamodel/api-error.ts';
+import type { Ref } from '../datamodel/generated/records.ts';
 import { MESSAGES } from '../datamodel/model.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
-import type { Args, CallContext, HandlerTable } from './context.ts';
+import { notImplemented, type CallContext } from './context.ts';
+import type { host_handlers, pool_handlers } from './generated/handlers.ts';
 import { xenopsOf } from './vm.ts';
 
-const hostArg = (a: Args): string => (a.host ?? a.self) as string;
-
-function thisHost(ctx: CallContext, a: Args): string {
-  const host = hostArg(a);
+/** This host, or HOST_OFFLINE: a pool of one has no other host to reach. */
+function thisHost(ctx: CallContext, host: Ref<'host'>): Ref<'host'> {
   if (host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', host);
   return host;
 }
 
-const residentVms = (ctx: CallContext, host: string): string[] =>
+const residentVms = (ctx: CallContext, host: Ref<'host'>): Ref<'VM'>[] =>
   ctx.services.store.where('VM', (v) => v.resident_on === host && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused')).map(([r]) => r);
 
-export const hostHandlers: HandlerTable = {
+export const hostHandlers: host_handlers = {
   disable: (ctx, a) => {
-    const host = thisHost(ctx, a);
+    const host = thisHost(ctx, a.host);
     ctx.services.store.transact((tx) => tx.update('host', host, { enabled: false }));
   },
   enable: (ctx, a) => {
-    const host = thisHost(ctx, a);
+    const host = thisHost(ctx, a.host);
     ctx.services.store.transact((tx) => tx.update('host', host, { enabled: true }));
   },
   get_servertime: () => formatDateTime(new Date()),
   get_server_localtime: () => formatDateTime(new Date()),
   compute_free_memory: (ctx, a) => {
-    thisHost(ctx, a);
+    thisHost(ctx, a.host);
     return xenopsOf(ctx).freeMemory();
   },
   compute_memory_overhead: () => 0,
-  get_management_interface: (ctx, a) => {
-    const host = hostArg(a);
-    return ctx.services.store.where('PIF', (p) => p.host === host && p.management === true)[0]?.[0] ?? NULL_REF;
-  },
+  get_management_interface: (ctx, a) =>
+    ctx.services.store.where('PIF', (p) => p.host === a.host && p.management)[0]?.[0] ?? NULL_REF,
   get_server_certificate: (ctx) => {
     try {
       return readFileSync(`${ctx.services.dataDir}/xenon-cert.pem`, 'utf8');
@@ -48,20 +46,146 @@ export const hostHandlers: HandlerTable = {
   get_vms_which_prevent_evacuation: (ctx, a) => {
     const out: Record<string, string[]> = {};
     // with a single host, every running VM has nowhere to go
-    for (const vm of residentVms(ctx, hostArg(a))) out[vm] = ['NO_HOSTS_AVAILABLE'];
+    for (const vm of residentVms(ctx, a.self)) out[vm] = ['NO_HOSTS_AVAILABLE'];
     return out;
   },
   assert_can_evacuate: (ctx, a) => {
-    if (residentVms(ctx, hostArg(a)).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
+    if (residentVms(ctx, a.host).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
   },
   evacuate: (ctx, a) => {
-    if (residentVms(ctx, hostArg(a)).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
+    if (residentVms(ctx, a.host).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
   },
   list_methods: () => [...MESSAGES.values()].filter((m) => !m.hidden).map((m) => m.wireName),
   get_log: () => '',
+  emergency_clear_mandatory_guidance: notImplemented,
+  set_https_only: notImplemented,
+  apply_updates: notImplemented,
+  emergency_reenable_tls_verification: notImplemented,
+  emergency_disable_tls_verification: notImplemented,
+  set_numa_affinity_policy: notImplemented,
+  get_sched_gran: notImplemented,
+  set_sched_gran: notImplemented,
+  set_uefi_certificates: notImplemented,
+  set_multipathing: notImplemented,
+  set_iscsi_iqn: notImplemented,
+  set_ssl_legacy: notImplemented,
+  disable_display: notImplemented,
+  enable_display: notImplemented,
+  declare_dead: notImplemented,
+  migrate_receive: notImplemented,
+  disable_local_storage_caching: notImplemented,
+  enable_local_storage_caching: notImplemented,
+  set_power_on_mode: notImplemented,
+  refresh_pack_info: notImplemented,
+  apply_edition: notImplemented,
+  reset_server_certificate: notImplemented,
+  emergency_reset_server_certificate: notImplemented,
+  install_server_certificate: notImplemented,
+  refresh_server_certificate: notImplemented,
+  retrieve_wlb_evacuate_recommendations: notImplemented,
+  disable_external_auth: notImplemented,
+  enable_external_auth: notImplemented,
+  call_extension: notImplemented,
+  has_extension: notImplemented,
+  call_plugin: notImplemented,
+  create_new_blob: notImplemented,
+  backup_rrds: notImplemented,
+  sync_data: notImplemented,
+  set_hostname_live: notImplemented,
+  shutdown_agent: notImplemented,
+  restart_agent: notImplemented,
+  management_disable: notImplemented,
+  local_management_reconfigure: notImplemented,
+  management_reconfigure: notImplemented,
+  syslog_reconfigure: notImplemented,
+  get_uncooperative_resident_VMs: notImplemented,
+  forget_data_source_archives: notImplemented,
+  query_data_source: notImplemented,
+  record_data_source: notImplemented,
+  get_data_sources: notImplemented,
+  emergency_ha_disable: notImplemented,
+  power_on: notImplemented,
+  destroy: notImplemented,
+  license_remove: notImplemented,
+  license_add: notImplemented,
+  bugreport_upload: notImplemented,
+  send_debug_keys: notImplemented,
+  dmesg_clear: notImplemented,
+  dmesg: notImplemented,
+  reboot: notImplemented,
+  shutdown: notImplemented,
 };
 
-export const poolHandlers: HandlerTable = {
+export const poolHandlers: pool_handlers = {
   get_license_state: () => ({ edition: 'xenon', expiry: 'never' }),
   sync_database: () => undefined,
+  set_ext_auth_max_threads: notImplemented,
+  set_local_auth_max_threads: notImplemented,
+  set_update_sync_enabled: notImplemented,
+  configure_update_sync: notImplemented,
+  reset_telemetry_uuid: notImplemented,
+  set_telemetry_next_collection: notImplemented,
+  set_https_only: notImplemented,
+  set_custom_uefi_certificates: notImplemented,
+  set_uefi_certificates: notImplemented,
+  disable_repository_proxy: notImplemented,
+  configure_repository_proxy: notImplemented,
+  disable_client_certificate_auth: notImplemented,
+  enable_client_certificate_auth: notImplemented,
+  check_update_readiness: notImplemented,
+  sync_updates: notImplemented,
+  remove_repository: notImplemented,
+  add_repository: notImplemented,
+  set_repositories: notImplemented,
+  rotate_secret: notImplemented,
+  remove_from_guest_agent_config: notImplemented,
+  add_to_guest_agent_config: notImplemented,
+  has_extension: notImplemented,
+  set_igmp_snooping_enabled: notImplemented,
+  disable_ssl_legacy: notImplemented,
+  apply_edition: notImplemented,
+  disable_local_storage_caching: notImplemented,
+  enable_local_storage_caching: notImplemented,
+  test_archive_target: notImplemented,
+  set_vswitch_controller: notImplemented,
+  disable_redo_log: notImplemented,
+  enable_redo_log: notImplemented,
+  enable_tls_verification: notImplemented,
+  certificate_sync: notImplemented,
+  crl_list: notImplemented,
+  crl_uninstall: notImplemented,
+  crl_install: notImplemented,
+  uninstall_ca_certificate: notImplemented,
+  install_ca_certificate: notImplemented,
+  certificate_list: notImplemented,
+  certificate_uninstall: notImplemented,
+  certificate_install: notImplemented,
+  send_test_post: notImplemented,
+  retrieve_wlb_recommendations: notImplemented,
+  retrieve_wlb_configuration: notImplemented,
+  send_wlb_configuration: notImplemented,
+  deconfigure_wlb: notImplemented,
+  initialize_wlb: notImplemented,
+  detect_nonhomogeneous_external_auth: notImplemented,
+  disable_external_auth: notImplemented,
+  enable_external_auth: notImplemented,
+  create_new_blob: notImplemented,
+  set_ha_host_failures_to_tolerate: notImplemented,
+  ha_compute_vm_failover_plan: notImplemented,
+  ha_compute_hypothetical_max_host_failures_to_tolerate: notImplemented,
+  ha_compute_max_host_failures_to_tolerate: notImplemented,
+  ha_failover_plan_exists: notImplemented,
+  ha_prevent_restarts_for: notImplemented,
+  designate_new_master: notImplemented,
+  disable_ha: notImplemented,
+  enable_ha: notImplemented,
+  create_VLAN_from_PIF: notImplemented,
+  management_reconfigure: notImplemented,
+  create_VLAN: notImplemented,
+  recover_slaves: notImplemented,
+  emergency_reset_master: notImplemented,
+  emergency_transition_to_master: notImplemented,
+  eject: notImplemented,
+  join_force: notImplemented,
+  join: notImplemented,
 };

@@ -19,7 +19,6 @@ import { Collector } from './sr-collector.ts';
 import { ChainLocks, lockedDriver } from './sr-locks.ts';
 import type { DiskProvider } from './xenops.ts';
 
-export const SR_TYPES = ['ext', 'file', 'iso'] as const;
 /** Above this, VHD cannot go (2040 GiB, as XenServer's VHD limit). */
 export const VHD_MAX = 2040 * 1024 ** 3;
 /** Largest VDI a file SR makes (as qcow2); qcow2 itself would go further. */

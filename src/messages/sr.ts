@@ -8,15 +8,14 @@ import { NULL_REF } from '../datamodel/types.ts';
 import { notImplemented, type CallContext, type StorageService } from './context.ts';
 import { setField } from './generic.ts';
 import type { PBD_handlers, SR_handlers } from './generated/handlers.ts';
-import { makeDriver, SR_TYPES, storageError } from './sr-drivers.ts';
+import { isSrType, SR_TYPE_NAMES } from '../datamodel/sr-types.ts';
+import { makeDriver, storageError } from './sr-drivers.ts';
 
 export function storageOf(ctx: CallContext): StorageService {
   const s = ctx.services.storage;
   if (!s) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
   return s;
 }
-
-const isSrType = (type: string): boolean => SR_TYPES.some((t) => t === type);
 
 async function plug(ctx: CallContext, pbd: Ref<'PBD'>): Promise<void> {
   const { store } = ctx.services;
@@ -126,7 +125,7 @@ export const srHandlers: SR_handlers = {
 
   scan: (ctx, a) => storageOf(ctx).scan(a.sr),
   update: (ctx, a) => storageOf(ctx).update(a.sr),
-  get_supported_types: () => [...SR_TYPES],
+  get_supported_types: () => [...SR_TYPE_NAMES],
 
   probe: async (_ctx, a) => {
     const config = a.device_config;

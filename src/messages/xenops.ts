@@ -85,7 +85,7 @@ export class Xenops {
     return this.services.store;
   }
 
-  /** Storage and networking plug in through services.ext when they run. */
+  /** Storage and networking plug in through services.storage and services.nics when they run. */
   private get disks(): DiskProvider | undefined {
     return this.services.storage;
   }

@@ -4,6 +4,8 @@
  * shared mount, an ISO library; later NFS or iSCSI spoken from user space)
  * and nothing about the database. Everything is named by uuid.
  */
+import type { SmCapability } from '../../datamodel/sr-types.ts';
+
 export type VdiFormat = 'vpc' | 'qcow2' | 'raw';
 
 /** What a driver knows about one image. */
@@ -30,8 +32,8 @@ export interface SrDriver {
   readonly type: string;
   /** Whether every host of a pool sees the same storage. */
   readonly shared: boolean;
-  /** SM capabilities, as xapi's SM records list them. */
-  readonly capabilities: readonly string[];
+  /** SM capabilities, as the SR type declares them (datamodel/sr-types.ts). */
+  readonly capabilities: readonly SmCapability[];
   /** Prepares the storage for a new SR (mkdir, write a marker). */
   create(): Promise<void>;
   /** Checks the storage is there and usable (PBD.plug). */

@@ -11,14 +11,13 @@ import type { Readable } from 'node:stream';
 import { createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize, verifyChain } from '../vhd/index.ts';
 import { coalesceInto, recoverCoalesces } from './chain-coalesce.ts';
 import { exportQcow2Raw, importRawQcow2, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize, qemuImg } from './qcow2.ts';
+import { SR_TYPES, type SmCapability } from '../../datamodel/sr-types.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
 
 /** Above this VHD cannot go (XenServer's 2040 GiB): larger volumes are qcow2. */
 export const VHD_LIMIT = 2040 * 1024 ** 3;
 export type FileFormat = 'vhd' | 'qcow2';
 
-const CAPABILITIES = ['SR_PROBE', 'SR_UPDATE', 'SR_SCAN', 'VDI_CREATE', 'VDI_DELETE', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_INTRODUCE',
-  'VDI_RESIZE', 'VDI_SNAPSHOT', 'VDI_CLONE', 'VDI_UPDATE', 'VDI_GENERATE_CONFIG', 'VDI_RESET_ON_BOOT/2'];
 
 /** Turns an ENOSPC into SR_FULL; other errors pass. */
 export function spaceError(e: unknown, requested: number, maximum: number): unknown {
@@ -26,7 +25,7 @@ export function spaceError(e: unknown, requested: number, maximum: number): unkn
 }
 
 export class FileSr implements SrDriver {
-  readonly capabilities = CAPABILITIES;
+  readonly capabilities: readonly SmCapability[];
   /** qcow2 goes past VHD's 2040 GiB; 64 TiB is where a file SR stops. */
   readonly maxVolumeSize = 64 * 1024 ** 4;
 
@@ -34,7 +33,9 @@ export class FileSr implements SrDriver {
     readonly type: 'ext' | 'file',
     readonly dir: string,
     readonly srUuid: string,
-  ) {}
+  ) {
+    this.capabilities = SR_TYPES[type].capabilities;
+  }
 
   get shared(): boolean {
     return this.type === 'file';

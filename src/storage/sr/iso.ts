@@ -2,6 +2,7 @@
 import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { SR_TYPES } from '../../datamodel/sr-types.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
 
 /** A stable uuid for a file name, so a rescan finds the same VDI. */
@@ -17,7 +18,7 @@ const readOnly = (): never => {
 export class IsoSr implements SrDriver {
   readonly type = 'iso';
   readonly shared = true;
-  readonly capabilities = ['SR_SCAN', 'VDI_ATTACH', 'VDI_DETACH', 'VDI_INTRODUCE'];
+  readonly capabilities = SR_TYPES.iso.capabilities;
   private names = new Map<string, string>();
 
   constructor(
