@@ -7,7 +7,7 @@ import { guardGeneric } from '../auth/read-access.ts';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { GenericKind, ModelMessage } from '../datamodel/model.ts';
 import { getClass } from '../datamodel/model.ts';
-import type { ClassName } from '../datamodel/generated/records.ts';
+import type { ClassName, Records } from '../datamodel/generated/records.ts';
 import type { DbRecord, Patch, Store } from '../db/store.ts';
 import type { Args, CallContext, Handler } from './context.ts';
 import { compileWhere } from './where.ts';
@@ -96,12 +96,18 @@ export function creatableFields(cls: string, given: Args): Record<string, unknow
  * declares some setters explicitly for their roles): its first parameter names
  * the object, `value` the new value.
  */
-export const setField =
-  (field: string): Handler<Args, void> =>
-  (ctx, args) => {
+export function setField<C extends ClassName, F extends keyof Records[C] & string>(cls: C, field: F): Handler<{ readonly value: Records[C][F] }, void>;
+/** Transitional: the same, unchecked, for handler tables not yet typed. */
+export function setField(field: string): Handler<Args, void>;
+export function setField(clsOrField: string, maybeField?: string): Handler<Args, void> {
+  const field = maybeField ?? clsOrField;
+  return (ctx, args) => {
     const m = ctx.message;
-    ctx.services.store.transact((tx) => tx.updateAny(m.cls, args[m.params[0].name] as string, { [field]: args.value }));
+    const self = args[m.params[0].name];
+    if (typeof self !== 'string') throw new XenApiError('INTERNAL_ERROR', `${m.wireName}: no object to set`);
+    ctx.services.store.transact((tx) => tx.updateAny(m.cls, self, { [field]: args.value }));
   };
+}
 
 export function runGeneric(ctx: CallContext, args: Args): unknown {
   const m = ctx.message;

@@ -3,7 +3,7 @@
  * for the daemon. Subsystems are reached through `ctx.services` (absent ones
  * answer NOT_IMPLEMENTED), so the set does not depend on which plugins run.
  */
-import type { HandlerTable } from './context.ts';
+import { notImplemented, type HandlerTable } from './context.ts';
 import type { Handlers } from './generated/handlers.ts';
 import { eventHandlers } from './event.ts';
 import { hostHandlers, poolHandlers } from './host.ts';
@@ -29,7 +29,8 @@ export type HandlerSet = { [C in keyof Handlers]: Handlers[C] | HandlerTable };
 
 export const HANDLERS: HandlerSet = {
   session: sessionHandlers,
-  auth: {},
+  // external authentication (AD/LDAP) is not offered: local accounts only
+  auth: { get_group_membership: notImplemented, get_subject_information_from_identifier: notImplemented, get_subject_identifier: notImplemented },
   subject: subjectHandlers,
   role: roleHandlers,
   task: taskHandlers,
@@ -44,9 +45,9 @@ export const HANDLERS: HandlerSet = {
   PIF: pifHandlers,
   Bond: bondHandlers,
   VLAN: vlanHandlers,
-  tunnel: {},
+  tunnel: { create: notImplemented, destroy: notImplemented },
   network: networkHandlers,
   VIF: vifHandlers,
   message: messageHandlers,
-  blob: {},
+  blob: { create: notImplemented, destroy: notImplemented },
 };

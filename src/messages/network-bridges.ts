@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
-import type { DbRecord, Store } from '../db/store.ts';
+import type { Row, Store } from '../db/store.ts';
 import type { BridgeSpec, LockingSpec, NetworkBackend, TapSpec } from '../network/backend.ts';
 import { listHostNics } from '../network/host-nics.ts';
 import type { Services } from './context.ts';
@@ -35,15 +35,15 @@ export class Networking implements NicProvider {
   /** The bridge spec a network needs: its own bridge, or a fake bridge on its VLAN's parent. */
   bridgeSpec(network: string): BridgeSpec {
     const net = this.store.must('network', network);
-    const pif = (net.PIFs as string[]).map((p) => this.store.get('PIF', p)).find((p) => p && p.host === this.services.hostRef());
-    if (pif && Number(pif.VLAN) >= 0) {
-      const vlan = this.store.get('VLAN', String(pif.VLAN_master_of));
-      const tagged = vlan ? this.store.get('PIF', String(vlan.tagged_PIF)) : undefined;
-      const parentNet = tagged ? this.store.get('network', String(tagged.network)) : undefined;
-      if (parentNet) return { name: String(net.bridge), mtu: Number(net.MTU), vlan: { parentBridge: String(parentNet.bridge), tag: Number(pif.VLAN) } };
+    const pif = net.PIFs.map((p) => this.store.get('PIF', p)).find((p) => p && p.host === this.services.hostRef());
+    if (pif && pif.VLAN >= 0) {
+      const vlan = this.store.get('VLAN', pif.VLAN_master_of);
+      const tagged = vlan ? this.store.get('PIF', vlan.tagged_PIF) : undefined;
+      const parentNet = tagged ? this.store.get('network', tagged.network) : undefined;
+      if (parentNet) return { name: net.bridge, mtu: net.MTU, vlan: { parentBridge: parentNet.bridge, tag: pif.VLAN } };
     }
-    const uplink = this.attachUplinks && pif?.physical === true ? String(pif.device) : undefined;
-    return { name: String(net.bridge), mtu: Number(net.MTU), ...(uplink ? { uplink } : {}) };
+    const uplink = this.attachUplinks && pif?.physical ? pif.device : undefined;
+    return { name: net.bridge, mtu: net.MTU, ...(uplink ? { uplink } : {}) };
   }
 
   async ensureNetwork(network: string): Promise<void> {
@@ -56,33 +56,34 @@ export class Networking implements NicProvider {
     await this.backend.ensureBridge(name, opts);
   }
 
-  private locking(vif: DbRecord, net: DbRecord): LockingSpec {
-    let mode = String(vif.locking_mode);
-    if (mode === 'network_default') mode = net.default_locking_mode === 'disabled' ? 'disabled' : 'unlocked';
-    return { mode: mode as LockingSpec['mode'], mac: String(vif.MAC), ipv4: vif.ipv4_allowed as string[], ipv6: vif.ipv6_allowed as string[] };
+  private locking(vif: Row<'VIF'>, net: Row<'network'>): LockingSpec {
+    const fallback = net.default_locking_mode === 'disabled' ? 'disabled' : 'unlocked';
+    const mode = vif.locking_mode === 'network_default' ? fallback : vif.locking_mode;
+    return { mode, mac: vif.MAC, ipv4: vif.ipv4_allowed, ipv6: vif.ipv6_allowed };
   }
 
   // ------------------------------------------------------------- NicProvider
 
   async plug(vif: string): Promise<{ tap: string; mtu: number }> {
     const rec = this.store.must('VIF', vif);
-    const net = this.store.must('network', String(rec.network));
-    await this.ensureNetwork(String(rec.network));
-    const tap = tapName(String(rec.uuid));
+    const net = this.store.must('network', rec.network);
+    await this.ensureNetwork(rec.network);
+    const tap = tapName(rec.uuid);
+    const mtu = rec.MTU || net.MTU;
     await this.backend.removeTap(tap).catch(() => undefined); // a stale one from a crash
-    await this.backend.createTap(tap, String(net.bridge), { mac: String(rec.MAC), mtu: Number(rec.MTU) || Number(net.MTU), locking: this.locking(rec, net) });
-    return { tap, mtu: Number(rec.MTU) || Number(net.MTU) };
+    await this.backend.createTap(tap, net.bridge, { mac: rec.MAC, mtu, locking: this.locking(rec, net) });
+    return { tap, mtu };
   }
 
   async unplug(vif: string): Promise<void> {
     const rec = this.store.get('VIF', vif);
-    if (rec) await this.backend.removeTap(tapName(String(rec.uuid))).catch(() => undefined);
+    if (rec) await this.backend.removeTap(tapName(rec.uuid)).catch(() => undefined);
   }
 
   async applyLocking(vif: string): Promise<void> {
     const rec = this.store.must('VIF', vif);
     if (!rec.currently_attached) return;
-    await this.backend.setLocking(tapName(String(rec.uuid)), this.locking(rec, this.store.must('network', String(rec.network))));
+    await this.backend.setLocking(tapName(rec.uuid), this.locking(rec, this.store.must('network', rec.network)));
   }
 
   // ------------------------------------------------------------- host
@@ -90,7 +91,7 @@ export class Networking implements NicProvider {
   /** First start: each NIC becomes a PIF with a network and bridge of its own. */
   async introduceNics(): Promise<void> {
     const host = this.services.hostRef();
-    if (this.store.where('PIF', (p) => p.host === host && p.physical === true).length) return;
+    if (this.store.where('PIF', (p) => p.host === host && p.physical).length) return;
     const nics = (await listHostNics({ netns: this.netns, includeVeth: true })).sort((a, b) => a.device.localeCompare(b.device));
     const management = await this.defaultRouteDevice();
     this.store.transact((tx) => {
@@ -118,14 +119,14 @@ export class Networking implements NicProvider {
   /** Applies a PIF's IP configuration to its bridge. */
   async applyIp(pif: string): Promise<void> {
     const rec = this.store.must('PIF', pif);
-    const bridge = String(this.store.must('network', String(rec.network)).bridge);
+    const { bridge } = this.store.must('network', rec.network);
     const ip = async (...args: string[]): Promise<void> => {
       await (this.netns ? run('ip', ['-n', this.netns, ...args]) : run('ip', args));
     };
     await ip('addr', 'flush', 'dev', bridge).catch(() => undefined);
     if (rec.ip_configuration_mode === 'Static' && rec.IP) {
-      const bits = String(rec.netmask).split('.').reduce((n, o) => n + (Number(o) >>> 0).toString(2).split('1').length - 1, 0);
-      await ip('addr', 'add', `${String(rec.IP)}/${bits || 24}`, 'dev', bridge);
+      const bits = rec.netmask.split('.').reduce((n, o) => n + (Number(o) >>> 0).toString(2).split('1').length - 1, 0);
+      await ip('addr', 'add', `${rec.IP}/${bits || 24}`, 'dev', bridge);
       await ip('link', 'set', bridge, 'up');
     }
   }
@@ -136,12 +137,12 @@ export class Networking implements NicProvider {
   async reconcile(): Promise<{ removed: string[]; created: string[] }> {
     const bridges = this.store.refs('network').map((n) => this.bridgeSpec(n));
     const taps: TapSpec[] = [];
-    for (const [, vif] of this.store.where('VIF', (v) => v.currently_attached === true)) {
-      const vm = this.store.get('VM', String(vif.VM));
+    for (const [, vif] of this.store.where('VIF', (v) => v.currently_attached)) {
+      const vm = this.store.get('VM', vif.VM);
       if (!vm || (vm.power_state !== 'Running' && vm.power_state !== 'Paused')) continue;
-      const net = this.store.get('network', String(vif.network));
+      const net = this.store.get('network', vif.network);
       if (!net) continue;
-      taps.push({ name: tapName(String(vif.uuid)), bridge: String(net.bridge), mac: String(vif.MAC), locking: this.locking(vif, net) });
+      taps.push({ name: tapName(vif.uuid), bridge: net.bridge, mac: vif.MAC, locking: this.locking(vif, net) });
     }
     return this.backend.reconcile({ bridges, taps });
   }
@@ -149,20 +150,20 @@ export class Networking implements NicProvider {
   /** Counters into PIF_metrics and VIF_metrics. */
   async sampleMetrics(): Promise<void> {
     const now = formatDateTime(new Date());
-    for (const [, vif] of this.store.where('VIF', (v) => v.currently_attached === true)) {
-      const s = await this.backend.interfaceStats(tapName(String(vif.uuid))).catch(() => undefined);
-      if (!s || vif.metrics === NULL_REF || !this.store.get('VIF_metrics', String(vif.metrics))) continue;
-      this.store.transact((tx) => tx.update('VIF_metrics', String(vif.metrics), { io_read_kbs: s.rxBytes / 1024, io_write_kbs: s.txBytes / 1024, last_updated: now }));
+    for (const [, vif] of this.store.where('VIF', (v) => v.currently_attached)) {
+      const s = await this.backend.interfaceStats(tapName(vif.uuid)).catch(() => undefined);
+      if (!s || vif.metrics === NULL_REF || !this.store.get('VIF_metrics', vif.metrics)) continue;
+      this.store.transact((tx) => tx.update('VIF_metrics', vif.metrics, { io_read_kbs: s.rxBytes / 1024, io_write_kbs: s.txBytes / 1024, last_updated: now }));
     }
   }
 
   nextBridgeName(): string {
-    const used = new Set(this.store.where('network', () => true).map(([, n]) => String(n.bridge)));
+    const used = new Set(this.store.where('network', () => true).map(([, n]) => n.bridge));
     for (let i = 0; ; i++) if (!used.has(`xapi${i}`)) return `xapi${i}`;
   }
 
   assertNoActiveVifs(network: string): void {
-    const active = (this.store.must('network', network).VIFs as string[]).filter((v) => this.store.get('VIF', v)?.currently_attached);
+    const active = this.store.must('network', network).VIFs.filter((v) => this.store.get('VIF', v)?.currently_attached);
     if (active.length) throw new XenApiError('NETWORK_CONTAINS_VIF', ...active);
   }
 }

@@ -40,7 +40,7 @@ export const networkHandlers: network_handlers = {
     });
     await n?.backend.removeBridge(net.bridge).catch(() => undefined);
   },
-  set_default_locking_mode: setField('default_locking_mode'),
+  set_default_locking_mode: setField('network', 'default_locking_mode'),
   add_purpose: (ctx, a) => {
     const cur = ctx.services.store.must('network', a.self).purpose;
     if (!cur.includes(a.value)) ctx.services.store.transact((tx) => tx.update('network', a.self, { purpose: [...cur, a.value] }));
@@ -210,7 +210,7 @@ export const pifHandlers: PIF_handlers = {
     if (pif.disallow_unplug) throw new XenApiError('PIF_DOES_NOT_ALLOW_UNPLUG', a.self);
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: false }));
   },
-  set_disallow_unplug: setField('disallow_unplug'),
+  set_disallow_unplug: setField('PIF', 'disallow_unplug'),
   set_property: (ctx, a) => {
     const cur = ctx.services.store.must('PIF', a.self).properties;
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { properties: { ...cur, [a.name]: a.value } }));
@@ -264,6 +264,6 @@ export const bondHandlers: Bond_handlers = {
       tx.delete('Bond', a.self);
     });
   },
-  set_mode: setField('mode'),
+  set_mode: setField('Bond', 'mode'),
   set_property: notImplemented,
 };

@@ -135,10 +135,10 @@ export const srHandlers: SR_handlers = {
     return `<?xml version="1.0" ?><SRlist>${found ? `<SR><UUID>${found}</UUID><type>${a.type}</type></SR>` : ''}</SRlist>`;
   },
 
-  set_name_label: setField('name_label'),
-  set_name_description: setField('name_description'),
-  set_shared: setField('shared'),
-  set_physical_size: setField('physical_size'),
+  set_name_label: setField('SR', 'name_label'),
+  set_name_description: setField('SR', 'name_description'),
+  set_shared: setField('SR', 'shared'),
+  set_physical_size: setField('SR', 'physical_size'),
   forget_data_source_archives: notImplemented,
   query_data_source: notImplemented,
   record_data_source: notImplemented,

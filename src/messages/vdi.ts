@@ -172,11 +172,11 @@ export const vdiHandlers: VDI_handlers = {
     ctx.services.store.transact((tx) => tx.update('VDI', vdi, { on_boot: a.value }));
   },
 
-  set_name_label: setField('name_label'),
-  set_name_description: setField('name_description'),
-  set_read_only: setField('read_only'),
-  set_sharable: setField('sharable'),
-  set_allow_caching: setField('allow_caching'),
+  set_name_label: setField('VDI', 'name_label'),
+  set_name_description: setField('VDI', 'name_description'),
+  set_read_only: setField('VDI', 'read_only'),
+  set_sharable: setField('VDI', 'sharable'),
+  set_allow_caching: setField('VDI', 'allow_caching'),
   get_nbd_info: notImplemented,
   list_changed_blocks: notImplemented,
   data_destroy: notImplemented,
