@@ -9,7 +9,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
-import { exportVolumeRaw, FileSr, importVolumeRaw } from '../storage/sr/file.ts';
+import { exportVolumeRaw, importVolumeRaw } from '../storage/sr/file.ts';
 import type { Services } from './context.ts';
 import { authorize, DATA_MOVERS, failHttp, finishTask, sessionIdOf, taskOf, type HttpTask } from './http-handlers.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
@@ -71,7 +71,7 @@ export function importRawVdi(services: Services, storage: Storage) {
       await storage.usingImages(String(rec.SR), async () => {
         if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
         const format = url.searchParams.get('format') ?? 'raw';
-        const qcow2 = driver instanceof FileSr && driver.formatOf(String(rec.uuid)) === 'qcow2';
+        const qcow2 = (await driver.info(rec.uuid)).format === 'qcow2';
         if (qcow2 && format === 'vhd') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (import it with format=raw)');
         const size = length > 0 ? length : Number(rec.virtual_size);
         const input = req.pipe(progressCounter(size, task));
