@@ -113,7 +113,7 @@ export class XenApiClient {
   /** Waits for a task to finish; returns its result (XML-RPC text) or throws its error. */
   async waitTask(task: string, pollMs = 100): Promise<string> {
     for (;;) {
-      const rec = (await this.call('task.get_record', [this.session, task])) as { status: string; result: string; error_info: string[] };
+      const rec = await this.api.task.get_record(task);
       if (rec.status === 'success') return rec.result;
       if (rec.status === 'failure' || rec.status === 'cancelled') throw new XenApiClientError(rec.error_info[0] ?? 'INTERNAL_ERROR', rec.error_info.slice(1));
       await new Promise((r) => setTimeout(r, pollMs));
