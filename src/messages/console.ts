@@ -9,7 +9,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from './context.ts';
-import { sessionIdOf } from './http-handlers.ts';
+import { authorize } from './http-handlers.ts';
 import type { Xenops } from './xenops.ts';
 
 function reject(socket: Duplex, status: string, text: string): void {
@@ -17,22 +17,27 @@ function reject(socket: Duplex, status: string, text: string): void {
 }
 
 
+/** The HTTP status and text of a failed session or role check, or null when it passed. */
+function refused(check: () => unknown): { status: string; text: string } | null {
+  try {
+    check();
+    return null;
+  } catch (e) {
+    if (!(e instanceof XenApiError)) throw e;
+    const status = e.code === 'RBAC_PERMISSION_DENIED' ? '403 Forbidden' : '401 Unauthorized';
+    return { status, text: e.description.join(' ') };
+  }
+}
+
 /** The console named by `ref=` or `uuid=`. */
 const consoleRef = (services: Services, url: URL): string =>
   url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
 
 export function consoleConnect(services: Services, xenops: Xenops) {
   return (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
-    const { store, sessions } = services;
-    let session;
-    try {
-      session = sessions.check(sessionIdOf(req, url));
-    } catch (e) {
-      return reject(socket, '401 Unauthorized', (e as XenApiError).description?.join(' ') ?? 'SESSION_INVALID');
-    }
-    if (!['vm-operator', 'vm-admin', 'vm-power-admin', 'pool-operator', 'pool-admin'].some((r) => session.roles.has(r as never))) {
-      return reject(socket, '403 Forbidden', 'RBAC_PERMISSION_DENIED console');
-    }
+    const { store } = services;
+    const refusal = refused(() => authorize(services, req, url));
+    if (refusal) return reject(socket, refusal.status, refusal.text);
     const ref = consoleRef(services, url);
     const con = store.get('console', ref);
     if (!con) return reject(socket, '404 Not Found', `HANDLE_INVALID console ${ref}`);
@@ -69,11 +74,8 @@ export function consoleLog(services: Services, xenops: Xenops) {
       res.writeHead(status, { 'Content-Type': 'text/plain' });
       res.end(`${text}\n`);
     };
-    try {
-      services.sessions.check(sessionIdOf(req, url));
-    } catch {
-      return fail(401, 'SESSION_INVALID');
-    }
+    const refusal = refused(() => authorize(services, req, url));
+    if (refusal) return fail(Number.parseInt(refusal.status, 10), refusal.text);
     const ref = consoleRef(services, url);
     const con = services.store.get('console', ref);
     const vm = con ? services.store.get('VM', String(con.VM)) : undefined;

@@ -1,16 +1,14 @@
 /**
  * What xapi's HTTP handlers (/console, /import*, /export*) have in common:
- * the session from `session_id=` or its cookie, the role check, the
- * client's task (`task_id=`) or one of our own, and failures as text.
+ * the session from `session_id=` or its cookie, the role check from the
+ * declared HTTP action (datamodel/http-actions.ts), the client's own task
+ * (`task_id=`) or one of ours, and failures as text.
  */
 import type http from 'node:http';
 import type { SessionInfo } from '../auth/sessions.ts';
 import { XenApiError } from '../datamodel/api-error.ts';
-import type { Role } from '../datamodel/dsl.ts';
+import { httpActionFor } from '../datamodel/http-actions.ts';
 import type { Services } from './context.ts';
-
-/** Roles that may move disks and VMs in and out over HTTP (xapi's vm-admin and above). */
-export const DATA_MOVERS: readonly Role[] = ['pool-admin', 'pool-operator', 'vm-power-admin', 'vm-admin'];
 
 export interface HttpTask {
   readonly ref: string;
@@ -25,19 +23,25 @@ export function sessionIdOf(req: http.IncomingMessage, url: URL): string {
   return cookie ? decodeURIComponent(cookie[1]) : '';
 }
 
-/** The caller's session, which must hold one of `roles`; RBAC_PERMISSION_DENIED names `action`. */
-export function authorize(services: Services, req: http.IncomingMessage, url: URL, roles: readonly Role[], action: string): SessionInfo {
+/**
+ * The caller's session, which must hold a role of the HTTP action declared
+ * for this method and path; RBAC_PERMISSION_DENIED names xapi's `http/<action>`.
+ */
+export function authorize(services: Services, req: http.IncomingMessage, url: URL): SessionInfo {
+  const action = httpActionFor(req.method, url.pathname);
+  if (!action) throw new XenApiError('RBAC_PERMISSION_DENIED', `http/${url.pathname}`, 'No HTTP action is declared here');
   const session = services.sessions.check(sessionIdOf(req, url));
-  if (!roles.some((r) => session.roles.has(r))) {
-    throw new XenApiError('RBAC_PERMISSION_DENIED', action, 'No permission in the role of this session to perform this operation');
+  if (!session.isLocalSuperuser && !action.roles.some((r) => session.roles.has(r))) {
+    throw new XenApiError('RBAC_PERMISSION_DENIED', action.permission, 'No permission in the role of this session to perform this operation');
   }
   return session;
 }
 
-/** The client's task (task_id=…), whose progress we move, or a new one of ours. */
+/** The client's task (task_id=…, its own: see Tasks.assertMayChange), whose progress we move, or a new one of ours. */
 export function taskOf(services: Services, url: URL, label: string, session: SessionInfo): HttpTask {
   const given = url.searchParams.get('task_id');
   if (!given || !services.store.get('task', given)) return services.tasks.create(label, '', session.ref);
+  services.tasks.assertMayChange(session, given);
   let last = 0;
   return {
     ref: given,

@@ -11,7 +11,7 @@ import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
 import { exportVolumeRaw, importVolumeRaw } from '../storage/sr/file.ts';
 import type { Services } from './context.ts';
-import { authorize, DATA_MOVERS, failHttp, finishTask, sessionIdOf, taskOf, type HttpTask } from './http-handlers.ts';
+import { authorize, failHttp, finishTask, sessionIdOf, taskOf, type HttpTask } from './http-handlers.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
 
 interface Ctx {
@@ -21,7 +21,7 @@ interface Ctx {
 
 /** Session, role, VDI (ref or uuid) and task from the query string. */
 function open(services: Services, req: http.IncomingMessage, url: URL, label: string): Ctx {
-  const session = authorize(services, req, url, DATA_MOVERS, label);
+  const session = authorize(services, req, url);
   const given = url.searchParams.get('vdi') ?? '';
   const vdi = services.store.get('VDI', given) ? given : services.store.byUuid('VDI', given);
   if (!vdi) throw new XenApiError('HANDLE_INVALID', 'VDI', given);

@@ -1,0 +1,56 @@
+/**
+ * The HTTP actions (xapi's `http_actions`): each path a client may use beside
+ * the RPC endpoints, its method, the roles that may use it and whether it
+ * takes the client's task (`task_id=`). Declared once here; the HTTP handlers
+ * authorise through it (messages/http-handlers.ts), and the RBAC permission
+ * a refusal names is xapi's `http/<name>`.
+ */
+import { expandRoles, type Role, type RoleSpec } from './dsl.ts';
+
+export type HttpMethod = 'GET' | 'PUT' | 'POST' | 'CONNECT';
+
+export interface HttpActionDecl {
+  /** xapi's public name, e.g. `put_import_raw_vdi`. */
+  readonly name: string;
+  readonly method: HttpMethod;
+  readonly path: string;
+  /** The weakest role allowed, as in the class files. */
+  readonly roles: RoleSpec;
+  /** Takes a `task_id=` of the client's own, whose progress and outcome it sets. */
+  readonly task: boolean;
+}
+
+export interface HttpAction extends Omit<HttpActionDecl, 'roles'> {
+  readonly roles: readonly Role[];
+  /** The permission RBAC_PERMISSION_DENIED names. */
+  readonly permission: string;
+}
+
+const action = (name: string, method: HttpMethod, path: string, roles: RoleSpec, task: boolean): HttpActionDecl => ({ name, method, path, roles, task });
+
+/** Those Xenon serves, with xapi's roles. */
+export const HTTP_ACTION_DECLS: readonly HttpActionDecl[] = [
+  action('put_import', 'PUT', '/import', 'vm-admin', true),
+  action('put_import_raw_vdi', 'PUT', '/import_raw_vdi', 'vm-admin', true),
+  action('get_export', 'GET', '/export', 'vm-admin', true),
+  action('get_export_raw_vdi', 'GET', '/export_raw_vdi', 'vm-admin', true),
+  action('connect_console', 'CONNECT', '/console', 'vm-operator', false),
+  // xapi's GET /console is the websocket form of the console; ours is the serial log, under the same role
+  action('connect_console_ws', 'GET', '/console', 'vm-operator', false),
+];
+
+export const HTTP_ACTIONS: readonly HttpAction[] = HTTP_ACTION_DECLS.map((d) => ({
+  ...d,
+  roles: expandRoles(d.roles),
+  permission: `http/${d.name}`,
+}));
+
+/**
+ * The action a request is for: CONNECT requests match CONNECT actions, any
+ * other method the path's other action (the handler itself answers a method
+ * it does not take with 405).
+ */
+export function httpActionFor(method: string | undefined, path: string): HttpAction | undefined {
+  const connect = method === 'CONNECT';
+  return HTTP_ACTIONS.find((a) => a.path === path && (a.method === 'CONNECT') === connect);
+}
