@@ -7,7 +7,8 @@ import type { Store } from '../db/store.ts';
 import { TypedValue } from '../wire/marshal.ts';
 import { escapeXml } from '../wire/xmlrpc.ts';
 import { formatDateTime } from '../datamodel/types.ts';
-import type { HandlerTable } from './context.ts';
+import type { event_record } from '../datamodel/generated/records.ts';
+import type { event_handlers } from './generated/handlers.ts';
 
 /** How many changes one event.from/next answer carries at most; the rest come next call. */
 const BATCH_LIMIT = 20_000;
@@ -52,6 +53,12 @@ function eventRecord(c: Change): Record<string, unknown> {
     snapshot: new TypedValue({ kind: 'record', cls: c.cls }, c.snapshot),
   };
 }
+
+/**
+ * The one place an event record departs from its declared type: xapi sends
+ * `id` as a string on both wires although the datamodel says int.
+ */
+const asDeclared = (records: Record<string, unknown>[]): event_record[] => records as unknown as event_record[];
 
 interface Batch {
   /** What this caller may see, each snapshot as it may read it. */
@@ -110,10 +117,10 @@ function validRefCounts(store: Store, reader: Reader): RefCounts {
 /** Legacy event.register/next subscriptions, by session. */
 const subscriptions = new Map<string, { names: Set<string>; cursor: number }>();
 
-export const eventHandlers: HandlerTable = {
+export const eventHandlers: event_handlers = {
   from: async ({ services: { store, sessions }, session }, a) => {
-    const filter = parseClasses(a.classes as string[]);
-    const token = parseToken(a.token as string);
+    const filter = parseClasses(a.classes);
+    const token = parseToken(a.token);
     const deadline = Date.now() + timeoutMs(a.timeout);
     let batch = changesFor(store, session, token, filter);
     while (batch.changes.length === 0 && Date.now() < deadline) {
@@ -126,14 +133,14 @@ export const eventHandlers: HandlerTable = {
 
   register: ({ services: { store }, session }, a) => {
     const sub = subscriptions.get(session.ref) ?? { names: new Set<string>(), cursor: store.events.current };
-    for (const c of a.classes as string[]) sub.names.add(c);
+    for (const c of a.classes) sub.names.add(c);
     subscriptions.set(session.ref, sub);
   },
 
   unregister: ({ session }, a) => {
     const sub = subscriptions.get(session.ref);
     if (!sub) return;
-    for (const c of a.classes as string[]) sub.names.delete(c);
+    for (const c of a.classes) sub.names.delete(c);
   },
 
   next: async ({ services: { store, sessions }, session }) => {
@@ -143,17 +150,17 @@ export const eventHandlers: HandlerTable = {
       const filter = parseClasses([...sub.names]);
       const batch = changesFor(store, session, sub.cursor, filter);
       sub.cursor = batch.next;
-      if (batch.changes.length) return batch.changes.map(eventRecord);
+      if (batch.changes.length) return asDeclared(batch.changes.map(eventRecord));
       await store.events.wait(filter.classes, 30_000);
       sessions.check(session.ref); // a session logged out meanwhile stops waiting
     }
   },
 
   inject: ({ services: { store } }, a) => {
-    const cls = findClassInsensitive(a.class as string);
-    if (!cls || !cls.decl.persistent) throw new XenApiError('HANDLE_INVALID', String(a.class), String(a.ref));
-    store.mustAny(cls.name, a.ref as string);
-    store.transact((tx) => tx.updateAny(cls.name, a.ref as string, {}));
+    const cls = findClassInsensitive(a.class);
+    if (!cls || !cls.decl.persistent) throw new XenApiError('HANDLE_INVALID', a.class, a.ref);
+    store.mustAny(cls.name, a.ref);
+    store.transact((tx) => tx.updateAny(cls.name, a.ref, {}));
     return tokenOf(store.events.current);
   },
 

@@ -2,33 +2,39 @@
  * Tasks made by clients, cancellation and clean-up. Every change to a task
  * is its owner's (or pool-operator's and above), as xapi's task rules say.
  */
-import type { Args, CallContext, HandlerTable, LooseHandler } from './context.ts';
+import type { Ref } from '../datamodel/generated/records.ts';
+import type { CallContext, Handler } from './context.ts';
 import { runGeneric, setField } from './generic.ts';
+import type { task_handlers } from './generated/handlers.ts';
 
-/** The task a message names (its first parameter), checked against the caller. */
-const ownTask = (ctx: CallContext, args: Args): string => {
-  const ref = args[ctx.message.params[0].name] as string;
-  ctx.services.tasks.assertMayChange(ctx.session, ref);
-  return ref;
+/** The task, once the caller is found to be allowed to change it. */
+const mayChange = (ctx: CallContext, task: Ref<'task'>): Ref<'task'> => {
+  ctx.services.tasks.assertMayChange(ctx.session, task);
+  return task;
 };
 
 /** A handler that runs only once the caller may change the task. */
 const owned =
-  (then: LooseHandler): LooseHandler =>
-  (ctx, args) => {
-    ownTask(ctx, args);
-    return then(ctx, args);
+  <A>(then: Handler<A, void>): Handler<A & { readonly self: Ref<'task'> }, void> =>
+  (ctx, a) => {
+    mayChange(ctx, a.self);
+    return then(ctx, a);
   };
 
-export const taskHandlers: HandlerTable = {
-  create: ({ services, session }, a) => services.tasks.create(String(a.label), String(a.description), session.ref, { external: true }).ref,
-  cancel: (ctx, a) => ctx.services.tasks.cancel(ownTask(ctx, a)),
-  destroy: (ctx, a) => ctx.services.tasks.destroy(ownTask(ctx, a)),
-  set_status: owned(setField('status')),
-  set_progress: owned(setField('progress')),
-  set_result: owned(setField('result')),
-  set_error_info: owned(setField('error_info')),
-  set_other_config: owned(runGeneric),
-  add_to_other_config: owned(runGeneric),
-  remove_from_other_config: owned(runGeneric),
+/** The derived map setters, guarded. */
+const generic: Handler<Readonly<Record<string, unknown>>, void> = (ctx, a) => {
+  runGeneric(ctx, a);
+};
+
+export const taskHandlers: task_handlers = {
+  create: ({ services, session }, a) => services.tasks.create(a.label, a.description, session.ref, { external: true }).ref,
+  cancel: (ctx, a) => ctx.services.tasks.cancel(mayChange(ctx, a.task)),
+  destroy: (ctx, a) => ctx.services.tasks.destroy(mayChange(ctx, a.self)),
+  set_status: owned(setField('task', 'status')),
+  set_progress: owned(setField('task', 'progress')),
+  set_result: owned(setField('task', 'result')),
+  set_error_info: owned(setField('task', 'error_info')),
+  set_other_config: owned(generic),
+  add_to_other_config: owned(generic),
+  remove_from_other_config: owned(generic),
 };
