@@ -1,5 +1,6 @@
 /** The subsystems a full daemon runs, in start order. */
 import { join } from 'node:path';
+import { httpActionPath } from './datamodel/http-actions.ts';
 import type { Plugin } from './server.ts';
 import type { HypervisorBackend } from './xenops/backend.ts';
 import { consoleConnect, consoleLog } from './messages/console.ts';
@@ -67,10 +68,10 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
       services.storage = storage;
       ensureSmRecords(services);
       await ensureLocalSr(services, storage);
-      routes.routes.set('/import_raw_vdi', importRawVdi(services, storage));
-      routes.routes.set('/export_raw_vdi', exportRawVdi(services, storage));
-      routes.routes.set('/export', exportVm(services, storage));
-      routes.routes.set('/import', importVm(services, storage));
+      routes.routes.set(httpActionPath('put_import_raw_vdi'), importRawVdi(services, storage));
+      routes.routes.set(httpActionPath('get_export_raw_vdi'), exportRawVdi(services, storage));
+      routes.routes.set(httpActionPath('get_export'), exportVm(services, storage));
+      routes.routes.set(httpActionPath('put_import'), importVm(services, storage));
       let running = false;
       timer = setInterval(() => {
         if (running) return;
@@ -109,8 +110,8 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
       xenops.listen();
       const r = await xenops.reconcile();
       log.info({ backend: backend.name, ...r }, 'domains reconciled');
-      routes.connect.set('/console', consoleConnect(services, xenops));
-      routes.routes.set('/console', consoleLog(services, xenops));
+      routes.connect.set(httpActionPath('connect_console'), consoleConnect(services, xenops));
+      routes.routes.set(httpActionPath('connect_console_ws'), consoleLog(services, xenops));
       timer = setInterval(() => void xenops?.sampleMetrics(), o.metricsIntervalMs ?? 5000);
       timer.unref();
     },

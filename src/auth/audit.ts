@@ -84,6 +84,24 @@ export class AuditLog {
     };
   }
 
+  /**
+   * An HTTP action (import, export, console): logged whether it was allowed
+   * or refused; `sessionRef` names the caller's session, when it had one.
+   */
+  httpAction(permission: string, sessionRef: string, address: string, outcome: AuditOutcome): void {
+    const rec = this.store.getAny('session', sessionRef);
+    const refused = !outcome.ok && REFUSALS.has(outcome.error.code);
+    this.write({
+      time: new Date().toISOString(),
+      subject: rec ? String(rec.auth_user_name) : '',
+      originator: rec ? String(rec.originator) : '',
+      address,
+      message: permission,
+      outcome: outcome.ok ? 'ok' : refused ? 'refused' : 'failed',
+      ...(outcome.ok ? {} : { error: outcome.error.code }),
+    });
+  }
+
   /** The caller's name and originator, from its session (or the login's own parameters). */
   private who(method: string, raw: readonly unknown[], origin: AuditOrigin): Who {
     if (method === 'session.login_with_password' || method === 'session.slave_local_login_with_password') {

@@ -11,7 +11,7 @@ export type HttpMethod = 'GET' | 'PUT' | 'POST' | 'CONNECT';
 
 export interface HttpActionDecl {
   /** xapi's public name, e.g. `put_import_raw_vdi`. */
-  readonly name: string;
+  readonly name: HttpActionName;
   readonly method: HttpMethod;
   readonly path: string;
   /** The weakest role allowed, as in the class files. */
@@ -26,7 +26,7 @@ export interface HttpAction extends Omit<HttpActionDecl, 'roles'> {
   readonly permission: string;
 }
 
-const action = (name: string, method: HttpMethod, path: string, roles: RoleSpec, task: boolean): HttpActionDecl => ({ name, method, path, roles, task });
+const action = (name: HttpActionName, method: HttpMethod, path: string, roles: RoleSpec, task: boolean): HttpActionDecl => ({ name, method, path, roles, task });
 
 /** Those Xenon serves, with xapi's roles. */
 export const HTTP_ACTION_DECLS: readonly HttpActionDecl[] = [
@@ -44,6 +44,15 @@ export const HTTP_ACTIONS: readonly HttpAction[] = HTTP_ACTION_DECLS.map((d) => 
   roles: expandRoles(d.roles),
   permission: `http/${d.name}`,
 }));
+
+export type HttpActionName = 'put_import' | 'put_import_raw_vdi' | 'get_export' | 'get_export_raw_vdi' | 'connect_console' | 'connect_console_ws';
+
+/** Where a declared action is served: handlers are registered under it, so a path is never written twice. */
+export function httpActionPath(name: HttpActionName): string {
+  const found = HTTP_ACTIONS.find((a) => a.name === name);
+  if (!found) throw new Error(`HTTP action ${name} is not declared`);
+  return found.path;
+}
 
 /**
  * The action a request is for: CONNECT requests match CONNECT actions, any

@@ -29,12 +29,21 @@ export function sessionIdOf(req: http.IncomingMessage, url: URL): string {
  */
 export function authorize(services: Services, req: http.IncomingMessage, url: URL): SessionInfo {
   const action = httpActionFor(req.method, url.pathname);
-  if (!action) throw new XenApiError('RBAC_PERMISSION_DENIED', `http/${url.pathname}`, 'No HTTP action is declared here');
-  const session = services.sessions.check(sessionIdOf(req, url));
-  if (!session.isLocalSuperuser && !action.roles.some((r) => session.roles.has(r))) {
-    throw new XenApiError('RBAC_PERMISSION_DENIED', action.permission, 'No permission in the role of this session to perform this operation');
+  const permission = action?.permission ?? `http/${url.pathname}`;
+  const sessionRef = sessionIdOf(req, url);
+  const address = req.socket.remoteAddress ?? '';
+  try {
+    if (!action) throw new XenApiError('RBAC_PERMISSION_DENIED', permission, 'No HTTP action is declared here');
+    const session = services.sessions.check(sessionRef);
+    if (!session.isLocalSuperuser && !action.roles.some((r) => session.roles.has(r))) {
+      throw new XenApiError('RBAC_PERMISSION_DENIED', permission, 'No permission in the role of this session to perform this operation');
+    }
+    services.audit.httpAction(permission, sessionRef, address, { ok: true });
+    return session;
+  } catch (e) {
+    if (e instanceof XenApiError) services.audit.httpAction(permission, sessionRef, address, { ok: false, error: e });
+    throw e;
   }
-  return session;
 }
 
 /** The client's task (task_id=…, its own: see Tasks.assertMayChange), whose progress we move, or a new one of ours. */

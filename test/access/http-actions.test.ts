@@ -5,7 +5,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import { join } from 'node:path';
 import type { XenApiClient } from '../../src/client/client.ts';
 import { HTTP_ACTIONS } from '../../src/datamodel/http-actions.ts';
 import type { LadderRole } from '../../src/datamodel/dsl.ts';
@@ -81,6 +83,16 @@ test('the console log (GET) and the console (CONNECT) need vm-operator', async (
     assert.match(await connect(`/console?ref=${con}`), / 401 /);
     assert.doesNotMatch(await connect(`/console?ref=${con}&session_id=${op.session}`), / 40[13] /);
   }
+});
+
+test('refused and allowed HTTP actions are in the audit trail, without session references', async () => {
+  const ro = users.get('read-only')!;
+  assert.equal(await get(`/console?ref=${vt100}&session_id=${ro.session}`), 403);
+  const entries = readFileSync(join(t.dataDir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+  const refusal = entries.find((e) => e.message === 'http/connect_console_ws' && e.outcome === 'refused' && e.subject === 'read-only-user');
+  assert.equal(refusal?.error, 'RBAC_PERMISSION_DENIED');
+  assert.ok(entries.some((e) => e.message === 'http/connect_console_ws' && e.outcome === 'ok' && e.subject === 'vm-operator-user'));
+  assert.ok(!JSON.stringify(entries).includes(ro.session));
 });
 
 test('disk and VM transfer need vm-admin', async () => {
