@@ -132,6 +132,8 @@ export const eventHandlers: event_handlers = {
   },
 
   register: ({ services: { store }, session }, a) => {
+    // subscriptions of sessions gone since (logged out, expired, over the limit) are dropped here
+    for (const ref of subscriptions.keys()) if (!store.getAny('session', ref)) subscriptions.delete(ref);
     const sub = subscriptions.get(session.ref) ?? { names: new Set<string>(), cursor: store.events.current };
     for (const c of a.classes) sub.names.add(c);
     subscriptions.set(session.ref, sub);

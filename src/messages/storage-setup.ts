@@ -34,7 +34,7 @@ export async function ensureLocalSr(services: Services, storage: StorageService)
   else {
     const uuid = randomUUID();
     const dir = join(services.dataDir, 'sr', uuid);
-    mkdirSync(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true, mode: 0o700 }); // local disks: root's alone
     await makeDriver('ext', uuid, { path: dir }, services.dataDir).create();
     sr = store.transact((tx) => {
       const ref = tx.create('SR', {

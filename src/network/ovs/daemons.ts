@@ -90,7 +90,7 @@ export class OvsDaemons {
   }
 
   async ensureDb(): Promise<void> {
-    await mkdir(this.paths.runDir, { recursive: true, mode: 0o750 });
+    await mkdir(this.paths.runDir, { recursive: true, mode: 0o700 });
     if (!(await exists(this.paths.db))) {
       await this.r.run('ovsdb-tool', ['create', this.paths.db, this.schema], { noNetns: true });
       return;
