@@ -2,8 +2,10 @@
  * Logins cannot starve the host. Password hashing (scrypt, ~100 ms of a core)
  * runs off the event loop, a few checks at a time, in three queues served in
  * order: callers with no recent failures; callers from an address with
- * failures (a shared address under attack); checks of an account with recent
- * failures (the account under attack: one check at a time). Whoever is over
+ * failures (a shared address under attack), or from a clean address to an
+ * account under attack (its owner, likely: two at a time per address);
+ * checks of an account with recent failures from addresses with failures
+ * (the flood: one check at a time). Whoever is over
  * the limits of their queue is refused unchecked, and every failure is
  * answered only after a delay: a flood of wrong passwords costs the attacker
  * time and the host little, and a correct login by someone else goes first.
@@ -130,7 +132,11 @@ export class LoginThrottle {
   /** Which queue a check goes to, or null when it is refused unchecked. */
   private laneOf(addrKey: string, userKey: string): Lane | null {
     const { suspectAfter, cleanInFlight } = this.limits;
-    if (this.failures.count(userKey) >= suspectAfter) return this.inFlight.get(userKey) >= 1 ? null : Lane.SuspectAccount;
+    if (this.failures.count(userKey) >= suspectAfter) {
+      // an account under attack: from an address without failures (its owner, likely) a check or two, ahead of the flood
+      if (this.failures.count(addrKey) < suspectAfter) return this.inFlight.get(addrKey) >= 2 ? null : Lane.SuspectAddress;
+      return this.inFlight.get(userKey) >= 1 ? null : Lane.SuspectAccount;
+    }
     if (this.inFlight.get(userKey) >= cleanInFlight) return Lane.SuspectAccount;
     if (this.failures.count(addrKey) >= suspectAfter || this.inFlight.get(addrKey) >= cleanInFlight) return Lane.SuspectAddress;
     return Lane.Clean;
@@ -150,7 +156,7 @@ export class LoginThrottle {
     if (lane !== null) {
       this.inFlight.enter(addrKey, userKey);
       try {
-        outcome = known ? await this.slots.run(lane, () => this.checkOnce(userKey, lane, check)) : (await check()) ? 'ok' : 'failed';
+        outcome = known ? await this.slots.run(lane, () => this.checkOnce(addrKey, userKey, lane, check)) : (await check()) ? 'ok' : 'failed';
       } finally {
         this.inFlight.leave(addrKey, userKey);
       }
@@ -174,9 +180,11 @@ export class LoginThrottle {
     return false;
   }
 
-  /** Runs a queued check, unless its account failed meanwhile and another check of it runs. */
-  private async checkOnce(userKey: string, lane: Lane, check: () => Promise<boolean>): Promise<'ok' | 'failed' | 'refused'> {
-    if (lane !== Lane.Clean && this.failures.count(userKey) >= this.limits.suspectAfter && this.checking.get(userKey) >= 1) return 'refused';
+  /** Runs a queued check, unless both its address and its account failed meanwhile and another check of the account runs. */
+  private async checkOnce(addrKey: string, userKey: string, lane: Lane, check: () => Promise<boolean>): Promise<'ok' | 'failed' | 'refused'> {
+    const { suspectAfter } = this.limits;
+    const suspect = this.failures.count(userKey) >= suspectAfter && this.failures.count(addrKey) >= suspectAfter;
+    if (lane !== Lane.Clean && suspect && this.checking.get(userKey) >= 1) return 'refused';
     this.checking.enter(userKey);
     try {
       return (await check()) ? 'ok' : 'failed';

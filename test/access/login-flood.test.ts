@@ -61,6 +61,13 @@ test('a correct login completes in well under 2 s during a wrong-password flood'
     c.close();
     await new Promise((r) => setTimeout(r, 200));
   }
+  // root itself, from an address of its own, while root is the account under attack
+  const rootTimes: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const started = Date.now();
+    assert.equal(await rawLogin('root', 'xenon-test-root', '127.0.2.1', agent), 'ok');
+    rootTimes.push(Date.now() - started);
+  }
   stop = true;
   await Promise.all(attackers);
   agent.destroy();
@@ -68,6 +75,7 @@ test('a correct login completes in well under 2 s during a wrong-password flood'
   assert.ok(answers.get('SESSION_AUTHENTICATION_FAILED')! >= 48);
   const sorted = [...times].sort((a, b) => a - b);
   assert.ok(sorted[sorted.length - 1] < 1500, `correct logins took ${times.join(', ')} ms`);
+  assert.ok(Math.max(...rootTimes) < 1500, `root's own logins took ${rootTimes.join(', ')} ms`);
   // the event loop stayed responsive throughout, and root itself can still log in once the flood is over
   const root = new XenApiClient(t.url);
   const started = Date.now();
