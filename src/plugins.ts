@@ -68,10 +68,14 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
       services.storage = storage;
       ensureSmRecords(services);
       await ensureLocalSr(services, storage);
-      routes.routes.set(httpActionPath('put_import_raw_vdi'), importRawVdi(services, storage));
-      routes.routes.set(httpActionPath('get_export_raw_vdi'), exportRawVdi(services, storage));
-      routes.routes.set(httpActionPath('get_export'), exportVm(services, storage));
-      routes.routes.set(httpActionPath('put_import'), importVm(services, storage));
+      const dataPaths = [
+        [httpActionPath('put_import_raw_vdi'), importRawVdi(services, storage)],
+        [httpActionPath('get_export_raw_vdi'), exportRawVdi(services, storage)],
+        [httpActionPath('get_export'), exportVm(services, storage)],
+        [httpActionPath('put_import'), importVm(services, storage)],
+      ] as const;
+      // Xen Orchestra asks for them with a trailing slash (/import_raw_vdi/), xapi answers both
+      for (const [path, handler] of dataPaths) for (const p of [path, `${path}/`]) routes.routes.set(p, handler);
       let running = false;
       timer = setInterval(() => {
         if (running) return;

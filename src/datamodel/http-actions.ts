@@ -61,5 +61,7 @@ export function httpActionPath(name: HttpActionName): string {
  */
 export function httpActionFor(method: string | undefined, path: string): HttpAction | undefined {
   const connect = method === 'CONNECT';
-  return HTTP_ACTIONS.find((a) => a.path === path && (a.method === 'CONNECT') === connect);
+  // a trailing slash names the same action (Xen Orchestra calls /import_raw_vdi/)
+  const bare = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  return HTTP_ACTIONS.find((a) => a.path === bare && (a.method === 'CONNECT') === connect);
 }

@@ -2,16 +2,22 @@
  * PUT /import_raw_vdi and GET /export_raw_vdi (format=raw|vhd, base= for a
  * delta), as xapi offers them: authenticated by session_id, tracked by a
  * task whose progress moves, streamed without holding a disk in memory.
+ * A raw upload is written over the disk from offset 0 and the disk keeps its
+ * size; uploads to one VDI run one after the other.
  */
+import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import type http from 'node:http';
-import { Transform } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
-import { exportVolumeRaw, importVolumeRaw } from '../storage/sr/file.ts';
+import { exportVolumeRaw, overwriteRaw, VolumeOverflowError } from '../storage/sr/file.ts';
+import type { SrDriver, VolumeInfo } from '../storage/sr/driver.ts';
 import type { Services } from './context.ts';
-import { authorize, failHttp, finishTask, sessionIdOf, taskOf, type HttpTask } from './http-handlers.ts';
+import { authorize, finishTask, taskOf, type HttpTask } from './http-handlers.ts';
+import { announcedLength, discardBody, fail, KeyedQueue, primed, UploadCutError, uploadOf } from './http-transfer.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
 
 interface Ctx {
@@ -19,12 +25,19 @@ interface Ctx {
   task: HttpTask;
 }
 
-/** Session, role, VDI (ref or uuid) and task from the query string. */
-function open(services: Services, req: http.IncomingMessage, url: URL, label: string): Ctx {
-  const session = authorize(services, req, url);
-  const given = url.searchParams.get('vdi') ?? '';
+/** The VDI named by `vdi=` (a reference or a uuid). */
+function vdiOf(services: Services, url: URL, param = 'vdi'): string {
+  const given = url.searchParams.get(param) ?? '';
+  if (!given) throw new XenApiError('HANDLE_INVALID', 'VDI', `no ${param}= in the query`);
   const vdi = services.store.get('VDI', given) ? given : services.store.byUuid('VDI', given);
   if (!vdi) throw new XenApiError('HANDLE_INVALID', 'VDI', given);
+  return vdi;
+}
+
+/** Session, role, VDI and task from the query string. */
+function open(services: Services, req: http.IncomingMessage, url: URL, label: string): Ctx {
+  const session = authorize(services, req, url);
+  const vdi = vdiOf(services, url);
   return { vdi, task: taskOf(services, url, label, session) };
 }
 
@@ -45,90 +58,154 @@ function progressCounter(total: number, task: HttpTask): Transform {
   });
 }
 
+/** What a failed transfer tells the client. */
+function transferError(e: unknown, vdi: string): XenApiError {
+  if (e instanceof UploadCutError) return new XenApiError('VDI_IO_ERROR', e.message);
+  if (e instanceof VolumeOverflowError) return new XenApiError('VDI_IO_ERROR', `${e.message}: nothing past its end was written`);
+  if (isVhdError(e)) return new XenApiError('VDI_IO_ERROR', `${e.code}: ${e.message}`);
+  return toApiError(storageError(e, vdi));
+}
+
+function formatOf(url: URL): 'raw' | 'vhd' {
+  const format = url.searchParams.get('format') ?? 'raw';
+  if (format !== 'raw' && format !== 'vhd') throw new XenApiError('INVALID_VALUE', 'format', `${format} (raw or vhd)`);
+  return format;
+}
+
+async function volumeOf(driver: SrDriver, uuid: string, vdi: string): Promise<VolumeInfo> {
+  try {
+    return await driver.info(uuid);
+  } catch (e) {
+    throw storageError(e, vdi);
+  }
+}
+
+/** Uploads in progress, by VDI, across every server of this process. */
+const uploads = new KeyedQueue();
+
 export function importRawVdi(services: Services, storage: Storage) {
+  /** Writes the upload into the VDI; `announced` runs once the upload is accepted, before it is read. */
+  async function receive(vdi: string, req: http.IncomingMessage, url: URL, task: HttpTask, announced: () => void): Promise<void> {
+    const rec = services.store.must('VDI', vdi);
+    const uuid = String(rec.uuid);
+    const driver = storage.attachedDriver(String(rec.SR));
+    if (!driver.capabilities.includes('VDI_CREATE')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', String(rec.SR));
+    if (rec.read_only === true) throw new XenApiError('VDI_READONLY', vdi);
+    if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
+    const format = formatOf(url);
+    const volume = await volumeOf(driver, uuid, vdi);
+    if (volume.format === 'qcow2' && format === 'vhd') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (import it with format=raw)');
+    const upload = uploadOf(req);
+    announced();
+    const input = pipelineOf(upload.body, progressCounter(upload.length ?? volume.virtualSize, task));
+    // no coalesce or snapshot restructures the chain while it is written
+    await storage.usingImages(String(rec.SR), async () => {
+      if (format === 'raw') await overwriteRaw(driver.path(uuid), input);
+      else {
+        const tmp = `${driver.path(uuid)}.import-${randomUUID().slice(0, 8)}`;
+        try {
+          await importVhd(input, tmp);
+          await rename(tmp, driver.path(uuid));
+        } finally {
+          await rm(tmp, { force: true });
+        }
+      }
+      await storage.refreshVolume(vdi);
+    });
+    await storage.update(String(rec.SR));
+  }
+
   return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
-    if (req.method !== 'PUT' && req.method !== 'POST') return failHttp(res, 405, new XenApiError('OPERATION_NOT_ALLOWED', 'use PUT'));
-    const length = Number(req.headers['content-length'] ?? -1);
+    if (req.method !== 'PUT' && req.method !== 'POST') {
+      discardBody(req);
+      return fail(res, new XenApiError('OPERATION_NOT_ALLOWED', `${req.method ?? ''} /import_raw_vdi: send the disk with PUT`));
+    }
     let ctx: Ctx;
     try {
-      // an empty PUT is a probe (Xen Orchestra sends one first): answer, change nothing
-      if (length === 0) {
-        services.sessions.check(sessionIdOf(req, url));
-        res.writeHead(200).end();
-        return;
-      }
       ctx = open(services, req, url, 'VDI import');
     } catch (e) {
-      req.resume();
-      return failHttp(res, 403, toApiError(e));
+      discardBody(req);
+      return fail(res, toApiError(e));
     }
     const { vdi, task } = ctx;
-    const rec = services.store.must('VDI', vdi);
-    const driver = storage.attachedDriver(String(rec.SR));
-    const tmp = `${driver.path(String(rec.uuid))}.import`;
-    try {
-      // no coalesce or snapshot restructures the chain while it is written
-      await storage.usingImages(String(rec.SR), async () => {
-        if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
-        const format = url.searchParams.get('format') ?? 'raw';
-        const qcow2 = (await driver.info(rec.uuid)).format === 'qcow2';
-        if (qcow2 && format === 'vhd') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (import it with format=raw)');
-        const size = length > 0 ? length : Number(rec.virtual_size);
-        const input = req.pipe(progressCounter(size, task));
-        if (format === 'vhd') await importVhd(input, tmp);
-        else if (format === 'raw') await importVolumeRaw(input, tmp, size);
-        else throw new XenApiError('INVALID_VALUE', 'format', format);
-        await rename(tmp, driver.path(String(rec.uuid)));
-        await storage.refreshVolume(vdi);
-      });
-      const after = services.store.must('VDI', vdi);
-      services.store.transact((tx) => tx.update('VDI', vdi, { virtual_size: Math.max(Number(after.virtual_size), 0) }));
-      await storage.update(String(rec.SR));
+    // an empty PUT is a probe (Xen Orchestra sends one first): answer, change nothing
+    if (req.headers['content-length'] === '0') {
       finishTask(services, task, '');
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('OK\n');
+      discardBody(req);
+      res.writeHead(200, { 'Content-Type': 'text/plain', 'task-id': task.ref }).end('OK\n');
+      return;
+    }
+    try {
+      await uploads.run(vdi, () =>
+        receive(vdi, req, url, task, () => {
+          // a client that does not know the length waits for the reply before it sends: answer first, as xapi does
+          if (announcedLength(req) === undefined) res.writeHead(200, { 'Content-Type': 'text/plain', 'task-id': task.ref }).flushHeaders();
+        }),
+      );
+      finishTask(services, task, '');
+      if (!res.headersSent) res.writeHead(200, { 'Content-Type': 'text/plain', 'task-id': task.ref });
+      res.end('OK\n');
     } catch (e) {
-      await rm(tmp, { force: true });
-      const err = isVhdError(e) ? new XenApiError('VDI_IO_ERROR', `${e.code}: ${e.message}`) : toApiError(storageError(e));
+      const err = transferError(e, vdi);
+      if (err.code === 'INTERNAL_ERROR') services.log.error({ err: e, vdi }, 'VDI import failed');
       finishTask(services, task, '', err);
-      req.resume();
-      failHttp(res, err.code === 'SR_FULL' ? 507 : 400, err);
+      discardBody(req);
+      fail(res, err);
     }
   };
 }
 
+/** A stream through a transform, as an async iterable (errors of either side surface). */
+function pipelineOf(source: AsyncIterable<Buffer>, through: Transform): AsyncIterable<Buffer> {
+  const done = pipeline(source, through);
+  done.catch(() => undefined);
+  return (async function* () {
+    for await (const chunk of through as AsyncIterable<Buffer>) yield chunk;
+    await done;
+  })();
+}
+
 export function exportRawVdi(services: Services, storage: Storage) {
+  /** The bytes to send and their length, if known; fails before anything is sent. */
+  async function source(vdi: string, url: URL): Promise<{ stream: Readable; length?: number }> {
+    const rec = services.store.must('VDI', vdi);
+    const uuid = String(rec.uuid);
+    const driver = storage.attachedDriver(String(rec.SR));
+    const format = formatOf(url);
+    const volume = await volumeOf(driver, uuid, vdi);
+    const path = driver.path(uuid);
+    if (format === 'raw') {
+      const stream = volume.format === 'raw' ? createReadStream(path) : exportVolumeRaw(path);
+      return { stream: await primed(stream), length: volume.virtualSize };
+    }
+    if (volume.format !== 'vpc') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, `${volume.format === 'qcow2' ? 'qcow2' : 'a raw image'} (export it with format=raw)`);
+    const base = url.searchParams.get('base') ? String(services.store.must('VDI', vdiOf(services, url, 'base')).uuid) : undefined;
+    if (base && services.store.must('VDI', services.store.byUuid('VDI', base)!).SR !== rec.SR) throw new XenApiError('VDI_INCOMPATIBLE_TYPE', base, 'base= must be a VDI of the same SR');
+    return { stream: await primed(exportVhd(path, { base: base ? driver.path(base) : undefined })) };
+  }
+
   return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
     let ctx: Ctx;
     try {
       ctx = open(services, req, url, 'VDI export');
     } catch (e) {
-      return failHttp(res, 403, toApiError(e));
+      return fail(res, toApiError(e));
     }
     const { vdi, task } = ctx;
-    const rec = services.store.must('VDI', vdi);
     try {
-      const driver = storage.attachedDriver(String(rec.SR));
-      const path = driver.path(String(rec.uuid));
-      const format = url.searchParams.get('format') ?? 'raw';
-      const baseGiven = url.searchParams.get('base');
-      let stream;
-      if (format === 'raw') {
-        stream = exportVolumeRaw(path);
-        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': String(rec.virtual_size) });
-      } else if (format === 'vhd') {
-        if (path.endsWith('.qcow2')) throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, 'qcow2 (export it with format=raw)');
-        const baseRef = baseGiven ? (services.store.get('VDI', baseGiven) ? baseGiven : services.store.byUuid('VDI', baseGiven)) : undefined;
-        if (baseGiven && !baseRef) throw new XenApiError('HANDLE_INVALID', 'VDI', baseGiven);
-        const base = baseRef ? driver.path(String(services.store.must('VDI', baseRef).uuid)) : undefined;
-        stream = exportVhd(path, { base });
-        res.writeHead(200, { 'Content-Type': 'application/octet-stream' });
-      } else throw new XenApiError('INVALID_VALUE', 'format', format);
-      await storage.usingImages(String(rec.SR), () => pipeline(stream, progressCounter(Number(rec.virtual_size), task), res));
+      // the image is opened and read while no coalesce or snapshot restructures its chain
+      await storage.usingImages(String(services.store.must('VDI', vdi).SR), async () => {
+        const { stream, length } = await source(vdi, url);
+        const total = length ?? Number(services.store.must('VDI', vdi).virtual_size);
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'task-id': task.ref, ...(length !== undefined ? { 'Content-Length': String(length) } : {}) });
+        await pipeline(stream, progressCounter(total, task), res);
+      });
       finishTask(services, task, '');
     } catch (e) {
-      const err = toApiError(storageError(e));
+      const err = transferError(e, vdi);
+      if (err.code === 'INTERNAL_ERROR') services.log.error({ err: e, vdi }, 'VDI export failed');
       finishTask(services, task, '', err);
-      failHttp(res, 400, err);
+      fail(res, err);
     }
   };
 }

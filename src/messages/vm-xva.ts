@@ -37,7 +37,8 @@ import type { CallContext, Services } from './context.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
 import { createVdi, destroyVdi } from './vdi.ts';
 import { refreshAllowed, withOperation } from './vm-operations.ts';
-import { authorize, failHttp, finishTask, taskOf, type HttpTask } from './http-handlers.ts';
+import { authorize, finishTask, taskOf, type HttpTask } from './http-handlers.ts';
+import { announcedLength, discardBody, fail, uploadOf } from './http-transfer.ts';
 
 /** xapi's role for get_export / put_import is vm-admin, so the whole ladder from there up. */
 /** Inline checksums, no end-of-tar checksum table (xapi's Miami format). */
@@ -207,7 +208,7 @@ export function exportVm(services: Services, storage: Storage) {
       vm = found;
       task = taskOf(services, url, 'VM.export', session);
     } catch (e) {
-      return failHttp(res, 403, toApiError(e));
+      return fail(res, toApiError(e));
     }
     const compression = q.get('use_compression') ?? q.get('compress') ?? 'false';
     try {
@@ -243,7 +244,7 @@ export function exportVm(services: Services, storage: Storage) {
     } catch (e) {
       const err = toApiError(storageError(e));
       finishTask(services, task, '', err);
-      failHttp(res, err.code === 'VM_BAD_POWER_STATE' || err.code === 'OTHER_OPERATION_IN_PROGRESS' ? 409 : 400, err);
+      fail(res, err);
     }
   };
 }
@@ -328,7 +329,7 @@ async function cleanup(services: Services, session: SessionInfo, made: Created):
 
 /** A source that reads the request body, gunzipping it if it starts like gzip. */
 async function* bodyOf(req: http.IncomingMessage): AsyncGenerator<Buffer> {
-  const it = req[Symbol.asyncIterator]();
+  const it = uploadOf(req).body[Symbol.asyncIterator]();
   const first = await it.next();
   if (first.done) return;
   const head = first.value as Buffer;
@@ -499,8 +500,8 @@ async function importXva(services: Services, storage: Storage, session: SessionI
 export function importVm(services: Services, storage: Storage) {
   return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
     if (req.method !== 'PUT' && req.method !== 'POST') {
-      req.resume();
-      return failHttp(res, 405, new XenApiError('OPERATION_NOT_ALLOWED', 'use PUT'));
+      discardBody(req);
+      return fail(res, new XenApiError('OPERATION_NOT_ALLOWED', `${req.method ?? ''} /import: send the XVA with PUT`));
     }
     let session: SessionInfo;
     let task: Task;
@@ -515,23 +516,26 @@ export function importVm(services: Services, storage: Storage) {
       }
       task = taskOf(services, url, 'VM.import', session);
     } catch (e) {
-      req.resume();
-      return failHttp(res, 403, toApiError(e));
+      discardBody(req);
+      return fail(res, toApiError(e));
     }
     const made: Created = { vms: [], vdis: [] };
+    // a client that does not know the length waits for the reply before it sends: answer first, as xapi does
+    if (announcedLength(req) === undefined) res.writeHead(200, { 'Content-Type': 'text/plain', 'task-id': task.ref }).flushHeaders();
     try {
       const vms = await importXva(services, storage, session, task, req, url, made);
       const result = toXml(parseType('VM ref set'), vms);
       finishTask(services, task, result);
       await drainBody(req, made);
-      res.writeHead(200, { 'Content-Type': 'text/plain', 'task-id': task.ref }).end(`${vms.join(',')}\n`);
+      if (!res.headersSent) res.writeHead(200, { 'Content-Type': 'text/plain', 'task-id': task.ref });
+      res.end(`${vms.join(',')}\n`);
     } catch (e) {
       const err = xvaError(e);
       if (err.code === 'INTERNAL_ERROR') services.log.error({ err: e }, 'VM import failed');
       await cleanup(services, session, made);
       finishTask(services, task, '', err);
       await drainBody(req, made);
-      failHttp(res, err.code === 'SR_FULL' ? 507 : 400, err);
+      fail(res, err);
     }
   };
 }

@@ -33,6 +33,21 @@ const newVdi = (size: number, name = 'disk'): Promise<Ref<'VDI'>> =>
 async function put(vdi: string, body: Buffer, format = 'raw'): Promise<Response> {
   return fetch(`${t.url}/import_raw_vdi?session_id=${t.client.session}&vdi=${vdi}&format=${format}`, { method: 'PUT', body: new Uint8Array(body), headers: { 'Content-Length': String(body.length) } });
 }
+/** The first `n` bytes of a VDI's raw export (the rest is not read). */
+async function head(vdi: string, n: number): Promise<Buffer> {
+  const res = await fetch(`${t.url}/export_raw_vdi?session_id=${t.client.session}&vdi=${vdi}&format=raw`);
+  const parts: Buffer[] = [];
+  let got = 0;
+  const reader = res.body!.getReader();
+  while (got < n) {
+    const r = await reader.read();
+    if (r.done) break;
+    parts.push(Buffer.from(r.value));
+    got += r.value.length;
+  }
+  await reader.cancel();
+  return Buffer.concat(parts).subarray(0, n);
+}
 async function get(vdi: string, format = 'raw', base?: string): Promise<Buffer> {
   const res = await fetch(`${t.url}/export_raw_vdi?session_id=${t.client.session}&vdi=${vdi}&format=${format}${base ? `&base=${base}` : ''}`);
   assert.equal(res.status, 200, await res.clone().text().catch(() => ''));
@@ -222,14 +237,14 @@ test('VM.provision follows the template plan; VM.snapshot, clone, copy and rever
   const copy = await t.client.api.VM.copy(vm, 'copy-1', local);
   for (const v of [clone, copy]) {
     const d = await t.client.api.VBD.get_VDI((await t.client.api.VM.get_VBDs(v))[0]);
-    assert.ok((await get(d)).subarray(0, first.length).equals(first));
+    assert.ok((await head(d, first.length)).equals(first));
   }
   const copyDisk = await t.client.api.VBD.get_VDI((await t.client.api.VM.get_VBDs(copy))[0]);
   assert.equal((await t.client.api.VDI.get_sm_config(copyDisk))['vhd-parent'], undefined, 'a copy stands alone');
   await put(vdi, randomBytes(2 * MiB));
   await t.client.api.VM.revert(snap);
   const reverted = await t.client.api.VBD.get_VDI((await t.client.api.VM.get_VBDs(vm))[0]);
-  assert.ok((await get(reverted)).subarray(0, first.length).equals(first), 'revert brings back the snapshot data');
+  assert.ok((await head(reverted, first.length)).equals(first), 'revert brings back the snapshot data');
 });
 
 test('explicit setters write their field, whatever their object parameter is called', async () => {

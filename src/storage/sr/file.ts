@@ -8,9 +8,9 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize, verifyChain } from '../vhd/index.ts';
+import { createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize, verifyChain, Vhd } from '../vhd/index.ts';
 import { coalesceInto, recoverCoalesces } from './chain-coalesce.ts';
-import { exportQcow2Raw, importRawQcow2, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize, qemuImg } from './qcow2.ts';
+import { exportQcow2Raw, importRawQcow2, NBD_CHUNK, openQcow2, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize, qemuImg } from './qcow2.ts';
 import { SR_TYPES, type SmCapability } from '../../datamodel/sr-types.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
 
@@ -213,6 +213,74 @@ export function exportVolumeRaw(path: string): Readable {
 export async function importVolumeRaw(input: Readable, path: string, size: number): Promise<void> {
   if (path.endsWith('.qcow2') || path.endsWith('.qcow2.import')) await importRawQcow2(input, path, roundSize(size));
   else await importRaw(input, path, roundSize(size));
+}
+
+/** More bytes were given than the disk holds. */
+export class VolumeOverflowError extends Error {
+  constructor(readonly size: number) {
+    super(`the data is longer than the disk (${size} bytes)`);
+  }
+}
+
+/** Where raw bytes are written over an existing image. */
+interface RawTarget {
+  readonly size: number;
+  /** False only where the image is known to read as zeros. */
+  hasData(offset: number, length: number): boolean;
+  write(offset: number, data: Buffer): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function rawTarget(path: string): Promise<RawTarget> {
+  if (path.endsWith('.qcow2')) {
+    const img = await openQcow2(path, { readOnly: false });
+    return { size: img.size, hasData: () => true, write: (o, d) => img.write(o, d), close: () => img.close() };
+  }
+  const vhd = await Vhd.open(path, { writable: true });
+  return { size: vhd.virtualSize, hasData: (o, l) => vhd.hasData(o, l), write: (o, d) => vhd.write(o, d), close: () => vhd.close() };
+}
+
+/**
+ * Writes a raw stream over an existing image from offset 0, as xapi writes a
+ * raw upload onto the disk: the image keeps its size, bytes past the end of
+ * the stream stay as they were, and all-zero chunks where nothing is stored
+ * cost nothing. Returns the number of bytes written.
+ */
+export async function overwriteRaw(path: string, input: AsyncIterable<Buffer>): Promise<number> {
+  const target = await rawTarget(path);
+  let pos = 0;
+  let pending: Buffer[] = [];
+  let pendingLength = 0;
+  const flush = async (): Promise<void> => {
+    if (pendingLength === 0) return;
+    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingLength);
+    pending = [];
+    pendingLength = 0;
+    if (pos + data.length > target.size) throw new VolumeOverflowError(target.size);
+    if (!isZero(data) || target.hasData(pos, data.length)) await target.write(pos, data);
+    pos += data.length;
+  };
+  try {
+    for await (const chunk of input) {
+      pending.push(chunk);
+      pendingLength += chunk.length;
+      if (pendingLength >= NBD_CHUNK) await flush();
+    }
+    await flush();
+  } finally {
+    await target.close();
+  }
+  return pos;
+}
+
+const ZEROS = Buffer.alloc(NBD_CHUNK);
+
+function isZero(b: Buffer): boolean {
+  for (let o = 0; o < b.length; o += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - o);
+    if (!b.subarray(o, o + n).equals(ZEROS.subarray(0, n))) return false;
+  }
+  return true;
 }
 
 /** VHD sizes are whole sectors. */

@@ -118,7 +118,7 @@ export interface NbdImage {
 export async function openQcow2(path: string, opts: { readOnly: boolean }): Promise<NbdImage> {
   const dir = mkdtempSync(join(tmpdir(), 'xenon-qnbd-'));
   const sock = join(dir, 's');
-  const args = ['-f', 'qcow2', '-k', sock, '--cache=writeback', ...(opts.readOnly ? ['-r'] : []), path];
+  const args = ['-f', 'qcow2', '-k', sock, '--cache=writeback', ...(opts.readOnly ? ['-r'] : ['--detect-zeroes=on']), path];
   const proc: ChildProcess = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
