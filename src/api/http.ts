@@ -41,6 +41,12 @@ export interface ServeOptions {
 const XML_PATHS = new Set(['/', '/RPC2', '/xmlrpc']);
 
 type Codec = 'xml' | 'json';
+
+/** Node's parser errors, as statuses. */
+const CLIENT_ERRORS: Record<string, [string, string]> = {
+  HPE_HEADER_OVERFLOW: ['431 Request Header Fields Too Large', 'request header too large\n'],
+  ERR_HTTP_REQUEST_TIMEOUT: ['408 Request Timeout', 'request header not received in time\n'],
+};
 const CONTENT_TYPE: Record<Codec, string> = { xml: 'text/xml', json: 'application/json' };
 
 function send(res: http.ServerResponse, status: number, type: string, body: string, extra: http.OutgoingHttpHeaders = {}): void {
@@ -110,12 +116,27 @@ export class ApiFront {
       : http.createServer(options, this.listener);
     new ConnectionGuard(server, limits, !tls);
     server.on('connect', this.connect);
-    server.on('clientError', (_err: Error, socket: Duplex) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 12\r\nConnection: close\r\n\r\nbad request\n');
-      else socket.destroy();
+    server.on('checkContinue', this.checkContinue);
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
+      const [status, text] = CLIENT_ERRORS[err.code ?? ''] ?? ['400 Bad Request', 'bad request\n'];
+      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${text.length}\r\nConnection: close\r\n\r\n${text}`);
     });
     return server;
   }
+
+  /** `Expect: 100-continue`: an RPC body over the cap is refused before the client sends it. */
+  private readonly checkContinue = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    const rpc = req.method === 'POST' && (req.url === '/jsonrpc' || XML_PATHS.has(req.url ?? ''));
+    if (rpc && declared > this.limits.maxRpcBodyBytes) {
+      const codec: Codec = req.url === '/jsonrpc' || String(req.headers['content-type'] ?? '').startsWith('application/json') ? 'json' : 'xml';
+      // the body never comes: the connection cannot be reused
+      return sendFailure(res, codec, 413, new XenApiError('INTERNAL_ERROR', `request body larger than ${this.limits.maxRpcBodyBytes} bytes`), { Connection: 'close' });
+    }
+    res.writeContinue();
+    this.listener(req, res);
+  };
 
   readonly listener: http.RequestListener = (req, res) => {
     const raw = req.url ?? '';

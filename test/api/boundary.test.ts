@@ -218,3 +218,12 @@ test('a control character already stored still makes a well-formed XML-RPC reply
     store.transact((tx) => void tx.update('VM', vm, { name_label: label, other_config: {} }));
   }
 });
+
+test('an RPC body over the cap is refused with 413 before it is sent (Expect: 100-continue), a huge header with 431', async () => {
+  const r = await rawRequest(port, `POST /jsonrpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`);
+  assert.equal(r.status, 413);
+  assert.equal((JSON.parse(r.body) as { error: { message: string } }).error.message, 'INTERNAL_ERROR');
+  const big = await rawRequest(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(70_000)}\r\n\r\n`);
+  assert.equal(big.status, 431);
+  await stillServing();
+});
