@@ -318,6 +318,14 @@ export class Storage implements DiskProvider {
 }
 
 export function makeDriver(type: string, srUuid: string, config: Record<string, string>, dataDir: string): SrDriver {
+  try {
+    return driverOfType(type, srUuid, config, dataDir);
+  } catch (e) {
+    throw storageError(e); // a directory or uuid the driver refuses to make a path of
+  }
+}
+
+function driverOfType(type: string, srUuid: string, config: Record<string, string>, dataDir: string): SrDriver {
   switch (type) {
     case 'ext':
       return new FileSr('ext', config.path || join(dataDir, 'sr', srUuid), srUuid);

@@ -1,7 +1,5 @@
 /** SR and PBD: creating, plugging, scanning, forgetting and destroying storage. */
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Ref } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
@@ -10,6 +8,8 @@ import { setField } from './generic.ts';
 import type { PBD_handlers, SR_handlers } from './generated/handlers.ts';
 import { isSrType, SR_TYPE_NAMES } from '../datamodel/sr-types.ts';
 import { makeDriver, storageError } from './sr-drivers.ts';
+import { probeFileSrs } from '../storage/sr/file.ts';
+import { escapeXml } from '../wire/xmlrpc.ts';
 
 export function storageOf(ctx: CallContext): StorageService {
   const s = ctx.services.storage;
@@ -131,8 +131,13 @@ export const srHandlers: SR_handlers = {
     const config = a.device_config;
     const dir = config.location ?? config.path;
     if (!dir) throw new XenApiError('SR_BACKEND_FAILURE', 'SR_BACKEND_FAILURE_LOCATION', '', 'device-config:location is required');
-    const found = await readFile(join(dir, '.xenon-sr'), 'utf8').then((s) => s.trim()).catch(() => '');
-    return `<?xml version="1.0" ?><SRlist>${found ? `<SR><UUID>${found}</UUID><type>${a.type}</type></SR>` : ''}</SRlist>`;
+    let found: string[];
+    try {
+      found = await probeFileSrs(dir, config.location ? 'location' : 'path');
+    } catch (e) {
+      throw storageError(e);
+    }
+    return `<?xml version="1.0" ?><SRlist>${found.map((uuid) => `<SR><UUID>${uuid}</UUID><type>${escapeXml(a.type)}</type></SR>`).join('')}</SRlist>`;
   },
 
   set_name_label: setField('SR', 'name_label'),

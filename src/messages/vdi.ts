@@ -1,4 +1,5 @@
 /** VDI: creating, resizing, snapshotting, cloning and copying virtual disks. */
+import { isUuid } from '../storage/sr/names.ts';
 import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
@@ -137,6 +138,8 @@ export const vdiHandlers: VDI_handlers = {
     const { store } = ctx.services;
     const { SR: sr, uuid } = a;
     const storage = storageOf(ctx);
+    // the uuid names the image's file: only a well-formed one may reach the SR
+    if (!isUuid(uuid)) throw new XenApiError('UUID_INVALID', 'VDI', uuid);
     if (store.byUuid('VDI', uuid)) throw new XenApiError('DB_UNIQUENESS_CONSTRAINT_VIOLATION', 'VDI', 'uuid', uuid);
     let v;
     try {

@@ -4,14 +4,15 @@
  * Each image is `<uuid>.vhd` or, above VHD's 2 TiB (or when asked for),
  * `<uuid>.qcow2`; snapshots and clones are differencing / backing chains.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { createDifferencing, createDynamic, exportRaw, importRaw, openVhd, resize, verifyChain, Vhd } from '../vhd/index.ts';
 import { coalesceInto, recoverCoalesces } from './chain-coalesce.ts';
 import { exportQcow2Raw, importRawQcow2, NBD_CHUNK, openQcow2, qcow2Convert, qcow2Create, qcow2Info, qcow2Resize, qemuImg } from './qcow2.ts';
 import { SR_TYPES, type SmCapability } from '../../datamodel/sr-types.ts';
+import { isUuid, srDirectory, volumeName } from './names.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
 
 /** Above this VHD cannot go (XenServer's 2040 GiB): larger volumes are qcow2. */
@@ -24,17 +25,52 @@ export function spaceError(e: unknown, requested: number, maximum: number): unkn
   return (e as NodeJS.ErrnoException).code === 'ENOSPC' ? new SrDriverError('SR_FULL', `${requested} ${maximum}`) : e;
 }
 
+/** The file that names the SR a directory belongs to (SR.probe reads it). */
+const MARKER = '.xenon-sr';
+/** Images, their in-flight imports and coalesce journals: what an SR writes into its directory. */
+const OWN_FILE = /^(\.coalesce-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(vhd|qcow2|json)(\.import-[0-9a-f]{8}|\.reset)?$/;
+
+function markerOf(dir: string): string | undefined {
+  try {
+    return readFileSync(join(dir, MARKER), 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The SRs a directory holds: its own marker (the old layout) and those of its uuid-named subdirectories. */
+export async function probeFileSrs(given: string, key: string): Promise<string[]> {
+  const dir = srDirectory(given, key);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const found = [markerOf(dir), ...names.filter(isUuid).map((n) => (markerOf(join(dir, n)) === n ? n : undefined))];
+  return [...new Set(found.filter((u): u is string => u !== undefined && isUuid(u)))];
+}
+
 export class FileSr implements SrDriver {
   readonly capabilities: readonly SmCapability[];
   /** qcow2 goes past VHD's 2040 GiB; 64 TiB is where a file SR stops. */
   readonly maxVolumeSize = 64 * 1024 ** 4;
 
+  /** Where the SR's files are: a subdirectory named after its uuid inside the directory it was given (as xapi's file SRs). */
+  readonly dir: string;
+  /**
+   * An SR made before that layout keeps its files directly in the directory
+   * it was given, beside whatever else the admin keeps there: it is used as
+   * it is, and destroying it removes only its own files.
+   */
+  private readonly sharesItsDirectory: boolean;
+
   constructor(
     readonly type: 'ext' | 'file',
-    readonly dir: string,
+    given: string,
     readonly srUuid: string,
   ) {
     this.capabilities = SR_TYPES[type].capabilities;
+    if (!isUuid(srUuid)) throw new SrDriverError('SR_BACKEND_FAILURE', `SR uuid ${JSON.stringify(srUuid)} is not a UUID`);
+    const base = srDirectory(given, type === 'ext' ? 'path' : 'location');
+    const own = basename(base) === srUuid;
+    this.sharesItsDirectory = !own && markerOf(base) === srUuid;
+    this.dir = own || this.sharesItsDirectory ? base : join(base, srUuid);
   }
 
   get shared(): boolean {
@@ -48,7 +84,7 @@ export class FileSr implements SrDriver {
   }
 
   fileFor(uuid: string, format: FileFormat): string {
-    return join(this.dir, `${uuid}.${format}`);
+    return join(this.dir, `${volumeName(uuid)}.${format}`);
   }
 
   formatOf(uuid: string): FileFormat {
@@ -57,7 +93,7 @@ export class FileSr implements SrDriver {
 
   async create(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
-    await writeFile(join(this.dir, '.xenon-sr'), `${this.srUuid}\n`);
+    await writeFile(join(this.dir, MARKER), `${this.srUuid}\n`);
   }
 
   async attach(): Promise<void> {
@@ -67,8 +103,12 @@ export class FileSr implements SrDriver {
 
   async detach(): Promise<void> {}
 
+  /** Removes the SR's own directory, or in the old layout only the SR's own files: never what else the admin keeps there. */
   async destroy(): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
+    if (!this.sharesItsDirectory) return void (await rm(this.dir, { recursive: true, force: true }));
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    for (const f of names) if (OWN_FILE.test(f)) await rm(join(this.dir, f), { force: true });
+    await rm(join(this.dir, MARKER), { force: true });
   }
 
   async stats(): Promise<SrStats> {

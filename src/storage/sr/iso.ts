@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SR_TYPES } from '../../datamodel/sr-types.ts';
+import { srDirectory } from './names.ts';
 import { SrDriverError, type SrDriver, type SrStats, type VolumeInfo } from './driver.ts';
 
 /** A stable uuid for a file name, so a rescan finds the same VDI. */
@@ -21,10 +22,14 @@ export class IsoSr implements SrDriver {
   readonly capabilities = SR_TYPES.iso.capabilities;
   private names = new Map<string, string>();
 
+  readonly dir: string;
+
   constructor(
-    readonly dir: string,
+    dir: string,
     readonly srUuid: string,
-  ) {}
+  ) {
+    this.dir = srDirectory(dir, 'location');
+  }
 
   async create(): Promise<void> {
     await this.attach();
