@@ -21,8 +21,25 @@ const DRAIN_LIMIT = 64 * 1024 * 1024;
 
 export class RpcBodies {
   private inFlight = 0;
+  /** Bodies being read, with their deadlines: one sweep a second instead of a timer per request. */
+  private readonly reading = new Map<() => void, number>();
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(private readonly limits: HttpLimits) {}
+
+  private watch(expire: () => void): void {
+    this.reading.set(expire, Date.now() + this.limits.rpcBodyTimeoutMs);
+    if (this.sweeper) return;
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const [expire, deadline] of this.reading) if (now > deadline) expire();
+      if (this.reading.size === 0) {
+        clearInterval(this.sweeper);
+        this.sweeper = undefined;
+      }
+    }, 1000);
+    this.sweeper.unref();
+  }
 
   /** Bytes currently held by RPC bodies (for tests and logs). */
   get bytesInFlight(): number {
@@ -50,7 +67,7 @@ export class RpcBodies {
       const finish = (outcome: BodyOutcome): void => {
         if (settled) return;
         settled = true;
-        clearTimeout(timer);
+        this.reading.delete(expire);
         req.off('data', onData);
         if (!outcome.ok) {
           chunks.length = 0;
@@ -59,7 +76,8 @@ export class RpcBodies {
         }
         resolve(outcome);
       };
-      const timer = setTimeout(() => finish({ ok: false, refusal: { kind: 'timeout' } }), this.limits.rpcBodyTimeoutMs);
+      const expire = (): void => finish({ ok: false, refusal: { kind: 'timeout' } });
+      this.watch(expire);
       const onData = (c: Buffer): void => {
         size += c.length;
         if (size > maxRpcBodyBytes) return finish({ ok: false, refusal: { kind: 'too-large', limit: maxRpcBodyBytes } });

@@ -227,3 +227,16 @@ test('an RPC body over the cap is refused with 413 before it is sent (Expect: 10
   assert.equal(big.status, 431);
   await stillServing();
 });
+
+test('an RPC body that does not arrive in time gets a 408 with a XenAPI error', async () => {
+  const slow = await startTestServer({ config: { httpLimits: { rpcBodyTimeoutMs: 1500 } } });
+  try {
+    const started = Date.now();
+    const r = await rawRequest(portOf(slow.url), 'POST / HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\nContent-Length: 100\r\n\r\n<methodCall>', 10_000);
+    assert.equal(r.status, 408);
+    assert.equal((decodeMethodResponse(r.body) as { Status: string }).Status, 'Failure');
+    assert.ok(Date.now() - started < 4000);
+  } finally {
+    await slow.close();
+  }
+});
