@@ -7,9 +7,9 @@ import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import { findMessage, getClass, MESSAGES, type ModelMessage } from '../datamodel/model.ts';
 import { NULL_REF, type XType } from '../datamodel/types.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
-import { notImplemented, UNKNOWN_ORIGIN, type Args, type CallContext, type CallOrigin, type LooseHandler, type Services } from '../messages/context.ts';
+import { notImplemented, UNKNOWN_ORIGIN, type Args, type CallContext, type CallOrigin, type Services } from '../messages/context.ts';
 import { runGeneric } from '../messages/generic.ts';
-import type { HandlerSet } from '../messages/index.ts';
+import type { Handlers } from '../messages/generated/handlers.ts';
 import { toXml, unmarshal } from '../wire/marshal.ts';
 
 export type CallOutcome =
@@ -19,16 +19,17 @@ export type CallOutcome =
 const STRING: XType = { kind: 'string' };
 const STRING_SET: XType = { kind: 'set', of: STRING };
 
-/** The handlers are typed per message (messages/generated/handlers.ts); here they are called by name. */
-const isHandler = (v: unknown): v is LooseHandler => typeof v === 'function';
+/** A handler as dispatch calls it: by wire name, with arguments checked against the datamodel. */
+type CheckedHandler = (ctx: CallContext, args: Args) => unknown;
+/** Handlers are typed per message (messages/generated/handlers.ts); dispatch checks their arguments first. */
+const isHandler = (v: unknown): v is CheckedHandler => typeof v === 'function';
 
 /** Every handler of a set by wire name (`Class.message`); explicit messages marked notImplemented are left out. */
-export function handlersByWireName(set: HandlerSet): Map<string, LooseHandler> {
-  const out = new Map<string, LooseHandler>();
-  const tables: Readonly<Record<string, object | undefined>> = set;
-  for (const [cls, table] of Object.entries(tables)) {
-    for (const [name, h] of Object.entries(table ?? {})) {
-      const entry: unknown = h;
+export function handlersByWireName(set: Handlers): Map<string, CheckedHandler> {
+  const out = new Map<string, CheckedHandler>();
+  for (const [cls, table] of Object.entries(set)) {
+    const entries: [string, unknown][] = table && typeof table === 'object' ? Object.entries(table) : [];
+    for (const [name, entry] of entries) {
       if (!MESSAGES.has(`${cls}.${name}`)) throw new Error(`handler for undeclared message ${cls}.${name}`);
       if (entry === notImplemented) continue;
       if (!isHandler(entry)) throw new Error(`handler for ${cls}.${name} is not a function`);
@@ -39,12 +40,12 @@ export function handlersByWireName(set: HandlerSet): Map<string, LooseHandler> {
 }
 
 export class Dispatcher {
-  private readonly handlers: ReadonlyMap<string, LooseHandler>;
+  private readonly handlers: ReadonlyMap<string, CheckedHandler>;
   private readonly listed: string[];
 
   constructor(
     private readonly services: Services,
-    set: HandlerSet,
+    set: Handlers,
   ) {
     this.handlers = handlersByWireName(set);
     this.listed = this.computeListing();
@@ -137,7 +138,7 @@ export class Dispatcher {
   }
 
   /** Async.<message>: a task now, the work in the background, the outcome on the task. */
-  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: LooseHandler, origin: CallOrigin): string {
+  private startAsync(m: ModelMessage, session: SessionInfo, args: Args, handler: CheckedHandler, origin: CallOrigin): string {
     const { tasks } = this.services;
     const task = tasks.create(`Async.${m.wireName}`, '', session.ref);
     const ctx: CallContext = { services: this.services, session, origin, message: m, task };

@@ -121,9 +121,5 @@ export type Handler<A, R> = (ctx: CallContext, args: A) => R | Promise<R>;
 export const notImplemented: unique symbol = Symbol('not implemented');
 export type NotImplemented = typeof notImplemented;
 
-/** Untyped arguments, for the generic handlers and rooms not yet typed. */
+/** Arguments by name, for code that serves any message (generic handlers, dispatch). */
 export type Args = Readonly<Record<string, unknown>>;
-/** A handler with untyped arguments and result (transitional, see messages/index.ts). */
-export type LooseHandler = (ctx: CallContext, args: Args) => unknown;
-/** Handlers of one class, keyed by message name (transitional). */
-export type HandlerTable = Readonly<Record<string, LooseHandler>>;

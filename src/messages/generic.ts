@@ -96,14 +96,11 @@ export function creatableFields(cls: string, given: Args): Record<string, unknow
  * declares some setters explicitly for their roles): its first parameter names
  * the object, `value` the new value.
  */
-export function setField<C extends ClassName, F extends keyof Records[C] & string>(cls: C, field: F): Handler<{ readonly value: Records[C][F] }, void>;
-/** Transitional: the same, unchecked, for handler tables not yet typed. */
-export function setField(field: string): Handler<Args, void>;
-export function setField(clsOrField: string, maybeField?: string): Handler<Args, void> {
-  const field = maybeField ?? clsOrField;
+export function setField<C extends ClassName, F extends keyof Records[C] & string>(_cls: C, field: F): Handler<{ readonly value: Records[C][F] }, void> {
   return (ctx, args) => {
     const m = ctx.message;
-    const self = args[m.params[0].name];
+    const named: Args = args; // the object is the message's own first parameter, whatever its name
+    const self = named[m.params[0].name];
     if (typeof self !== 'string') throw new XenApiError('INTERNAL_ERROR', `${m.wireName}: no object to set`);
     ctx.services.store.transact((tx) => tx.updateAny(m.cls, self, { [field]: args.value }));
   };

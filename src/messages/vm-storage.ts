@@ -6,7 +6,8 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { getClass } from '../datamodel/model.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { DbRecord } from '../db/store.ts';
-import type { Args, CallContext, HandlerTable } from './context.ts';
+import type { VM_handlers } from './generated/handlers.ts';
+import type { Args, CallContext } from './context.ts';
 import { storageOf } from './sr.ts';
 import { cloneVdi, copyVdi, createVdi, destroyVdi, snapshotVdi } from './vdi.ts';
 import { allowedOperations, withOperation } from './vm-operations.ts';
@@ -70,7 +71,7 @@ function provisionPlan(xml: string): { device: string; size: number; sr: string;
   });
 }
 
-export const vmStorageHandlers: HandlerTable = {
+export const vmStorageHandlers = {
   snapshot: (ctx, a) =>
     withOperation(ctx.services.store, vmArg(a), 'snapshot', ctx.task?.ref ?? null, (vm) =>
       copyVm(ctx, vmArg(a), {
@@ -134,4 +135,4 @@ export const vmStorageHandlers: HandlerTable = {
     const { disks: _done, ...rest } = vm.other_config as Record<string, string>;
     store.transact((tx) => tx.update('VM', ref, { other_config: rest }));
   },
-};
+} satisfies Partial<VM_handlers>;

@@ -3,7 +3,8 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import type { Enum_vm_operations } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { DbRecord } from '../db/store.ts';
-import type { Args, CallContext, HandlerTable, XenopsService } from './context.ts';
+import type { VM_handlers } from './generated/handlers.ts';
+import type { Args, CallContext, XenopsService } from './context.ts';
 import { creatableFields, setField } from './generic.ts';
 import { allowedOperations, assertOperation, refreshAllowed, withOperation } from './vm-operations.ts';
 
@@ -57,7 +58,7 @@ function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
   };
 }
 
-export const vmHandlers: HandlerTable = {
+export const vmHandlers = {
   create: (ctx, a) => {
     const { store } = ctx.services;
     const fields = creatableFields('VM', a.args as Args);
@@ -155,14 +156,14 @@ export const vmHandlers: HandlerTable = {
   set_memory_dynamic_range: setMemory((a) => ({ dynamic_min: Number(a.min), dynamic_max: Number(a.max) }), false),
   set_memory_limits: setMemory((a) => ({ static_min: Number(a.static_min), static_max: Number(a.static_max), dynamic_min: Number(a.dynamic_min), dynamic_max: Number(a.dynamic_max) }), true),
   set_memory: setMemory((a) => ({ dynamic_min: Number(a.value), dynamic_max: Number(a.value), static_max: Number(a.value) }), true),
-  set_HVM_boot_policy: setField('HVM_boot_policy'),
-  set_domain_type: setField('domain_type'),
-  set_actions_after_crash: setField('actions_after_crash'),
+  set_HVM_boot_policy: setField('VM', 'HVM_boot_policy'),
+  set_domain_type: setField('VM', 'domain_type'),
+  set_actions_after_crash: setField('VM', 'actions_after_crash'),
   set_is_a_template: (ctx, a) => {
     const vm = ctx.services.store.must('VM', vmArg(a));
     if (a.value === true && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
     ctx.services.store.transact((tx) => tx.update('VM', vmArg(a), { is_a_template: a.value === true, ...(a.value === false ? { is_default_template: false } : {}) }));
     refreshAllowed(ctx.services.store, vmArg(a));
   },
-  set_suspend_VDI: setField('suspend_VDI'),
-};
+  set_suspend_VDI: setField('VM', 'suspend_VDI'),
+} satisfies Partial<VM_handlers>;
