@@ -1,11 +1,10 @@
 /**
  * Logins cannot starve the host. Password hashing (scrypt, ~100 ms of a core)
- * runs off the event loop, a few checks at a time, in three queues served in
- * order: callers with no recent failures; callers from an address with
- * failures (a shared address under attack), or from a clean address to an
- * account under attack (its owner, likely: two at a time per address);
- * checks of an account with recent failures from addresses with failures
- * (the flood: one check at a time). Whoever is over
+ * runs off the event loop, a few checks at a time, in four queues served in
+ * order: callers with no recent failures; a clean account from an address
+ * with failures (a shared address under attack); an account under attack from
+ * an address without failures (its owner, maybe: two at a time per address);
+ * and the flood, both with failures (one check at a time). Whoever is over
  * the limits of their queue is refused unchecked, and every failure is
  * answered only after a delay: a flood of wrong passwords costs the attacker
  * time and the host little, and a correct login by someone else goes first.
@@ -61,36 +60,55 @@ class FailureCounts {
     this.times.set(key, list);
     if (this.times.size > MAX_TRACKED) this.times.delete(this.times.keys().next().value!);
   }
-
-  clear(key: string): void {
-    this.times.delete(key);
-  }
 }
 
 /** The queues, in the order they are served. */
 const enum Lane {
+  /** No recent failures. */
   Clean = 0,
+  /** A clean account from an address with failures (a shared address under attack). */
   SuspectAddress = 1,
+  /** An account with failures from an address without (its owner, maybe). */
   SuspectAccount = 2,
+  /** Both with failures: the flood, one check at a time. */
+  Flood = 3,
 }
 
-/** A few slots for password checks; waiters of a lower lane go first. */
+/**
+ * A few slots for password checks. A freed slot goes to the waiter whose lane
+ * is best *now* (failures recorded while it waited count), first come first
+ * served among equals: the first burst of a flood, queued before its failures
+ * were known, then waits behind everyone else.
+ */
 class CheckSlots {
   private running = 0;
-  private readonly lanes: (() => void)[][] = [[], [], []];
+  private readonly waiting: { readonly lane: () => Lane; readonly wake: () => void }[] = [];
 
   constructor(private readonly size: number) {}
 
-  async run<T>(lane: Lane, work: () => Promise<T>): Promise<T> {
-    if (this.running >= this.size) await new Promise<void>((r) => this.lanes[lane].push(r));
+  async run<T>(lane: () => Lane, work: () => Promise<T>): Promise<T> {
+    if (this.running >= this.size) await new Promise<void>((wake) => this.waiting.push({ lane, wake }));
     else this.running++;
     try {
       return await work();
     } finally {
-      const next = this.lanes.find((l) => l.length > 0)?.shift();
-      if (next) next(); // the slot passes straight to the next waiter
+      const next = this.takeBest();
+      if (next) next.wake(); // the slot passes straight to the next waiter
       else this.running--;
     }
+  }
+
+  private takeBest(): { readonly wake: () => void } | undefined {
+    let best = -1;
+    let bestLane = Infinity;
+    for (let i = 0; i < this.waiting.length && bestLane > Lane.Clean; i++) {
+      const lane = this.waiting[i].lane();
+      if (lane < bestLane) {
+        best = i;
+        bestLane = lane;
+      }
+    }
+    return best < 0 ? undefined : this.waiting.splice(best, 1)[0];
   }
 }
 
@@ -129,13 +147,22 @@ export class LoginThrottle {
     this.slots = new CheckSlots(limits.concurrency);
   }
 
+  /** A queued check's lane by the failures known now (in-flight crowding aside). */
+  private laneNow(addrKey: string, userKey: string): Lane {
+    const { suspectAfter } = this.limits;
+    const account = this.failures.count(userKey) >= suspectAfter;
+    const address = this.failures.count(addrKey) >= suspectAfter;
+    if (account) return address ? Lane.Flood : Lane.SuspectAccount;
+    return address ? Lane.SuspectAddress : Lane.Clean;
+  }
+
   /** Which queue a check goes to, or null when it is refused unchecked. */
   private laneOf(addrKey: string, userKey: string): Lane | null {
     const { suspectAfter, cleanInFlight } = this.limits;
     if (this.failures.count(userKey) >= suspectAfter) {
       // an account under attack: from an address without failures (its owner, likely) a check or two, ahead of the flood
-      if (this.failures.count(addrKey) < suspectAfter) return this.inFlight.get(addrKey) >= 2 ? null : Lane.SuspectAddress;
-      return this.inFlight.get(userKey) >= 1 ? null : Lane.SuspectAccount;
+      if (this.failures.count(addrKey) < suspectAfter) return this.inFlight.get(addrKey) >= 2 ? null : Lane.SuspectAccount;
+      return this.inFlight.get(userKey) >= 1 ? null : Lane.Flood;
     }
     if (this.inFlight.get(userKey) >= cleanInFlight) return Lane.SuspectAccount;
     if (this.failures.count(addrKey) >= suspectAfter || this.inFlight.get(addrKey) >= cleanInFlight) return Lane.SuspectAddress;
@@ -156,17 +183,16 @@ export class LoginThrottle {
     if (lane !== null) {
       this.inFlight.enter(addrKey, userKey);
       try {
-        outcome = known ? await this.slots.run(lane, () => this.checkOnce(addrKey, userKey, lane, check)) : (await check()) ? 'ok' : 'failed';
+        const current = (): Lane => Math.max(lane, this.laneNow(addrKey, userKey));
+        outcome = known ? await this.slots.run(current, () => this.checkOnce(addrKey, userKey, current(), check)) : (await check()) ? 'ok' : 'failed';
       } finally {
         this.inFlight.leave(addrKey, userKey);
       }
     }
-    if (outcome === 'ok') {
-      this.failures.clear(userKey);
-      this.refusalLogged.delete(userKey);
-      return true;
-    }
+    // a success does not forgive the account's failures: the flood at it would come back in ahead
+    if (outcome === 'ok') return true;
     if (outcome === 'refused') {
+      if (this.refusalLogged.size > 10_000) this.refusalLogged.clear();
       if (!this.refusalLogged.has(userKey)) {
         this.refusalLogged.add(userKey);
         this.log.warn({ address, account }, 'logins refused unchecked while this account has recent failures; answered after a delay');
@@ -184,7 +210,7 @@ export class LoginThrottle {
   private async checkOnce(addrKey: string, userKey: string, lane: Lane, check: () => Promise<boolean>): Promise<'ok' | 'failed' | 'refused'> {
     const { suspectAfter } = this.limits;
     const suspect = this.failures.count(userKey) >= suspectAfter && this.failures.count(addrKey) >= suspectAfter;
-    if (lane !== Lane.Clean && suspect && this.checking.get(userKey) >= 1) return 'refused';
+    if (lane === Lane.Flood && suspect && this.checking.get(userKey) >= 1) return 'refused';
     this.checking.enter(userKey);
     try {
       return (await check()) ? 'ok' : 'failed';
@@ -195,6 +221,6 @@ export class LoginThrottle {
 
   /** Hashing outside a login (setting a password) shares the slots, as a clean caller. */
   hashing<T>(work: () => Promise<T>): Promise<T> {
-    return this.slots.run(Lane.Clean, work);
+    return this.slots.run(() => Lane.Clean, work);
   }
 }
