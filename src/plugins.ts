@@ -12,7 +12,7 @@ import { Networking } from './messages/network-bridges.ts';
 import { createNetworkBackend } from './network/index.ts';
 import { claimNetworkNamespace } from './network/claim.ts';
 import { Runner } from './network/exec.ts';
-import { Xenops } from './messages/xenops.ts';
+import { Xenops } from './messages/vm-domains/index.ts';
 
 export interface PluginOptions {
   backend: 'qemu' | 'sim';

@@ -109,13 +109,15 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   const sessions = new Sessions(store, accounts, () => identity.host, cfg.sessionIdleMs ?? 24 * 3600_000, log);
   const tasks = new Tasks(store, () => identity.host);
   tasks.failOrphans();
+  let dispatcher: Dispatcher | undefined;
   const services: Services = {
     store, sessions, tasks, log, audit, dataDir: cfg.dataDir,
     hostRef: () => identity.host,
     poolRef: () => identity.pool,
+    implemented: (message) => dispatcher?.implementedByName(message) ?? false,
   };
   const routes: HttpRoutes = { routes: new Map(), connect: new Map() };
-  const dispatcher = new Dispatcher(services, HANDLERS);
+  dispatcher = new Dispatcher(services, HANDLERS);
   for (const p of plugins) await p.start?.(services, routes);
 
   const front = new ApiFront({ dispatcher, routes, log, limits: cfg.httpLimits });

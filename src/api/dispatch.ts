@@ -56,6 +56,11 @@ export class Dispatcher {
     return this.handlers.has(m.wireName) || m.generic !== undefined;
   }
 
+  implementedByName(wireName: string): boolean {
+    const m = MESSAGES.get(wireName);
+    return m !== undefined && this.implemented(m);
+  }
+
   private computeListing(): string[] {
     const out = ['system.listMethods'];
     for (const m of MESSAGES.values()) {

@@ -2,6 +2,9 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 
+/** Memory the host keeps back for itself (its host.memory_overhead): the toolstack, QEMU's own needs, the OS. */
+export const HOST_MEMORY_OVERHEAD = 512 * 1024 * 1024;
+
 export interface CpuFacts {
   vendor: string;
   modelname: string;

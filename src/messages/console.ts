@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from './context.ts';
 import { authorize } from './http-handlers.ts';
-import type { Xenops } from './xenops.ts';
+import type { Xenops } from './vm-domains/index.ts';
 
 function reject(socket: Duplex, status: string, text: string): void {
   socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${text}\n`);

@@ -26,7 +26,7 @@ export interface NicProvider {
   unplug(vif: string): Promise<void>;
 }
 
-/** The domain manager (messages/xenops.ts), as messages use it. */
+/** The domain manager (messages/vm-domains/), as messages use it. */
 export interface XenopsService {
   readonly backend: HypervisorBackend;
   vmByUuid(uuid: string): string | undefined;
@@ -37,7 +37,8 @@ export interface XenopsService {
   markStopped(vm: string, state?: 'Halted' | 'Suspended'): Promise<void>;
   start(vm: string, paused: boolean): Promise<void>;
   hardShutdown(vm: string): Promise<void>;
-  cleanShutdown(vm: string): Promise<void>;
+  /** Waits timeoutS seconds (default xapi's 1200) for the guest to power off. */
+  cleanShutdown(vm: string, timeoutS?: number): Promise<void>;
   reboot(vm: string, mode: 'clean' | 'hard'): Promise<void>;
   pause(vm: string): Promise<void>;
   unpause(vm: string): Promise<void>;
@@ -86,6 +87,8 @@ export interface Services {
   /** This host's record and its pool's. */
   hostRef(): Ref<'host'>;
   poolRef(): Ref<'pool'>;
+  /** Whether a message ("Class.name") has behaviour on this daemon (explicit or generic). */
+  implemented(message: string): boolean;
   /** Subsystems, set by their plugins at start; absent where the daemon runs without them. */
   xenops?: XenopsService;
   storage?: StorageService;

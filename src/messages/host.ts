@@ -32,7 +32,8 @@ export const hostHandlers: host_handlers = {
     thisHost(ctx, a.host);
     return xenopsOf(ctx).freeMemory();
   },
-  compute_memory_overhead: () => 0,
+  // as xapi: the host's overhead is constant, kept in its record
+  compute_memory_overhead: (ctx, a) => ctx.services.store.must('host', a.host).memory_overhead,
   get_management_interface: (ctx, a) =>
     ctx.services.store.where('PIF', (p) => p.host === a.host && p.management)[0]?.[0] ?? NULL_REF,
   get_server_certificate: (ctx) => {
@@ -42,7 +43,8 @@ export const hostHandlers: host_handlers = {
       return '';
     }
   },
-  get_system_status_capabilities: () => '<?xml version="1.0" ?><system-status-capabilities></system-status-capabilities>',
+  // no status-report collection on this host
+  get_system_status_capabilities: notImplemented,
   get_vms_which_prevent_evacuation: (ctx, a) => {
     const out: Record<string, string[]> = {};
     // with a single host, every running VM has nowhere to go
@@ -56,7 +58,7 @@ export const hostHandlers: host_handlers = {
     if (residentVms(ctx, a.host).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
   },
   list_methods: () => [...MESSAGES.values()].filter((m) => !m.hidden).map((m) => m.wireName),
-  get_log: () => '',
+  get_log: notImplemented, // as xapi itself
   emergency_clear_mandatory_guidance: notImplemented,
   set_https_only: notImplemented,
   apply_updates: notImplemented,

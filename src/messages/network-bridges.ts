@@ -12,7 +12,7 @@ import type { Row, Store } from '../db/store.ts';
 import type { BridgeSpec, LockingSpec, NetworkBackend, TapSpec } from '../network/backend.ts';
 import { listHostNics } from '../network/host-nics.ts';
 import type { Services } from './context.ts';
-import type { NicProvider } from './xenops.ts';
+import type { NicProvider } from './vm-domains/index.ts';
 
 const run = promisify(execFile);
 

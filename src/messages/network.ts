@@ -7,7 +7,7 @@ import { notImplemented, type CallContext, type Handler, type NetworkingService 
 import { creatable, setField } from './generic.ts';
 import type { Bond_handlers, network_handlers, PIF_handlers, VIF_handlers, VLAN_handlers } from './generated/handlers.ts';
 import { xenopsOf } from './vm.ts';
-import { randomMac } from './xenops.ts';
+import { randomMac } from './vm-domains/index.ts';
 
 export function networkingOf(ctx: CallContext): NetworkingService {
   const n = ctx.services.networking;

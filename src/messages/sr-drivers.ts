@@ -17,7 +17,7 @@ import { IsoSr } from '../storage/sr/iso.ts';
 import type { Services } from './context.ts';
 import { Collector } from './sr-collector.ts';
 import { ChainLocks, lockedDriver } from './sr-locks.ts';
-import type { DiskProvider } from './xenops.ts';
+import type { DiskProvider } from './vm-domains/index.ts';
 
 /** Above this, VHD cannot go (2040 GiB, as XenServer's VHD limit). */
 export const VHD_MAX = 2040 * 1024 ** 3;

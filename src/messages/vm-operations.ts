@@ -1,33 +1,113 @@
 /**
- * Which operations a VM allows in each state, and the lock that marks one
- * in progress (current_operations) so two cannot collide.
+ * Which operations a VM allows now, and the lock that marks one in progress
+ * (current_operations) so two cannot collide.
+ *
+ * allowed_operations is derived, never written by hand: an operation is listed
+ * only when its message has behaviour on this daemon (Services.implemented),
+ * the power state permits it, the VM is not a template or snapshot (except the
+ * few operations those allow), and — for the operations that need the guest's
+ * help — the guest has shown it can do them.
  */
 import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Enum_vm_operations } from '../datamodel/generated/records.ts';
+import { NULL_REF } from '../datamodel/types.ts';
 import type { DbRecord, Store } from '../db/store.ts';
+import type { Services } from './context.ts';
 
-const ALWAYS_WHEN_HALTED: Enum_vm_operations[] = ['start', 'start_on', 'clone', 'copy', 'snapshot', 'export', 'metadata_export', 'destroy', 'provision',
-  'make_into_template', 'changing_static_range', 'changing_dynamic_range', 'changing_memory_limits', 'changing_shadow_memory',
-  'create_template', 'checkpoint'];
+/** What the checks need: the records, which messages have behaviour here, and which subsystems run. */
+export type OperationEnv = Pick<Services, 'store' | 'implemented' | 'storage' | 'xenops'>;
 
-const BY_POWER_STATE: Record<string, readonly Enum_vm_operations[]> = {
-  Halted: ALWAYS_WHEN_HALTED.filter((o) => o !== 'checkpoint'),
+type Op = Enum_vm_operations;
+
+/**
+ * The message that performs each operation, where it is not `VM.<operation>`;
+ * null: no message (export is an HTTP action and always served with storage).
+ */
+const PERFORMED_BY: Readonly<Partial<Record<Op, string | null>>> = {
+  make_into_template: 'VM.set_is_a_template',
+  changing_static_range: 'VM.set_memory_static_range',
+  changing_dynamic_range: 'VM.set_memory_dynamic_range',
+  changing_memory_limits: 'VM.set_memory_limits',
+  changing_shadow_memory: 'VM.set_HVM_shadow_multiplier',
+  changing_VCPUs: 'VM.set_VCPUs_max',
+  changing_VCPUs_live: 'VM.set_VCPUs_number_live',
+  changing_memory_live: 'VM.set_memory_target_live',
+  export: null,
+};
+
+const WHEN_HALTED: readonly Op[] = ['start', 'start_on', 'clone', 'copy', 'snapshot', 'export', 'destroy', 'provision', 'make_into_template',
+  'changing_static_range', 'changing_dynamic_range', 'changing_memory_limits', 'changing_shadow_memory', 'changing_VCPUs',
+  'create_template', 'metadata_export'];
+
+/** The operations each power state permits, before anything else is asked. */
+const BY_POWER_STATE: Readonly<Record<string, readonly Op[]>> = {
+  Halted: WHEN_HALTED,
   Running: ['clean_shutdown', 'hard_shutdown', 'shutdown', 'clean_reboot', 'hard_reboot', 'pause', 'suspend', 'snapshot', 'checkpoint',
-    'pool_migrate', 'migrate_send', 'changing_dynamic_range', 'changing_memory_live', 'send_sysrq', 'send_trigger', 'power_state_reset'],
-  Paused: ['unpause', 'hard_shutdown', 'shutdown', 'hard_reboot', 'snapshot', 'power_state_reset'],
+    'pool_migrate', 'migrate_send', 'changing_dynamic_range', 'changing_memory_live', 'changing_VCPUs_live', 'send_sysrq', 'send_trigger',
+    'power_state_reset'],
+  Paused: ['unpause', 'hard_shutdown', 'shutdown', 'hard_reboot', 'snapshot', 'checkpoint', 'power_state_reset'],
   Suspended: ['resume', 'resume_on', 'hard_shutdown', 'shutdown', 'clone', 'copy', 'snapshot', 'export', 'power_state_reset'],
 };
 
-/** Operations allowed now, as xapi would list them in allowed_operations. */
-export function allowedOperations(vm: DbRecord): Enum_vm_operations[] {
+/** What a template or snapshot still allows (as xapi: no booting them). */
+const TEMPLATE_OPERATIONS = new Set<string>(['clone', 'copy', 'export', 'destroy', 'provision', 'metadata_export', 'create_template',
+  'changing_static_range', 'changing_dynamic_range', 'changing_memory_limits', 'changing_VCPUs', 'changing_shadow_memory']);
+
+const NEVER_ON_SNAPSHOTS = new Set<string>(['provision', 'changing_static_range', 'changing_dynamic_range', 'changing_memory_limits', 'changing_VCPUs', 'changing_shadow_memory']);
+
+/**
+ * Operations that need the guest's cooperation, and the guest-metrics
+ * features (any one suffices) that show it can. Xenon's guests run under QEMU:
+ * a clean shutdown or reboot is the ACPI power button, which only an OS that
+ * handles it obeys. Xenon takes a live guest agent as that sign (it sets
+ * feature-shutdown/-poweroff/-reboot in VM_guest_metrics.other when the agent
+ * answers; see guestMetricsFields). Suspend needs no guest help under QEMU
+ * (the device model saves the whole machine), so it is not listed here.
+ * As in xapi this gates allowed_operations only: the call itself is still tried.
+ */
+const GUEST_FEATURES: Readonly<Record<string, readonly string[]>> = {
+  clean_shutdown: ['feature-shutdown', 'feature-poweroff'],
+  clean_reboot: ['feature-shutdown', 'feature-reboot'],
+};
+
+/** Operations whose behaviour lives in a subsystem: without it they are not offered. */
+const DISK_OPERATIONS = new Set<string>(['clone', 'copy', 'snapshot', 'provision', 'revert', 'export', 'checkpoint']);
+
+export function messageOf(op: Op): string | null {
+  const named = PERFORMED_BY[op];
+  return named === undefined ? `VM.${op}` : named;
+}
+
+/** Operations the domain manager performs. */
+const POWER_OPERATIONS = new Set<string>(['start', 'start_on', 'resume', 'resume_on', 'clean_shutdown', 'hard_shutdown', 'shutdown',
+  'clean_reboot', 'hard_reboot', 'pause', 'unpause', 'suspend', 'power_state_reset']);
+
+function runsHere(env: OperationEnv, op: Op): boolean {
+  if (DISK_OPERATIONS.has(op) && !env.storage) return false;
+  if (POWER_OPERATIONS.has(op) && !env.xenops) return false;
+  const message = messageOf(op);
+  return message === null || env.implemented(message);
+}
+
+function guestCan(store: Store, vm: DbRecord, op: Op): boolean {
+  const needed = GUEST_FEATURES[op];
+  if (!needed) return true;
+  const gm = vm.guest_metrics === NULL_REF ? undefined : store.get('VM_guest_metrics', String(vm.guest_metrics));
+  if (!gm || gm.live !== true) return false;
+  const other = gm.other as Record<string, string>;
+  return needed.some((f) => other[f] === '1');
+}
+
+/** Operations allowed now, as allowed_operations lists them. */
+export function allowedOperations(env: OperationEnv, vm: DbRecord): Op[] {
   if (vm.is_control_domain) return [];
   if (Object.keys(vm.current_operations as object).length > 0) return [];
   const blocked = vm.blocked_operations as Record<string, string>;
   let ops = [...(BY_POWER_STATE[String(vm.power_state)] ?? [])];
-  if (vm.is_a_template || vm.is_a_snapshot) ops = ops.filter((o) => ['clone', 'copy', 'export', 'destroy', 'provision', 'metadata_export', 'create_template'].includes(o));
-  if (vm.is_a_snapshot) ops.push('revert');
-  return ops.filter((o) => !Object.hasOwn(blocked, o));
+  if (vm.is_a_template || vm.is_a_snapshot) ops = ops.filter((o) => TEMPLATE_OPERATIONS.has(o));
+  if (vm.is_a_snapshot) ops = ops.filter((o) => !NEVER_ON_SNAPSHOTS.has(o)).concat('revert');
+  return ops.filter((o) => !Object.hasOwn(blocked, o) && runsHere(env, o) && guestCan(env.store, vm, o));
 }
 
 const lower = (s: unknown): string => String(s).toLowerCase();
@@ -38,6 +118,8 @@ function expectedState(op: string): string {
   return 'halted';
 }
 
+const BOOTS = new Set(['start', 'start_on', 'resume', 'resume_on']);
+
 /** Throws the error xapi gives when `op` cannot run on this VM now. */
 export function assertOperation(store: Store, ref: string, op: string): DbRecord {
   const vm = store.must('VM', ref);
@@ -46,7 +128,8 @@ export function assertOperation(store: Store, ref: string, op: string): DbRecord
   if (vm.is_control_domain) throw new XenApiError('OPERATION_NOT_ALLOWED', `${op} is not allowed on the control domain`);
   const blocked = vm.blocked_operations as Record<string, string>;
   if (Object.hasOwn(blocked, op)) throw new XenApiError('OPERATION_BLOCKED', ref, blocked[op]);
-  if ((vm.is_a_template || vm.is_a_snapshot) && ['start', 'start_on', 'resume', 'resume_on'].includes(op)) throw new XenApiError('VM_IS_TEMPLATE', ref);
+  if ((vm.is_a_template || vm.is_a_snapshot) && BOOTS.has(op)) throw new XenApiError('VM_IS_TEMPLATE', ref);
+  if (vm.is_a_snapshot && NEVER_ON_SNAPSHOTS.has(op)) throw new XenApiError('OPERATION_NOT_ALLOWED', `${op} is not allowed on a snapshot`);
   if (!(BY_POWER_STATE[String(vm.power_state)] ?? []).some((o) => o === op)) {
     throw new XenApiError('VM_BAD_POWER_STATE', ref, expectedState(op), lower(vm.power_state));
   }
@@ -54,18 +137,19 @@ export function assertOperation(store: Store, ref: string, op: string): DbRecord
 }
 
 /** Recomputes allowed_operations from the record as it stands. */
-export function refreshAllowed(store: Store, ref: string): void {
-  const vm = store.get('VM', ref);
+export function refreshAllowed(env: OperationEnv, ref: string): void {
+  const vm = env.store.get('VM', ref);
   if (!vm) return;
-  const ops = allowedOperations(vm);
-  if ((vm.allowed_operations as string[]).join() !== ops.join()) store.transact((tx) => tx.update('VM', ref, { allowed_operations: ops }));
+  const ops = allowedOperations(env, vm);
+  if ((vm.allowed_operations as string[]).join() !== ops.join()) env.store.transact((tx) => tx.update('VM', ref, { allowed_operations: ops }));
 }
 
 /**
  * Runs `fn` with `op` marked in the VM's current_operations; the mark is
  * taken atomically after the checks and always removed afterwards.
  */
-export async function withOperation<T>(store: Store, ref: string, op: Enum_vm_operations, taskRef: string | null, fn: (vm: DbRecord) => Promise<T>): Promise<T> {
+export async function withOperation<T>(env: OperationEnv, ref: string, op: Op, taskRef: string | null, fn: (vm: DbRecord) => Promise<T>): Promise<T> {
+  const { store } = env;
   const id = taskRef ?? `OpaqueRef:${randomUUID()}`;
   const vm = store.transact((tx) => {
     assertOperation(store, ref, op);
@@ -78,7 +162,7 @@ export async function withOperation<T>(store: Store, ref: string, op: Enum_vm_op
     if (now) {
       const { [id]: _done, ...rest } = now.current_operations;
       store.transact((tx) => tx.update('VM', ref, { current_operations: rest }));
-      refreshAllowed(store, ref);
+      refreshAllowed(env, ref);
     }
   }
 }

@@ -214,7 +214,7 @@ export function exportVm(services: Services, storage: Storage) {
     try {
       if (!['true', 'gzip', 'false', ''].includes(compression)) throw new XenApiError('INVALID_VALUE', 'use_compression', compression);
       // no coalesce or snapshot restructures the disks' chains while they stream
-      await storage.usingImagesOf(storage.srsOfVm(vm), () => withOperation(services.store, vm, 'export', task.ref, async () => {
+      await storage.usingImagesOf(storage.srsOfVm(vm), () => withOperation(services, vm, 'export', task.ref, async () => {
         const { xml, disks } = await exportPlan(services, storage, vm);
         const total = disks.reduce((a, d) => a + d.size, 0);
         let done = 0;
@@ -492,7 +492,7 @@ async function importXva(services: Services, storage: Storage, session: SessionI
   await storage.update(sr);
   for (const vm of made.vms) {
     store.transact((tx) => tx.update('VM', vm, { current_operations: {} }));
-    refreshAllowed(store, vm);
+    refreshAllowed(services, vm);
   }
   return made.vms.filter((r) => store.get('VM', r)?.is_a_snapshot !== true);
 }

@@ -7,6 +7,7 @@ import type { VM_handlers } from './generated/handlers.ts';
 import type { Args, CallContext, XenopsService } from './context.ts';
 import { creatableFields, setField } from './generic.ts';
 import { allowedOperations, assertOperation, refreshAllowed, withOperation } from './vm-operations.ts';
+import { vmMemoryOverhead } from './vm-domains/memory.ts';
 
 export function xenopsOf(ctx: CallContext): XenopsService {
   const x = ctx.services.xenops;
@@ -20,7 +21,7 @@ const vmArg = (a: Args): string => (a.vm ?? a.self) as string;
 const power =
   (op: Enum_vm_operations, run: (x: XenopsService, ref: string, a: Args, ctx: CallContext) => Promise<void>) =>
   (ctx: CallContext, a: Args): Promise<void> =>
-    withOperation(ctx.services.store, vmArg(a), op, ctx.task?.ref ?? null, () => run(xenopsOf(ctx), vmArg(a), a, ctx));
+    withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, () => run(xenopsOf(ctx), vmArg(a), a, ctx));
 
 function checkHost(ctx: CallContext, host: string): void {
   if (host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', host);
@@ -41,7 +42,10 @@ const setMemory =
     if (halted && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
     const patch = fields(a);
     checkMemoryOrder(vm, patch);
-    store.transact((tx) => tx.update('VM', vmArg(a), Object.fromEntries(Object.entries(patch).map(([k, v]) => [`memory_${k}`, v]))));
+    store.transact((tx) => {
+      const rec = tx.update('VM', vmArg(a), Object.fromEntries(Object.entries(patch).map(([k, v]) => [`memory_${k}`, v])));
+      tx.update('VM', vmArg(a), { memory_overhead: vmMemoryOverhead(rec) });
+    });
   };
 
 function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
@@ -54,7 +58,10 @@ function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
     const max = field === 'VCPUs_max' ? value : Number(vm.VCPUs_max);
     const atStartup = field === 'VCPUs_at_startup' ? value : Number(vm.VCPUs_at_startup);
     if (atStartup > max) throw new XenApiError('INVALID_VALUE', 'VCPUs_at_startup', `${atStartup} exceeds VCPUs_max ${max}`);
-    store.transact((tx) => tx.update('VM', vmArg(a), { [field]: value }));
+    store.transact((tx) => {
+      const rec = tx.update('VM', vmArg(a), { [field]: value });
+      tx.update('VM', vmArg(a), { memory_overhead: vmMemoryOverhead(rec) });
+    });
   };
 }
 
@@ -66,7 +73,7 @@ export const vmHandlers = {
       const ref = tx.create('VM', { ...fields, power_state: 'Halted', resident_on: NULL_REF });
       const metrics = tx.create('VM_metrics', { VCPUs_number: 0, memory_actual: 0 });
       const rec = tx.update('VM', ref, { metrics });
-      tx.update('VM', ref, { allowed_operations: allowedOperations(rec) });
+      tx.update('VM', ref, { memory_overhead: vmMemoryOverhead(rec), allowed_operations: allowedOperations(ctx.services, rec) });
       return ref;
     });
   },
@@ -95,11 +102,13 @@ export const vmHandlers = {
   }),
   clean_shutdown: power('clean_shutdown', (x, ref) => x.cleanShutdown(ref)),
   hard_shutdown: power('hard_shutdown', (x, ref) => x.hardShutdown(ref)),
+  // as xapi: clean within shutdown_delay seconds (xapi's 1200 when unset), else hard
   shutdown: power('shutdown', async (x, ref, _a, ctx) => {
     const vm = ctx.services.store.must('VM', ref);
     if (vm.power_state !== 'Running') return x.hardShutdown(ref);
     try {
-      await x.cleanShutdown(ref);
+      const delay = Number(vm.shutdown_delay);
+      await x.cleanShutdown(ref, delay > 0 ? delay : undefined);
     } catch {
       await x.hardShutdown(ref);
     }
@@ -127,11 +136,11 @@ export const vmHandlers = {
   assert_operation_valid: (ctx, a) => {
     assertOperation(ctx.services.store, vmArg(a), String(a.op));
   },
-  update_allowed_operations: (ctx, a) => refreshAllowed(ctx.services.store, vmArg(a)),
+  update_allowed_operations: (ctx, a) => refreshAllowed(ctx.services, vmArg(a)),
   assert_can_boot_here: (ctx, a) => {
     checkHost(ctx, a.host as string);
     const vm = ctx.services.store.must('VM', vmArg(a));
-    if (vm.is_a_template) throw new XenApiError('VM_IS_TEMPLATE', vmArg(a));
+    if (vm.is_a_template || vm.is_a_snapshot) throw new XenApiError('VM_IS_TEMPLATE', vmArg(a));
     xenopsOf(ctx).assertMemory(vm);
   },
   get_possible_hosts: (ctx) => [ctx.services.hostRef()],
@@ -145,6 +154,7 @@ export const vmHandlers = {
   },
   get_boot_record: (ctx, a) => ctx.services.store.must('VM', vmArg(a)),
   get_cooperative: () => true,
+  compute_memory_overhead: (ctx, a) => vmMemoryOverhead(ctx.services.store.must('VM', vmArg(a))),
 
   set_VCPUs_max: setVcpus('VCPUs_max'),
   set_VCPUs_at_startup: setVcpus('VCPUs_at_startup'),
@@ -163,7 +173,7 @@ export const vmHandlers = {
     const vm = ctx.services.store.must('VM', vmArg(a));
     if (a.value === true && vm.power_state !== 'Halted') throw new XenApiError('VM_BAD_POWER_STATE', vmArg(a), 'halted', String(vm.power_state).toLowerCase());
     ctx.services.store.transact((tx) => tx.update('VM', vmArg(a), { is_a_template: a.value === true, ...(a.value === false ? { is_default_template: false } : {}) }));
-    refreshAllowed(ctx.services.store, vmArg(a));
+    refreshAllowed(ctx.services, vmArg(a));
   },
   set_suspend_VDI: setField('VM', 'suspend_VDI'),
 } satisfies Partial<VM_handlers>;

@@ -7,12 +7,10 @@ import { randomUUID } from 'node:crypto';
 import { ROLE_LADDER } from '../datamodel/dsl.ts';
 import { formatDateTime } from '../datamodel/types.ts';
 import type { Store } from '../db/store.ts';
-import type { HostFacts } from '../host/facts.ts';
+import { HOST_MEMORY_OVERHEAD, type HostFacts } from '../host/facts.ts';
+import { API_VERSION, softwareVersion } from '../host/software-version.ts';
 import { BUILTIN_TEMPLATES, templateRecord } from './templates.ts';
 
-export const XENON_VERSION = '0.1.0';
-/** The API version Xenon speaks, as xapi reports it (major.minor). */
-export const API_VERSION = { major: 2, minor: 21 } as const;
 
 export interface Identity {
   readonly pool: string;
@@ -48,18 +46,7 @@ export function firstStart(store: Store, facts: HostFacts, address: string): Ide
       hostname: facts.hostname,
       address,
       enabled: true,
-      API_version_major: API_VERSION.major,
-      API_version_minor: API_VERSION.minor,
-      API_version_vendor: 'Xenon',
-      software_version: {
-        product_brand: 'Xenon',
-        product_version: XENON_VERSION,
-        platform_name: 'Xenon',
-        platform_version: XENON_VERSION,
-        xapi: `${API_VERSION.major}.${API_VERSION.minor}`,
-        hostname: facts.hostname,
-        hypervisor: 'qemu',
-      },
+      ...versionFields(facts),
       capabilities: ['hvm-3.0-x86_64'],
       cpu_info: {
         cpu_count: String(facts.cpus.length),
@@ -79,7 +66,7 @@ export function firstStart(store: Store, facts: HostFacts, address: string): Ide
       editions: ['xenon'],
       power_on_mode: '',
       iscsi_iqn: `iqn.2026-11.org.xenon:${randomUUID().slice(0, 8)}`,
-      memory_overhead: 0,
+      memory_overhead: HOST_MEMORY_OVERHEAD,
     });
     facts.cpus.forEach((c, number) =>
       tx.create('host_cpu', {
@@ -114,10 +101,21 @@ export function firstStart(store: Store, facts: HostFacts, address: string): Ide
   });
 }
 
+/** What the host says about its versions (refreshed at every start: an upgrade changes them). */
+function versionFields(facts: HostFacts): Record<string, unknown> {
+  return {
+    API_version_major: API_VERSION.major,
+    API_version_minor: API_VERSION.minor,
+    API_version_vendor: 'Xenon',
+    software_version: softwareVersion(facts.hostname, 'qemu'),
+  };
+}
+
 /** Keeps the host's records true to the machine on every start. */
 function refreshHost(store: Store, host: string, facts: HostFacts): void {
   const rec = store.must('host', host);
   store.transact((tx) => {
+    tx.update('host', host, { ...versionFields(facts), memory_overhead: HOST_MEMORY_OVERHEAD });
     if (store.get('host_metrics', rec.metrics as string)) {
       tx.update('host_metrics', rec.metrics as string, { memory_total: facts.memoryTotal, memory_free: facts.memoryFree, live: true, last_updated: formatDateTime(new Date()) });
     }

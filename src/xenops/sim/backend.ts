@@ -11,7 +11,7 @@ import { readFileSync, writeFileSync, renameSync, mkdirSync, existsSync } from '
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
-  BadPowerState, DomainExists, DomainNotFound,
+  BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainEvent, type DomainInfo, type DomainStats,
   type GuestInfo, type HypervisorBackend, type NicConfig, type PowerState,
 } from '../backend.ts';
@@ -53,7 +53,8 @@ export class SimBackend implements HypervisorBackend {
   private readonly load: number;
   private readonly now: () => number;
   private readonly persistPath?: string;
-  private readonly agent: boolean;
+  /** Whether simulated guests run a guest agent now (tests switch it). */
+  guestAgent: boolean;
   private persistTimer?: NodeJS.Timeout;
   private nextPid = 100000;
   private closed = false;
@@ -66,7 +67,7 @@ export class SimBackend implements HypervisorBackend {
     this.load = opts.cpuLoad ?? 0.05;
     this.now = opts.now ?? Date.now;
     this.persistPath = opts.persistPath;
-    this.agent = opts.guestAgent ?? true;
+    this.guestAgent = opts.guestAgent ?? true;
     if (this.persistPath && existsSync(this.persistPath)) {
       const saved = JSON.parse(readFileSync(this.persistPath, 'utf8')) as SimDom[];
       for (const d of saved) { this.doms.set(d.config.uuid, d); this.nextPid = Math.max(this.nextPid, d.pid + 1); }
@@ -147,19 +148,24 @@ export class SimBackend implements HypervisorBackend {
     return this.info(d);
   }
 
-  async shutdown(uuid: string, mode: 'clean' | 'hard'): Promise<void> {
+  /** Simulated guests ignore the power button: a clean shutdown or reboot of a running one times out at once (as if its whole timeout had passed). */
+  ignorePowerButton = false;
+
+  async shutdown(uuid: string, mode: 'clean' | 'hard', timeoutMs = 60_000): Promise<void> {
     await this.tick();
     const d = this.dom(uuid);
     if (mode === 'clean' && d.state !== 'running' && d.state !== 'shutdown' && d.state !== 'crashed') throw new BadPowerState(uuid, d.state, 'clean shutdown');
+    if (mode === 'clean' && d.state === 'running' && this.ignorePowerButton) throw new OperationTimeout(uuid, 'clean shutdown', timeoutMs);
     this.doms.delete(uuid);
     this.counters.shutdown++;
     this.changed();
   }
 
-  async reboot(uuid: string, _mode: 'clean' | 'hard'): Promise<void> {
+  async reboot(uuid: string, mode: 'clean' | 'hard', timeoutMs = 60_000): Promise<void> {
     await this.tick();
     const d = this.dom(uuid);
     if (d.state === 'paused' || d.state === 'suspending' || d.state === 'resuming') throw new BadPowerState(uuid, d.state, 'reboot');
+    if (mode === 'clean' && d.state === 'running' && this.ignorePowerButton) throw new OperationTimeout(uuid, 'clean reboot', timeoutMs);
     this.setState(d, 'shutdown');
     d.startedAt = this.now();
     d.pid = this.nextPid++;
@@ -288,7 +294,7 @@ export class SimBackend implements HypervisorBackend {
    */
   async guestInfo(uuid: string, _timeoutMs?: number): Promise<GuestInfo | undefined> {
     const d = this.doms.get(uuid);
-    if (!this.agent || !d || d.state !== 'running') return undefined;
+    if (!this.guestAgent || !d || d.state !== 'running') return undefined;
     const h = uuid.replace(/-/g, '');
     const a = parseInt(h.slice(0, 2), 16), b = parseInt(h.slice(2, 4), 16);
     return {
