@@ -15,6 +15,7 @@ DEBS=(
   libvhdi-utils fuse3       # vhdiinfo, vhdimount, fusermount (VHD interoperability tests)
   busybox-static cpio       # the test guest's initramfs (tools/testguest)
   python3-os-xenapi         # the Python XenAPI binding (client tests)
+  ansible                   # community.general xenserver_guest* modules (test/clients/ansible.test.ts)
   iperf3 wrk                # bench/net, bench/api
 )
 missing=()

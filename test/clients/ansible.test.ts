@@ -17,7 +17,6 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, test } from 'node:test';
 import type { Ref } from '../../src/client/client.ts';
-import { networkHandlers, vifHandlers } from '../../src/messages/network.ts';
 import { storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
 import type { Plugin } from '../../src/server.ts';
 import { testGuestCmdline, testGuestPaths } from '../../tools/testguest/index.ts';
@@ -38,9 +37,8 @@ const MiB = 1024 * 1024;
 /** VIFs without the network subsystem: the guest gets a NIC with the VIF's MAC and no backend. */
 const unwiredNics: Plugin = {
   name: 'unwired-nics',
-  handlers: { network: networkHandlers, VIF: vifHandlers },
   start(services) {
-    services.ext.nics = { plug: async () => ({}), unplug: async () => undefined };
+    services.nics = { plug: async () => ({}), unplug: async () => undefined };
   },
 };
 
