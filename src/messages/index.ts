@@ -66,7 +66,6 @@ export const HANDLERS: Handlers = {
     set_HVM_shadow_multiplier: notImplemented,
     wait_memory_target_live: notImplemented,
     set_memory_target_live: notImplemented,
-    compute_memory_overhead: notImplemented,
     set_ha_always_run: notImplemented,
     set_ha_restart_priority: notImplemented,
     remove_from_NVRAM: notImplemented,
