@@ -71,16 +71,16 @@ if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
   cp /usr/local/share/ca-certificates/*.crt "$DIR/usr/local/share/ca-certificates/"
   chroot "$DIR" update-ca-certificates >/dev/null 2>&1
 fi
-[ ! -f /usr/etc/npmrc ] || { mkdir -p "$DIR/usr/etc"; cp /usr/etc/npmrc "$DIR/usr/etc/npmrc"; }
-NODE="$(command -v node)"
-NPM_DIR="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")"
-"$NODE" -e 'process.exit(Number(process.versions.node.split(".")[0]) === 20 ? 0 : 1)' \
-  || { echo "check-fresh: this machine's node is not Node 20 ($("$NODE" --version)); give the chroot Node 20 another way" >&2; exit 1; }
-install -m 0755 "$NODE" "$DIR/usr/bin/node"
-mkdir -p "$DIR/usr/lib/node_modules"
-cp -a "$NPM_DIR" "$DIR/usr/lib/node_modules/npm"
-ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$DIR/usr/bin/npm"
-ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$DIR/usr/bin/npx"
+# Node 20 with npm as this machine has it: every file of its nodejs package
+# (node, npm, the headers node-gyp builds better-sqlite3 against) and its npm
+# configuration (CA file; nodedir, as nothing is downloaded from nodejs.org here).
+"$(command -v node)" -e 'process.exit(Number(process.versions.node.split(".")[0]) === 20 ? 0 : 1)' \
+  || { echo "check-fresh: this machine's node is not Node 20 ($(node --version)); give the chroot Node 20 another way" >&2; exit 1; }
+dpkg -L nodejs | while read -r f; do if [ -f "$f" ] || [ -L "$f" ]; then printf '%s\n' "$f"; fi; done \
+  | tar -cf - --no-recursion -T - 2>/dev/null | tar -xf - -C "$DIR"
+for rc in /usr/etc/npmrc /etc/npmrc /root/.npmrc; do
+  [ ! -f "$rc" ] || { mkdir -p "$DIR$(dirname "$rc")"; cp "$rc" "$DIR$rc"; }
+done
 
 mount -t proc proc "$DIR/proc"
 mount --rbind /sys "$DIR/sys"; mount --make-rslave "$DIR/sys"
