@@ -30,24 +30,19 @@ done
 if [ ${#TESTS[@]} -eq 0 ]; then
   TESTS=(test/network/ovs.test.ts test/network/bridge.test.ts test/network/host-nics.test.ts
          test/storage/sr-vdi.test.ts test/storage/qcow2.test.ts test/storage/vhd-interop.test.ts
-         test/clients/xenapi-py.test.ts test/xenops/qemu.test.ts test/cli/xe-stop.test.ts)
+         test/clients/xenapi-py.test.ts test/xenops/qemu.test.ts test/cli/xenon-stop.test.ts)
 fi
 [ "$(id -u)" = 0 ] || { echo "check-fresh: run as root" >&2; exit 1; }
 command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap >/dev/null; }
 
-MOUNTS=(proc sys dev dev/pts run)
 cleanup() {
-  local m
-  for ((i=${#MOUNTS[@]}-1; i>=0; i--)); do
-    m="$DIR/${MOUNTS[$i]}"
-    if mountpoint -q "$m"; then umount -R "$m" 2>/dev/null || umount -lR "$m"; fi
-  done
+  if mountpoint -q "$DIR"; then umount -R "$DIR" 2>/dev/null || umount -lR "$DIR"; fi
   if [ "$KEEP" = 0 ] && [ -d "$DIR" ] && ! findmnt -rn -o TARGET | grep -q "^$DIR/"; then rm -rf --one-file-system "$DIR"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if findmnt -rn -o TARGET | grep -q "^$DIR/"; then echo "check-fresh: $DIR has mounts; undo them first" >&2; exit 1; fi
+if findmnt -rn -o TARGET | grep -q "^$DIR\(/\|$\)"; then echo "check-fresh: $DIR has mounts; undo them first" >&2; exit 1; fi
 rm -rf --one-file-system "$DIR"
 if [ -n "$BASE" ]; then
   echo "check-fresh: copying $BASE to $DIR"
@@ -82,6 +77,8 @@ for rc in /usr/etc/npmrc /etc/npmrc /root/.npmrc; do
   [ ! -f "$rc" ] || { mkdir -p "$DIR$(dirname "$rc")"; cp "$rc" "$DIR$rc"; }
 done
 
+# the root a mount point of its own, as on a booted machine (`ip netns exec` remounts /)
+mount --bind "$DIR" "$DIR"
 mount -t proc proc "$DIR/proc"
 mount --rbind /sys "$DIR/sys"; mount --make-rslave "$DIR/sys"
 mount --bind /dev "$DIR/dev"
