@@ -8,7 +8,8 @@
  * printing follow xe's.
  */
 import { ERRORS } from '../datamodel/errors.ts';
-import { CliError, parseConnection, Rpc, ServerError, Transport } from './xe/conn.ts';
+import type { XenApiClient } from '../client/client.ts';
+import { CliError, connect, parseConnection, ServerError, Transport } from './xe/conn.ts';
 import type { Command, Ctx } from './xe/context.ts';
 import { recordBlock, Resolver } from './xe/format.ts';
 import { genericCommands } from './xe/generic.ts';
@@ -134,8 +135,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   const out = (s: string): void => void process.stdout.write(s);
   const err = (s: string): void => void process.stderr.write(s);
   let transport: Transport | undefined;
-  let rpc: Rpc | undefined;
+  let client: XenApiClient | undefined;
   let res: Resolver | undefined;
+  let loggedIn = false;
   try {
     if (argv.includes('-version')) {
       out('xe for Xenon (JSON-RPC)\n');
@@ -160,21 +162,22 @@ export async function main(argv: readonly string[]): Promise<number> {
     if (words.length) throw new CliError(`Syntax error: ${words[0]}`, true);
     for (const r of cmd.reqd) if (!params.has(r)) throw new CliError(`Required parameter not found: ${r}`, true);
     transport = new Transport(settings);
-    rpc = new Rpc(transport);
+    client = connect(transport);
     try {
-      await rpc.login(settings.username, settings.password);
+      await client.login(settings.username, settings.password, 'cli');
+      loggedIn = true;
     } catch (e) {
       if (e instanceof ServerError && e.code === 'SESSION_AUTHENTICATION_FAILED') {
         throw new CliError(settings.password === '' && settings.username === '' ? 'Username/password must be specified' : 'Authentication failed', true);
       }
       throw e;
     }
-    res = new Resolver(rpc);
-    const ctx: Ctx = { ...ctxBase, rpc, transport, res };
+    res = new Resolver(client);
+    const ctx: Ctx = { ...ctxBase, client, transport, res };
     await cmd.run(ctx);
     return ctx.exitCode;
   } catch (e) {
-    if (e instanceof ServerError) await printServerError(e, rpc?.session ? res : undefined, err);
+    if (e instanceof ServerError) await printServerError(e, client && loggedIn ? res : undefined, err);
     else if (e instanceof CliError) {
       if (e.usage) err(`${e.message}\nFor usage run: 'xe help'\n`);
       else err(`Error: ${e.message}\n`);
@@ -188,7 +191,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     return 1;
   } finally {
-    await rpc?.logout();
+    if (loggedIn) await client?.logout().catch(() => undefined);
     transport?.close();
   }
 }

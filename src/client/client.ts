@@ -27,6 +27,12 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Reach the server through a unix socket (the URL then only names the scheme). */
   socketPath?: string;
+  /** The connection pool to use instead of the client's own (e.g. one that pins certificates). */
+  agent?: http.Agent;
+  /** Sent as User-Agent. */
+  userAgent?: string;
+  /** Told the method name of each call as it goes out (tracing). */
+  onCall?: (method: string) => void;
 }
 
 export class XenApiClient {
@@ -41,9 +47,9 @@ export class XenApiClient {
 
   constructor(url: string, private readonly opts: ClientOptions = {}) {
     this.url = new URL(url);
-    this.agent = this.url.protocol === 'https:'
+    this.agent = opts.agent ?? (this.url.protocol === 'https:'
       ? new https.Agent({ keepAlive: true, rejectUnauthorized: opts.rejectUnauthorized ?? true, ca: opts.ca })
-      : new http.Agent({ keepAlive: true });
+      : new http.Agent({ keepAlive: true }));
     this.api = this.classes('');
     this.async = this.classes('Async.') as unknown as XenApiAsyncClasses;
   }
@@ -85,17 +91,20 @@ export class XenApiClient {
   call(method: string, params: readonly unknown[]): Promise<unknown> {
     const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: this.nextId++ });
     const mod = this.url.protocol === 'https:' ? https : http;
+    const headers: http.OutgoingHttpHeaders = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
+    if (this.opts.userAgent) headers['User-Agent'] = this.opts.userAgent;
+    this.opts.onCall?.(method);
     return new Promise((resolve, reject) => {
       const req = mod.request(
         this.url.origin + '/jsonrpc',
-        { method: 'POST', agent: this.agent, socketPath: this.opts.socketPath, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) }, timeout: this.opts.timeoutMs },
+        { method: 'POST', agent: this.agent, socketPath: this.opts.socketPath, headers, timeout: this.opts.timeoutMs },
         (res) => {
           const chunks: Buffer[] = [];
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             try {
               const reply = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { result?: unknown; error?: { message: string; data?: unknown[] } };
-              if (reply.error) reject(new XenApiClientError(reply.error.message, (reply.error.data ?? []).map(String)));
+              if (reply.error) reject(new XenApiClientError(reply.error.message, (reply.error.data ?? []).map((d) => (typeof d === 'string' ? d : JSON.stringify(d)))));
               else resolve(reply.result);
             } catch (e) {
               reject(new Error(`bad reply from ${this.url.origin} (HTTP ${res.statusCode}): ${(e as Error).message}`));

@@ -1,7 +1,7 @@
 /**
  * How xe reaches the server: connection settings (command line > XE_EXTRA_ARGS
  * > ~/.xe, as xe reads them), the HTTP(S) transport with certificate checking
- * or trust-on-first-use pinning, and a small JSON-RPC caller.
+ * or trust-on-first-use pinning (or a unix socket), and the typed client over it.
  */
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
@@ -10,6 +10,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
+import { XenApiClient } from '../../client/client.ts';
 
 export interface ConnSettings {
   server: string;
@@ -29,12 +30,8 @@ export class CliError extends Error {
   }
 }
 
-/** A XenAPI failure: code and parameters. */
-export class ServerError extends Error {
-  constructor(readonly code: string, readonly params: readonly string[]) {
-    super(`${code}: ${params.join(', ')}`);
-  }
-}
+/** A XenAPI failure: code and parameters (the typed client's error). */
+export { XenApiClientError as ServerError } from '../../client/client.ts';
 
 export function homeDir(): string {
   return process.env.HOME || homedir();
@@ -156,9 +153,12 @@ export class Transport {
   readonly host: string;
   readonly port: number;
   readonly agent: http.Agent;
+  /** `-s /path/to/socket`: plain HTTP over a unix socket (the daemon's local socket). */
+  readonly socketPath: string | undefined;
 
   constructor(readonly settings: ConnSettings) {
-    this.secure = !settings.nossl;
+    this.socketPath = settings.server.startsWith('/') ? settings.server : undefined;
+    this.secure = !settings.nossl && !this.socketPath;
     this.host = settings.server.replace(/^\[|\]$/g, '');
     this.port = settings.port ?? (this.secure ? 443 : 80);
     if (!this.secure) {
@@ -198,13 +198,14 @@ export class Transport {
   }
 
   get origin(): string {
+    if (this.socketPath) return 'http://localhost';
     const h = this.host.includes(':') ? `[${this.host}]` : this.host;
     return `${this.secure ? 'https' : 'http'}://${h}:${this.port}`;
   }
 
   request(method: string, path: string, headers: http.OutgoingHttpHeaders = {}): http.ClientRequest {
     const mod = this.secure ? https : http;
-    return mod.request({ host: this.host, port: this.port, method, path, headers, agent: this.agent, servername: this.secure && !net_isIp(this.host) ? this.host : undefined } as https.RequestOptions);
+    return mod.request({ ...(this.socketPath ? { socketPath: this.socketPath } : { host: this.host, port: this.port }), method, path, headers, agent: this.agent, servername: this.secure && !net_isIp(this.host) ? this.host : undefined } as https.RequestOptions);
   }
 
   close(): void {
@@ -216,53 +217,17 @@ function net_isIp(h: string): boolean {
   return /^[\d.]+$/.test(h) || h.includes(':');
 }
 
-/** JSON-RPC calls over the transport. */
-export class Rpc {
-  private id = 0;
-  session = '';
+/** The typed client over the transport: one connection pool, certificate pinning included. */
+export function connect(transport: Transport): XenApiClient {
+  return new XenApiClient(transport.origin, {
+    agent: transport.agent,
+    socketPath: transport.socketPath,
+    userAgent: 'xe-cli/xenon',
+    onCall: transport.settings.debug ? (method) => void process.stderr.write(`xe: → ${method}\n`) : undefined,
+  });
+}
 
-  constructor(readonly transport: Transport) {}
-
-  call(method: string, params: readonly unknown[]): Promise<unknown> {
-    const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: this.id++ });
-    if (this.transport.settings.debug) process.stderr.write(`xe: → ${method}\n`);
-    return new Promise((resolve, reject) => {
-      const req = this.transport.request('POST', '/jsonrpc', { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'User-Agent': 'xe-cli/xenon' });
-      req.on('response', (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          try {
-            const reply = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { result?: unknown; error?: { message: string; data?: unknown[] } };
-            if (reply.error) reject(new ServerError(reply.error.message, (reply.error.data ?? []).map((d) => (typeof d === 'string' ? d : JSON.stringify(d)))));
-            else resolve(reply.result);
-          } catch (e) {
-            reject(new CliError(`bad reply from the server (HTTP ${res.statusCode}): ${(e as Error).message}`));
-          }
-        });
-        res.on('error', reject);
-      });
-      req.on('error', reject);
-      req.end(body);
-    });
-  }
-
-  /** A call that takes the session as its first parameter. */
-  api(method: string, ...params: unknown[]): Promise<unknown> {
-    return this.call(method, [this.session, ...params]);
-  }
-
-  async login(user: string, password: string): Promise<void> {
-    this.session = (await this.call('session.login_with_password', [user, password, '2.21', 'cli'])) as string;
-  }
-
-  async logout(): Promise<void> {
-    if (!this.session) return;
-    try {
-      await this.call('session.logout', [this.session]);
-    } catch {
-      // the session may already be gone
-    }
-    this.session = '';
-  }
+/** A call by class and message name with the session first, for what works on any class (the generic families). */
+export function callByName(client: XenApiClient, cls: string, msg: string, ...args: unknown[]): Promise<unknown> {
+  return client.call(`${cls}.${msg}`, [client.session, ...args]);
 }

@@ -2,11 +2,13 @@
 import { getClass } from '../../datamodel/model.ts';
 import { zeroValue } from '../../datamodel/types.ts';
 import { enumValues } from '../../datamodel/model.ts';
-import { CliError, type Rpc, type Transport } from './conn.ts';
+import type { XenApiClient } from '../../client/client.ts';
+import { CliError, type Transport } from './conn.ts';
 import type { Resolver } from './format.ts';
 
 export interface Ctx {
-  readonly rpc: Rpc;
+  /** The typed client: every call goes through it. */
+  readonly client: XenApiClient;
   readonly transport: Transport;
   readonly res: Resolver;
   /** `key=value` parameters and `--flag`s (as `flag=true`), in command-line order. */
@@ -56,7 +58,7 @@ export function invoke(ctx: Ctx, cls: string, msg: string, args: Record<string, 
   const m = getClass(cls)?.messages.get(msg);
   if (!m) throw new CliError(`the datamodel has no message ${cls}.${msg}`);
   const values = m.params.map((p) => (p.name in args ? args[p.name] : zeroValue(p.type, (n) => enumValues(n)?.[0] ?? '')));
-  return ctx.rpc.api(m.wireName, ...values);
+  return ctx.client.call(m.wireName, [ctx.client.session, ...values]);
 }
 
 /** Prefixed `k:` parameters as a map: `device-config:path=/x` → `{ path: '/x' }`. */

@@ -5,7 +5,8 @@
  */
 import { enumValues, getClass, MODEL, type ModelClass, type ModelField } from '../../datamodel/model.ts';
 import type { XType } from '../../datamodel/types.ts';
-import { CliError, type Rpc } from './conn.ts';
+import type { XenApiClient } from '../../client/client.ts';
+import { callByName, CliError } from './conn.ts';
 
 export const NULL_REF = 'OpaqueRef:NULL';
 export const NOT_IN_DB = '<not in database>';
@@ -76,7 +77,7 @@ export class Resolver {
   private readonly names = new Map<string, string>();
   private readonly loaded = new Set<string>();
 
-  constructor(private readonly rpc: Rpc) {}
+  constructor(private readonly client: XenApiClient) {}
 
   /** Records already known (from a list) seed the cache. */
   seed(cls: string, records: Record<string, Record<string, unknown>>): void {
@@ -114,7 +115,7 @@ export class Resolver {
     if (cls && !this.loaded.has(clsName) && (refs.size > 3 || cls.name === 'VM') && LISTABLE.includes(cls)) {
       this.loaded.add(clsName);
       try {
-        this.seed(clsName, (await this.rpc.api(`${clsName}.get_all_records`)) as Record<string, Record<string, unknown>>);
+        this.seed(clsName, (await callByName(this.client, clsName, 'get_all_records')) as Record<string, Record<string, unknown>>);
         return;
       } catch {
         // fall back to one call per ref
@@ -122,7 +123,7 @@ export class Resolver {
     }
     await Promise.all([...refs].filter((r) => !this.uuids.has(r)).map(async (ref) => {
       try {
-        this.uuids.set(ref, (await this.rpc.api(`${clsName}.get_uuid`, ref)) as string);
+        this.uuids.set(ref, (await callByName(this.client, clsName, 'get_uuid', ref)) as string);
       } catch {
         this.uuids.set(ref, NOT_IN_DB);
       }
@@ -146,10 +147,10 @@ export class Resolver {
     const candidates = [...(hinted ? [hinted.name] : []), ...order.filter((c) => c !== hinted?.name)];
     for (const c of candidates) {
       try {
-        const uuid = (await this.rpc.api(`${c}.get_uuid`, ref)) as string;
+        const uuid = (await callByName(this.client, c, 'get_uuid', ref)) as string;
         const cls = getClass(c);
         let name: string | undefined;
-        if (cls?.hasField('name_label')) name = (await this.rpc.api(`${c}.get_name_label`, ref).catch(() => undefined)) as string | undefined;
+        if (cls?.hasField('name_label')) name = (await callByName(this.client, c, 'get_name_label', ref).catch(() => undefined)) as string | undefined;
         return name ? `${uuid} (${name})` : uuid;
       } catch {
         // not of this class
@@ -174,7 +175,7 @@ export function formatValue(t: XType, v: unknown, res: Resolver): string {
 }
 
 /** Parses what the user typed into a value of this type, for a setter. */
-export async function parseValue(t: XType, text: string, rpc: Rpc, what: string): Promise<unknown> {
+export async function parseValue(t: XType, text: string, client: XenApiClient, what: string): Promise<unknown> {
   switch (t.kind) {
     case 'string': case 'datetime': return text;
     case 'int': {
@@ -202,18 +203,18 @@ export async function parseValue(t: XType, text: string, rpc: Rpc, what: string)
     case 'ref': {
       if (text === '' || text === NOT_IN_DB || text === NULL_REF) return NULL_REF;
       if (text.startsWith('OpaqueRef:')) return text;
-      return rpc.api(`${t.cls}.get_by_uuid`, text);
+      return callByName(client, t.cls, 'get_by_uuid', text);
     }
     case 'set': {
       const items = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
-      return Promise.all(items.map((s) => parseValue(t.of, s, rpc, what)));
+      return Promise.all(items.map((s) => parseValue(t.of, s, client, what)));
     }
     case 'map': {
       const out: Record<string, unknown> = {};
       for (const part of text.split(/[;,]/).map((s) => s.trim()).filter(Boolean)) {
         const i = part.search(/[:=]/);
         if (i < 0) throw new CliError(`Failed to parse '${part}' as key: value for ${what}`);
-        out[part.slice(0, i).trim()] = await parseValue(t.value, part.slice(i + 1).trim(), rpc, what);
+        out[part.slice(0, i).trim()] = await parseValue(t.value, part.slice(i + 1).trim(), client, what);
       }
       return out;
     }

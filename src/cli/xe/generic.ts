@@ -3,7 +3,7 @@
  * <class>-list and <class>-param-{list,get,set,add,remove,clear}.
  */
 import type { ModelClass, ModelField } from '../../datamodel/model.ts';
-import { CliError } from './conn.ts';
+import { callByName, CliError } from './conn.ts';
 import { type Command, type Ctx, flag, param, reqParam, STD_PARAMS } from './context.ts';
 import { escapeMinimal, findField, formatValue, parseValue, printRecords, qualifier, visibleFields, writable, XE_CLASSES, xeFieldName, type XeClass } from './format.ts';
 
@@ -64,7 +64,7 @@ export function matches(ctx: Ctx, cls: ModelClass, rec: Rec, name: string, want:
 
 /** All records of a pseudo-class, with refs ready to print, filtered by `filters`. */
 export async function selectRecords(ctx: Ctx, xc: XeClass, filters: readonly (readonly [string, string])[]): Promise<[string, Rec][]> {
-  const all = (await ctx.rpc.api(`${xc.cls.name}.get_all_records`)) as Record<string, Rec>;
+  const all = (await callByName(ctx.client, xc.cls.name, 'get_all_records')) as Record<string, Rec>;
   ctx.res.seed(xc.cls.name, all);
   await ctx.res.prefetch(xc.cls, Object.values(all));
   const conds = [...xc.filters, ...filters];
@@ -99,8 +99,8 @@ export function printTable(ctx: Ctx, xc: XeClass, recs: readonly Rec[], fields: 
 
 async function recordByUuid(ctx: Ctx, xc: XeClass): Promise<{ ref: string; rec: Rec }> {
   const uuid = reqParam(ctx, 'uuid');
-  const ref = (await ctx.rpc.api(`${xc.cls.name}.get_by_uuid`, uuid)) as string;
-  const rec = (await ctx.rpc.api(`${xc.cls.name}.get_record`, ref)) as Rec;
+  const ref = (await callByName(ctx.client, xc.cls.name, 'get_by_uuid', uuid)) as string;
+  const rec = (await callByName(ctx.client, xc.cls.name, 'get_record', ref)) as Rec;
   await ctx.res.prefetch(xc.cls, [rec]);
   return { ref, rec };
 }
@@ -165,12 +165,12 @@ export function genericCommands(): Command[] {
               if (f.type.kind !== 'map') throw new CliError(`The parameter '${xeFieldName(f)}' is not a map`);
               if (!xc.cls.messages.has(`add_to_${f.name}`)) throw new CliError(`The map '${xeFieldName(f)}' of ${xc.name} is read-only`);
               const key = k.slice(colon + 1);
-              await ctx.rpc.api(`${C}.remove_from_${f.name}`, ref, key);
-              await ctx.rpc.api(`${C}.add_to_${f.name}`, ref, key, await parseValue(f.type.value, v, ctx.rpc, k));
+              await callByName(ctx.client, C, `remove_from_${f.name}`, ref, key);
+              await callByName(ctx.client, C, `add_to_${f.name}`, ref, key, await parseValue(f.type.value, v, ctx.client, k));
             } else {
               const f = paramField(xc, k);
               assertWritable(xc, f);
-              await ctx.rpc.api(`${C}.set_${f.name}`, ref, await parseValue(f.type, v, ctx.rpc, k));
+              await callByName(ctx.client, C, `set_${f.name}`, ref, await parseValue(f.type, v, ctx.client, k));
             }
           }
         },
@@ -184,10 +184,10 @@ export function genericCommands(): Command[] {
           if (f.type.kind === 'map') {
             if (!xc.cls.messages.has(`add_to_${f.name}`)) throw new CliError(`The map '${xeFieldName(f)}' of ${xc.name} is read-only`);
             const kvs = filtersOf(ctx, ['uuid', 'param-name', 'param-key']);
-            for (const [k, v] of kvs) await ctx.rpc.api(`${C}.add_to_${f.name}`, ref, k, await parseValue(f.type.value, v, ctx.rpc, k));
+            for (const [k, v] of kvs) await callByName(ctx.client, C, `add_to_${f.name}`, ref, k, await parseValue(f.type.value, v, ctx.client, k));
           } else if (f.type.kind === 'set') {
             if (!xc.cls.messages.has(`add_${f.name}`)) throw new CliError(`The set '${xeFieldName(f)}' of ${xc.name} is read-only`);
-            await ctx.rpc.api(`${C}.add_${f.name}`, ref, await parseValue(f.type.of, reqParam(ctx, 'param-key'), ctx.rpc, 'param-key'));
+            await callByName(ctx.client, C, `add_${f.name}`, ref, await parseValue(f.type.of, reqParam(ctx, 'param-key'), ctx.client, 'param-key'));
           } else throw new CliError(`The parameter '${xeFieldName(f)}' is neither a map nor a set`);
         },
       },
@@ -200,10 +200,10 @@ export function genericCommands(): Command[] {
           const { ref } = await recordByUuid(ctx, xc);
           if (f.type.kind === 'map') {
             if (!xc.cls.messages.has(`remove_from_${f.name}`)) throw new CliError(`The map '${xeFieldName(f)}' of ${xc.name} is read-only`);
-            await ctx.rpc.api(`${C}.remove_from_${f.name}`, ref, key);
+            await callByName(ctx.client, C, `remove_from_${f.name}`, ref, key);
           } else if (f.type.kind === 'set') {
             if (!xc.cls.messages.has(`remove_${f.name}`)) throw new CliError(`The set '${xeFieldName(f)}' of ${xc.name} is read-only`);
-            await ctx.rpc.api(`${C}.remove_${f.name}`, ref, await parseValue(f.type.of, key, ctx.rpc, 'param-key'));
+            await callByName(ctx.client, C, `remove_${f.name}`, ref, await parseValue(f.type.of, key, ctx.client, 'param-key'));
           } else throw new CliError(`The parameter '${xeFieldName(f)}' is neither a map nor a set`);
         },
       },
@@ -216,7 +216,7 @@ export function genericCommands(): Command[] {
           const { ref } = await recordByUuid(ctx, xc);
           const empty = f.type.kind === 'map' ? {} : f.type.kind === 'set' ? [] : f.type.kind === 'ref' ? 'OpaqueRef:NULL' : f.type.kind === 'string' ? '' : undefined;
           if (empty === undefined) throw new CliError(`The parameter '${xeFieldName(f)}' cannot be cleared`);
-          await ctx.rpc.api(`${C}.set_${f.name}`, ref, empty);
+          await callByName(ctx.client, C, `set_${f.name}`, ref, empty);
         },
       },
     );

@@ -44,13 +44,13 @@ function query(params: Record<string, string>): string {
 }
 
 async function withTask<T>(ctx: Ctx, label: string, body: (task: string) => Promise<T>): Promise<{ value: T; result: string }> {
-  const task = (await ctx.rpc.api('task.create', label, '')) as string;
+  const task = (await ctx.client.api.task.create(label, '')) as string;
   try {
     const value = await body(task);
     const result = await waitTask(ctx, task, 60_000);
     return { value, result };
   } finally {
-    await ctx.rpc.api('task.destroy', task).catch(() => undefined);
+    await ctx.client.api.task.destroy(task).catch(() => undefined);
   }
 }
 
@@ -58,7 +58,7 @@ async function withTask<T>(ctx: Ctx, label: string, body: (task: string) => Prom
 export async function waitTask(ctx: Ctx, task: string, timeoutMs = Infinity): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const rec = (await ctx.rpc.api('task.get_record', task)) as { status: string; result: string; error_info: string[] };
+    const rec = (await ctx.client.api.task.get_record(task)) as { status: string; result: string; error_info: string[] };
     if (rec.status === 'success') return rec.result;
     if (rec.status === 'failure') throw new ServerError(rec.error_info[0] ?? 'INTERNAL_ERROR', rec.error_info.slice(1));
     if (rec.status === 'cancelled' || rec.status === 'cancelling') throw new ServerError('TASK_CANCELLED', [task]);
@@ -90,7 +90,7 @@ export async function upload(ctx: Ctx, path: string, extra: Record<string, strin
     throw new CliError(`file '${filename}' does not exist`);
   }
   const { result } = await withTask(ctx, label, async (task) => {
-    const url = `${path}?${query({ session_id: ctx.rpc.session, task_id: task, ...extra })}`;
+    const url = `${path}?${query({ session_id: ctx.client.session, task_id: task, ...extra })}`;
     const req = ctx.transport.request('PUT', url, size >= 0 ? { 'Content-Length': size } : { 'Transfer-Encoding': 'chunked' });
     const response = new Promise<IncomingMessage>((resolve, reject) => {
       req.once('response', resolve);
@@ -122,7 +122,7 @@ export async function download(ctx: Ctx, path: string, extra: Record<string, str
   }
   try {
     const { result } = await withTask(ctx, label, async (task) => {
-      const url = `${path}?${query({ session_id: ctx.rpc.session, task_id: task, ...extra })}`;
+      const url = `${path}?${query({ session_id: ctx.client.session, task_id: task, ...extra })}`;
       const req = ctx.transport.request('GET', url);
       const res = await new Promise<IncomingMessage>((resolve, reject) => {
         req.once('response', resolve);
@@ -144,7 +144,7 @@ export async function download(ctx: Ctx, path: string, extra: Record<string, str
 
 /** Attaches the terminal to a console: HTTP CONNECT, then raw bytes both ways; Ctrl-] detaches. */
 export async function attachConsole(ctx: Ctx, consoleRef: string): Promise<void> {
-  const path = `/console?${query({ ref: consoleRef, session_id: ctx.rpc.session })}`;
+  const path = `/console?${query({ ref: consoleRef, session_id: ctx.client.session })}`;
   const req = ctx.transport.request('CONNECT', path, { 'Content-Length': 0 });
   const { res, socket, head } = await new Promise<{ res: IncomingMessage; socket: import('node:stream').Duplex; head: Buffer }>((resolve, reject) => {
     req.once('connect', (r: IncomingMessage, s: import('node:stream').Duplex, h: Buffer) => resolve({ res: r, socket: s, head: h }));
