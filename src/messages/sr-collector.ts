@@ -103,11 +103,13 @@ export class Collector {
       if (kids.length === 0) {
         await driver.deleteVolume(uuid);
         this.store.transact((tx) => tx.delete('VDI', baseRef));
+        this.services.log.info({ sr, base: uuid }, 'storage collector: deleted a base copy nothing is built on');
         return true;
       }
       if (kids.length > 1) continue;
       const [child] = kids;
       if (!this.mayFold(child, disk)) continue;
+      const started = Date.now();
       try {
         await driver.coalesce(child, uuid);
       } catch (err) {
@@ -117,6 +119,7 @@ export class Collector {
       }
       await this.checkAfterFold(sr, driver, child, disk);
       this.recordFold(sr, baseRef, await driver.info(child));
+      this.services.log.info({ sr, base: uuid, child, ms: Date.now() - started }, 'storage collector: folded a base copy into its only child');
       return true;
     }
     return false;

@@ -16,26 +16,31 @@ async function vhdiinfo(path: string): Promise<Record<string, string>> {
 }
 
 /**
- * The whole chain under `path` is sound: for VHD, libvhdi reads every file and
+ * The whole chain under `path` is sound (files in `checked` were found sound
+ * already and are not looked at again): for VHD, libvhdi reads every file and
  * each child's parent identifier is its parent's identifier (and qemu-img
- * reads each file); for qcow2, `qemu-img check` finds nothing wrong in any
+ * reads the top); for qcow2, `qemu-img check` finds nothing wrong in any
  * image of the backing chain (no corruption, no leaked clusters).
  */
-export async function checkChainFile(path: string): Promise<void> {
+export async function checkChainFile(path: string, checked: Set<string> = new Set()): Promise<void> {
   if (path.endsWith('.qcow2')) {
     const { stdout } = await run('qemu-img', ['info', '-U', '--backing-chain', '--output=json', '-f', 'qcow2', path]);
     for (const img of JSON.parse(stdout) as { filename: string }[]) {
+      if (checked.has(img.filename)) continue;
+      checked.add(img.filename);
       await run('qemu-img', ['check', '-U', '-q', '-f', 'qcow2', img.filename]).catch((e: { stdout?: string; stderr?: string; code?: number }) => {
         assert.fail(`qemu-img check ${img.filename} (exit ${e.code}): ${e.stdout ?? ''}${e.stderr ?? ''}`);
       });
     }
     return;
   }
+  await run('qemu-img', ['info', '-U', '-f', 'vpc', path]);
   const seen = new Set<string>();
   for (let file: string | undefined = path; file; ) {
     assert.ok(!seen.has(file), `chain loops at ${file}`);
     seen.add(file);
-    await run('qemu-img', ['info', '-U', '-f', 'vpc', file]);
+    if (checked.has(file)) return;
+    checked.add(file);
     const info = await vhdiinfo(file);
     if (info['Disk type'] !== 'Differential') return;
     const parent = join(dirname(file), info['Parent filename'] ?? '');
