@@ -114,7 +114,7 @@ export async function coalesceInto(files: ChainFiles, child: string, base: strin
   try {
     if (format === 'vhd') await coalesce(childFile);
     // -d: the child stays as it is (it is dropped by the rename below)
-    else await qemuImg(['commit', '-q', '-f', 'qcow2', '-d', childFile]);
+    else await whenUnlocked(() => qemuImg(['commit', '-q', '-f', 'qcow2', '-d', childFile]));
   } catch (e) {
     // nothing is lost: the child still masks whatever reached the base
     await dropJournal(files.dir, child);
@@ -173,13 +173,20 @@ export async function recoverCoalesces(files: ChainFiles): Promise<string[]> {
 }
 
 /** A commit cut short may leave clusters allocated but unreferenced in the base: give them back. */
-async function repairLeaks(file: string): Promise<void> {
+function repairLeaks(file: string): Promise<string> {
+  return whenUnlocked(() => qemuImg(['check', '-q', '-r', 'leaks', '-f', 'qcow2', file]));
+}
+
+/**
+ * Runs a qemu-img that needs an image's write lock, retrying for a few
+ * seconds while another QEMU process (a qemu-nbd an export is closing, a
+ * qemu-img of the previous run) still holds it.
+ */
+async function whenUnlocked(fn: () => Promise<string>): Promise<string> {
   for (let attempt = 0; ; attempt++) {
     try {
-      await qemuImg(['check', '-q', '-r', 'leaks', '-f', 'qcow2', file]);
-      return;
+      return await fn();
     } catch (e) {
-      // a qemu-img of the previous run may still hold the image's lock for a moment
       if (attempt >= 50 || !/lock/i.test(String(e))) throw e;
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -57,7 +57,8 @@ export {
   uuidToString,
   dateFromVhdTimestamp,
 } from './format.ts';
-export { Vhd, createFixed, createDynamic, createDifferencing, type OpenOptions, type CreateDynamicOptions } from './vhd.ts';
+export { Vhd, type OpenOptions } from './vhd.ts';
+export { createFixed, createDynamic, createDifferencing, type CreateDynamicOptions } from './create.ts';
 export { openVhd, openChain, resize } from './ops.ts';
 export { coalesce, verifyChain, diskUuid, expectedParentUuid, setDiskUuid, type CoalesceResult, type CoalesceOptions } from './coalesce.ts';
 export { exportRaw, exportVhd, importRaw, importVhd, type ExportRawOptions, type ExportVhdOptions, type ImportRawOptions } from './stream.ts';
