@@ -74,7 +74,7 @@ export class Collector {
   private async pass(): Promise<number> {
     let done = 0;
     const host = this.services.hostRef();
-    const plugged = this.store.where('PBD', (p) => p.host === host && p.currently_attached === true).map(([, p]) => String(p.SR));
+    const plugged = this.store.where('PBD', (p) => p.host === host && p.currently_attached === true).map(([, p]) => p.SR);
     for (const sr of plugged) {
       if (!this.store.get('SR', sr)) continue;
       const driver = this.host.bareDriver(sr);
@@ -97,8 +97,8 @@ export class Collector {
     const disk = chainsOf(await driver.scan());
     if (report) this.reportDisagreements(sr, disk);
     for (const [baseRef, base] of this.store.where('VDI', (v) => v.SR === sr && v.managed === false && v.missing !== true)) {
-      const uuid = String(base.uuid);
-      if (skip.has(uuid) || (base.VBDs as string[]).length > 0) continue;
+      const uuid = base.uuid;
+      if (skip.has(uuid) || base.VBDs.length > 0) continue;
       const kids = disk.children.get(uuid) ?? [];
       if (kids.length === 0) {
         await driver.deleteVolume(uuid);
@@ -159,12 +159,12 @@ export class Collector {
   /** Records that say another chain than the disk does are reported, once a pass (SR.scan makes records follow the disk). */
   private reportDisagreements(sr: string, disk: DiskChains): void {
     for (const [, vdi] of this.store.where('VDI', (v) => v.SR === sr && v.missing !== true)) {
-      const onDisk = disk.byUuid.get(String(vdi.uuid));
-      const recorded = (vdi.sm_config as Record<string, string>)['vhd-parent'];
+      const onDisk = disk.byUuid.get(vdi.uuid);
+      const recorded = vdi.sm_config['vhd-parent'];
       if (!onDisk) {
-        this.services.log.error({ sr, vdi: vdi.uuid }, `storage: chain inconsistent: VDI ${String(vdi.uuid)} has a record but no image`);
+        this.services.log.error({ sr, vdi: vdi.uuid }, `storage: chain inconsistent: VDI ${vdi.uuid} has a record but no image`);
       } else if ((onDisk.parent ?? undefined) !== (recorded || undefined)) {
-        this.services.log.error({ sr, vdi: vdi.uuid, recorded, onDisk: onDisk.parent }, `storage: chain inconsistent: VDI ${String(vdi.uuid)} is recorded on ${recorded ?? 'nothing'} but built on ${onDisk.parent ?? 'nothing'} on disk`);
+        this.services.log.error({ sr, vdi: vdi.uuid, recorded, onDisk: onDisk.parent }, `storage: chain inconsistent: VDI ${vdi.uuid} is recorded on ${recorded ?? 'nothing'} but built on ${onDisk.parent ?? 'nothing'} on disk`);
       }
     }
   }
