@@ -6,7 +6,7 @@
  * sound to libvhdi and qemu-img, and no foldable base may be left.
  *
  * CHAIN_SEED=n replays one seed (printed on failure and at the start);
- * CHAIN_OPS=n (default 24) and CHAIN_SEEDS=n (default 2 per SR type) make long runs.
+ * CHAIN_OPS=n (default 12) and CHAIN_SEEDS=n (default 2 per SR type) make long runs.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,7 +24,7 @@ import { ChainModel, type ChainFormat } from './chain-model.ts';
 import { xorshift } from './helpers.ts';
 
 const MiB = 1024 * 1024;
-const OPS = Number(process.env.CHAIN_OPS ?? 24);
+const OPS = Number(process.env.CHAIN_OPS ?? 12);
 const SEEDS = Number(process.env.CHAIN_SEEDS ?? 2);
 const FIXED_SEED = process.env.CHAIN_SEED ? Number(process.env.CHAIN_SEED) : undefined;
 
