@@ -47,7 +47,9 @@ const storage = (): StorageService => t.server.services.storage!;
 const srDir = async (sr: Ref<'SR'>): Promise<string> => {
   const [pbd] = await t.client.api.SR.get_PBDs(sr);
   const config = await t.client.api.PBD.get_device_config(pbd);
-  return config.path ?? config.location;
+  if (config.path) return config.path;
+  // file SRs keep their images in <location>/<SR uuid>
+  return join(config.location, await t.client.api.SR.get_uuid(sr));
 };
 
 async function put(vdi: string, body: Buffer): Promise<void> {
