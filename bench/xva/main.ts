@@ -1,0 +1,104 @@
+/**
+ * XVA data paths, measured in-process: XXH64 (ms per MiB), the tar writer and
+ * reader with SHA-1 chunk checksums (MB/s of disk), tar-stream's pack and
+ * extract over the same members for comparison, and a qcow2 raw export
+ * through qemu-nbd and the NBD client (MB/s).
+ *   node --import tsx bench/xva/main.ts [MiB]
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ByteReader, diskMembers, receiveDisks, TarReader, xxh64, type DiskSource } from '../../src/storage/xva/index.ts';
+import { exportQcow2Raw, openQcow2, qcow2Create } from '../../src/storage/sr/qcow2.ts';
+
+const MiB = 1024 * 1024;
+const size = Number(process.argv[2] ?? 64) * MiB;
+const disk = randomBytes(size);
+const source: DiskSource = { size, hasData: () => true, readInto: async (t, o, l) => void disk.copy(t, 0, o, o + l), close: async () => undefined };
+const rate = (bytes: number, ms: number): string => `${((bytes / MiB) / (ms / 1000)).toFixed(0)} MiB/s`;
+const time = async (f: () => Promise<unknown>): Promise<number> => {
+  const t0 = performance.now();
+  await f();
+  return performance.now() - t0;
+};
+
+const oneMiB = disk.subarray(0, MiB);
+const xx = await time(async () => {
+  for (let i = 0; i < 8; i++) xxh64(oneMiB);
+});
+console.log(`XXH64 (BigInt, ours): ${(xx / 8).toFixed(1)} ms per MiB`);
+const sha = await time(async () => {
+  for (let i = 0; i < 64; i++) createHash('sha1').update(oneMiB).digest();
+});
+console.log(`SHA-1 (node:crypto): ${(sha / 64).toFixed(2)} ms per MiB`);
+
+const parts: Buffer[] = [];
+const write = await time(async () => {
+  for await (const b of diskMembers('Ref:1', source, size, () => undefined)) parts.push(b);
+});
+const tar = Buffer.concat([...parts, Buffer.alloc(1024)]);
+console.log(`tar write (ours, with SHA-1): ${rate(size, write)}`);
+const read = await time(() =>
+  receiveDisks(new TarReader(new ByteReader((async function* () {
+    for (let o = 0; o < tar.length; o += 64 * 1024) yield tar.subarray(o, o + 64 * 1024);
+  })())), [{ prefix: 'Ref:1', size, write: async () => undefined }], { force: false, progress: () => undefined }),
+);
+console.log(`tar read (ours, with SHA-1 check): ${rate(size, read)}`);
+
+// tar-stream (present as a dependency of tar-fs) over the same members, checksums included
+const tarStream = createRequire(import.meta.url)('tar-stream') as {
+  pack(): NodeJS.ReadWriteStream & { entry(h: { name: string; size: number }, b: Buffer, cb: (e?: Error) => void): void; finalize(): void };
+  extract(): NodeJS.ReadWriteStream & { on(ev: 'entry', f: (h: { name: string }, s: NodeJS.ReadableStream, next: () => void) => void): void };
+};
+const packed: Buffer[] = [];
+const tsWrite = await time(async () => {
+  const pack = tarStream.pack();
+  const done = (async () => {
+    for await (const b of pack as AsyncIterable<Buffer>) packed.push(b);
+  })();
+  for (let o = 0, n = 0; o < size; o += MiB, n++) {
+    const data = disk.subarray(o, o + MiB);
+    const sum = Buffer.from(createHash('sha1').update(data).digest('hex'));
+    await new Promise<void>((r, j) => pack.entry({ name: `Ref:1/${String(n).padStart(8, '0')}`, size: data.length }, data, (e) => (e ? j(e) : r())));
+    await new Promise<void>((r, j) => pack.entry({ name: `Ref:1/${String(n).padStart(8, '0')}.checksum`, size: sum.length }, sum, (e) => (e ? j(e) : r())));
+  }
+  pack.finalize();
+  await done;
+});
+console.log(`tar write (tar-stream ${createRequire(import.meta.url)('tar-stream/package.json').version}, with SHA-1): ${rate(size, tsWrite)}`);
+const tsRead = await time(
+  () =>
+    new Promise<void>((resolve, reject) => {
+      const ex = tarStream.extract();
+      ex.on('entry', (h, s, next) => {
+        const hash = createHash('sha1');
+        s.on('data', (c: Buffer) => void (h.name.endsWith('.checksum') ? undefined : hash.update(c)));
+        s.on('end', () => next());
+        s.resume();
+      });
+      (ex as NodeJS.EventEmitter).on('finish', () => resolve());
+      (ex as NodeJS.EventEmitter).on('error', reject);
+      const all = Buffer.concat(packed);
+      for (let o = 0; o < all.length; o += 64 * 1024) ex.write(all.subarray(o, o + 64 * 1024));
+      ex.end();
+    }),
+);
+console.log(`tar read (tar-stream, with SHA-1): ${rate(size, tsRead)}`);
+
+// qcow2 raw export through qemu-nbd and our NBD client
+const dir = mkdtempSync(join(tmpdir(), 'xenon-bench-xva-'));
+try {
+  const file = join(dir, 'd.qcow2');
+  await qcow2Create(file, size);
+  const img = await openQcow2(file, { readOnly: false });
+  for (let o = 0; o < size; o += 4 * MiB) await img.write(o, disk.subarray(o, o + 4 * MiB));
+  await img.close();
+  const nbd = await time(async () => {
+    for await (const _ of exportQcow2Raw(file)) void _;
+  });
+  console.log(`qcow2 raw export (qemu-nbd + our NBD client): ${rate(size, nbd)}`);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
