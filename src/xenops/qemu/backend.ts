@@ -5,26 +5,26 @@
  *
  * Layout: <runDir>/<uuid>/{qmp.sock,serial.sock,serial.log,vnc.sock,qga.sock,config.json,qemu.log,OVMF_VARS.fd}
  */
-import { spawn, execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { spawn } from 'node:child_process';
 import { existsSync, openSync, closeSync, statSync, copyFileSync, truncateSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile, copyFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import os from 'node:os';
 import {
   BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainEvent, type DomainInfo, type DomainStats,
-  type GuestInfo, type HypervisorBackend, type NicConfig, type PowerState,
+  type GuestInfo, type HypervisorBackend, type NicConfig,
 } from '../backend.ts';
+import { detectAccel } from './accel.ts';
+import { followQmpEvent } from './events.ts';
 import { QmpClient, type QmpEvent } from './qmp.ts';
 import { queryGuestAgent } from './qga.ts';
-import {
-  buildQemuArgs, blockdevFileArgs, blockdevFormatArgs, diskDeviceArgs, diskIds, nicDeviceArgs, nicIds,
-  DOMAIN_FILES, OVMF_VARS, type Accel,
-} from './args.ts';
-import { pidAlive, pidArgv, pidCpuSeconds, sleep, waitPidExit, ip } from './proc.ts';
+import { buildQemuArgs, DOMAIN_FILES, OVMF_VARS, type Accel } from './args.ts';
+import * as devices from './devices.ts';
+import { createTap, ownsPid, powerStateOf, readPersisted, shellQuote, type Dom } from './domain.ts';
+import { pidAlive, pidCpuSeconds, sleep, waitPidExit, ip } from './proc.ts';
 
-const run = promisify(execFile);
+export { detectAccel, multibootProbe } from './accel.ts';
+export { shellQuote } from './domain.ts';
 
 export interface QemuBackendOptions {
   /** Directory holding one sub-directory per domain. */
@@ -34,32 +34,6 @@ export interface QemuBackendOptions {
   /** Serial log is rotated (serial.log -> serial.log.old) past this size. Default 1 MiB. */
   serialLogLimit?: number;
   log?: (msg: string) => void;
-}
-
-/** What is persisted in config.json next to a running domain. */
-interface Persisted {
-  config: DomainConfig;
-  pid: number;
-  startedAt: number;
-  accel: Accel;
-  /** Taps this backend created (bridge NICs), by NIC id. */
-  createdTaps: Record<string, string>;
-}
-
-interface Dom {
-  uuid: string;
-  dir: string;
-  p: Persisted;
-  qmp?: QmpClient;
-  state: PowerState;
-  status: string;
-  reason?: string;
-  /** >0 while a backend operation runs: guest events are not reported. */
-  busy: number;
-  /** Set when we asked the process to go away. */
-  exiting: boolean;
-  /** A guest agent query in flight (the agent socket takes one client at a time). */
-  qga?: Promise<GuestInfo | undefined>;
 }
 
 const UNIX_PATH_MAX = 107;
@@ -112,44 +86,9 @@ export class QemuBackend implements HypervisorBackend {
   }
 
   private onQmpEvent(d: Dom, e: QmpEvent): void {
-    const data = (e.data ?? {}) as Record<string, any>;
-    switch (e.event) {
-      case 'SHUTDOWN': {
-        if (!data.guest) return; // host-initiated (quit, our own reset) is not news
-        if (data.reason === 'guest-reset') { d.state = 'shutdown'; d.reason = 'reboot'; d.status = 'shutdown'; if (!d.busy) this.emit({ uuid: d.uuid, kind: 'reboot' }); }
-        else if (data.reason === 'guest-panic') { d.state = 'crashed'; d.reason = 'panic'; if (!d.busy) this.emit({ uuid: d.uuid, kind: 'crash', reason: 'panic' }); }
-        else { d.state = 'shutdown'; d.reason = 'poweroff'; d.status = 'shutdown'; if (!d.busy) this.emit({ uuid: d.uuid, kind: 'shutdown', reason: 'poweroff' }); }
-        return;
-      }
-      case 'GUEST_PANICKED': {
-        if (d.state === 'crashed') return;
-        d.state = 'crashed'; d.reason = 'panic'; d.status = 'guest-panicked';
-        if (!d.busy) this.emit({ uuid: d.uuid, kind: 'crash', reason: 'panic' });
-        return;
-      }
-      case 'STOP': {
-        if (d.busy) return;
-        void this.refreshStatus(d).then((st) => {
-          if (d.busy) return;
-          if (st === 'paused' || st === 'io-error') {
-            if (d.state !== 'paused') { d.state = 'paused'; this.emit({ uuid: d.uuid, kind: 'paused', reason: st === 'io-error' ? 'io-error' : undefined }); }
-          } else if (st === 'internal-error') {
-            if (d.state !== 'crashed') { d.state = 'crashed'; d.reason = 'internal-error'; this.emit({ uuid: d.uuid, kind: 'crash', reason: 'internal-error' }); }
-          }
-        }).catch(() => {});
-        return;
-      }
-      case 'RESUME': {
-        if (d.busy) return;
-        const was = d.state;
-        d.state = 'running'; d.status = 'running'; d.reason = undefined;
-        if (was === 'paused') this.emit({ uuid: d.uuid, kind: 'resumed' });
-        return;
-      }
-      default:
-        return;
-    }
+    followQmpEvent(d, e, (ev) => this.emit(ev), (dom) => this.refreshStatus(dom));
   }
+
 
   private async refreshStatus(d: Dom): Promise<string> {
     const st = await d.qmp!.execute<{ status: string; running: boolean }>('query-status');
@@ -157,18 +96,6 @@ export class QemuBackend implements HypervisorBackend {
     return st.status;
   }
 
-  /** Map a QMP run state to a PowerState. */
-  private static stateOf(status: string): { state: PowerState; reason?: string } {
-    switch (status) {
-      case 'running': return { state: 'running' };
-      case 'shutdown': return { state: 'shutdown' };
-      case 'guest-panicked': return { state: 'crashed', reason: 'panic' };
-      case 'internal-error': return { state: 'crashed', reason: 'internal-error' };
-      case 'inmigrate': return { state: 'resuming' };
-      case 'finish-migrate': case 'postmigrate': return { state: 'suspending' };
-      default: return { state: 'paused' }; // paused, prelaunch, io-error, debug, suspended, ...
-    }
-  }
 
   // ---------------------------------------------------------------- attach
 
@@ -234,22 +161,6 @@ export class QemuBackend implements HypervisorBackend {
     };
   }
 
-  // ---------------------------------------------------------------- taps
-
-  private static tapName(uuid: string, device: string): string {
-    return `xn${uuid.replace(/-/g, '').slice(0, 8)}.${device}`.slice(0, 15);
-  }
-
-  private async createTap(uuid: string, nic: NicConfig): Promise<string> {
-    const name = QemuBackend.tapName(uuid, nic.device);
-    await ip(['link', 'del', name]).catch(() => {});
-    await ip(['tuntap', 'add', 'dev', name, 'mode', 'tap']);
-    if (nic.mtu) await ip(['link', 'set', name, 'mtu', String(nic.mtu)]);
-    await ip(['link', 'set', name, 'master', nic.bridge!]);
-    await ip(['link', 'set', name, 'up']);
-    return name;
-  }
-
   // ---------------------------------------------------------------- lifecycle
 
   async start(cfg: DomainConfig, opts: { paused: boolean }): Promise<DomainInfo> {
@@ -284,7 +195,7 @@ export class QemuBackend implements HypervisorBackend {
     const taps = new Map<string, string>();
     for (const n of cfg.nics) {
       if (n.tap) taps.set(n.id, n.tap);
-      else if (n.bridge) { const t = await this.createTap(cfg.uuid, n); createdTaps[n.id] = t; taps.set(n.id, t); }
+      else if (n.bridge) { const t = await createTap(cfg.uuid, n); createdTaps[n.id] = t; taps.set(n.id, t); }
     }
     const args = buildQemuArgs(cfg, { accel, paused, incoming, taps });
     const logFd = openSync(path.join(dir, DOMAIN_FILES.qemuLog), 'a');
@@ -318,7 +229,7 @@ export class QemuBackend implements HypervisorBackend {
         } finally { d.busy--; }
       }
       const st = await this.refreshStatus(d);
-      const m = QemuBackend.stateOf(st);
+      const m = powerStateOf(st);
       d.state = m.state; d.reason = m.reason;
       this.log(`started ${cfg.uuid} pid ${pid} (${accel}) status ${st}`);
       return this.info(d);
@@ -462,93 +373,26 @@ export class QemuBackend implements HypervisorBackend {
     await this.destroy(d);
   }
 
-  // ---------------------------------------------------------------- devices
+  // ---------------------------------------------------------------- devices (devices.ts)
 
-  async plugDisk(uuid: string, disk: DiskConfig): Promise<void> {
-    const d = this.dom(uuid);
-    if (disk.kind === 'cdrom') throw new Error('CD drives cannot be hot-plugged (IDE); use insertCd on an existing drive');
-    if (d.p.config.disks.some((x) => x.id === disk.id || x.device === disk.device)) throw new Error(`disk ${disk.id}/${disk.device} already plugged`);
-    if (!disk.path) throw new Error('hot-plugged disk needs a path');
-    const q = d.qmp!;
-    await q.execute('blockdev-add', blockdevFileArgs(disk));
-    try {
-      await q.execute('blockdev-add', blockdevFormatArgs(disk));
-    } catch (e) { await q.execute('blockdev-del', { 'node-name': diskIds(disk).file }).catch(() => {}); throw e; }
-    try {
-      await q.execute('device_add', diskDeviceArgs(disk, undefined));
-    } catch (e) {
-      await q.execute('blockdev-del', { 'node-name': diskIds(disk).fmt }).catch(() => {});
-      await q.execute('blockdev-del', { 'node-name': diskIds(disk).file }).catch(() => {});
-      throw e;
-    }
-    d.p.config.disks.push(structuredClone(disk));
-    await this.persist(d);
+  plugDisk(uuid: string, disk: DiskConfig): Promise<void> {
+    return devices.plugDisk(this.dom(uuid), disk, (d) => this.persist(d));
   }
 
-  private async deviceDel(d: Dom, id: string, timeoutMs: number): Promise<void> {
-    const q = d.qmp!;
-    const deleted = q.waitEvent((e) => e.event === 'DEVICE_DELETED' && (e.data as any)?.device === id, timeoutMs);
-    deleted.catch(() => {});
-    await q.execute('device_del', { id });
-    try { await deleted; } catch { throw new OperationTimeout(d.uuid, `unplug ${id} (guest did not release it)`, timeoutMs); }
+  unplugDisk(uuid: string, diskId: string): Promise<void> {
+    return devices.unplugDisk(this.dom(uuid), diskId, (d) => this.persist(d));
   }
 
-  async unplugDisk(uuid: string, diskId: string): Promise<void> {
-    const d = this.dom(uuid);
-    const disk = d.p.config.disks.find((x) => x.id === diskId);
-    if (!disk) throw new Error(`disk ${diskId} not plugged in ${uuid}`);
-    if (disk.kind === 'cdrom') throw new Error('CD drives cannot be unplugged (IDE)');
-    await this.deviceDel(d, diskIds(disk).dev, 20000);
-    await d.qmp!.execute('blockdev-del', { 'node-name': diskIds(disk).fmt }).catch(() => {});
-    await d.qmp!.execute('blockdev-del', { 'node-name': diskIds(disk).file }).catch(() => {});
-    d.p.config.disks = d.p.config.disks.filter((x) => x.id !== diskId);
-    await this.persist(d);
+  plugNic(uuid: string, nic: NicConfig): Promise<void> {
+    return devices.plugNic(this.dom(uuid), nic, (d) => this.persist(d));
   }
 
-  async plugNic(uuid: string, nic: NicConfig): Promise<void> {
-    const d = this.dom(uuid);
-    if (d.p.config.nics.some((x) => x.id === nic.id || x.device === nic.device)) throw new Error(`nic ${nic.id}/${nic.device} already plugged`);
-    let tap = nic.tap;
-    if (!tap && nic.bridge) { tap = await this.createTap(uuid, nic); d.p.createdTaps[nic.id] = tap; }
-    const q = d.qmp!;
-    try {
-      if (tap) await q.execute('netdev_add', { type: 'tap', id: nicIds(nic).netdev, ifname: tap, script: 'no', downscript: 'no' });
-      await q.execute('device_add', nicDeviceArgs(nic, tap));
-    } catch (e) {
-      if (tap) await q.execute('netdev_del', { id: nicIds(nic).netdev }).catch(() => {});
-      if (d.p.createdTaps[nic.id]) { await ip(['link', 'del', d.p.createdTaps[nic.id]!]).catch(() => {}); delete d.p.createdTaps[nic.id]; }
-      throw e;
-    }
-    d.p.config.nics.push(structuredClone(nic));
-    await this.persist(d);
+  unplugNic(uuid: string, nicId: string): Promise<void> {
+    return devices.unplugNic(this.dom(uuid), nicId, (d) => this.persist(d));
   }
 
-  async unplugNic(uuid: string, nicId: string): Promise<void> {
-    const d = this.dom(uuid);
-    const nic = d.p.config.nics.find((x) => x.id === nicId);
-    if (!nic) throw new Error(`nic ${nicId} not plugged in ${uuid}`);
-    await this.deviceDel(d, nicIds(nic).dev, 20000);
-    await d.qmp!.execute('netdev_del', { id: nicIds(nic).netdev }).catch(() => {});
-    const t = d.p.createdTaps[nicId];
-    if (t) { await ip(['link', 'del', t]).catch(() => {}); delete d.p.createdTaps[nicId]; }
-    d.p.config.nics = d.p.config.nics.filter((x) => x.id !== nicId);
-    await this.persist(d);
-  }
-
-  async insertCd(uuid: string, diskId: string, p: string | null, format: DiskConfig['format'] = 'raw'): Promise<void> {
-    const d = this.dom(uuid);
-    const disk = d.p.config.disks.find((x) => x.id === diskId);
-    if (!disk || disk.kind !== 'cdrom') throw new Error(`no CD drive ${diskId} in ${uuid}`);
-    const id = diskIds(disk).dev;
-    if (p === null) {
-      await d.qmp!.execute('eject', { id, force: true });
-      delete disk.path;
-    } else {
-      const abs = path.resolve(p);
-      await d.qmp!.execute('blockdev-change-medium', { id, filename: abs, format, 'read-only-mode': 'read-only' });
-      disk.path = abs; disk.format = format;
-    }
-    await this.persist(d);
+  insertCd(uuid: string, diskId: string, p: string | null, format: DiskConfig['format'] = 'raw'): Promise<void> {
+    return devices.insertCd(this.dom(uuid), diskId, p, format, (d) => this.persist(d));
   }
 
   // ---------------------------------------------------------------- queries
@@ -565,7 +409,7 @@ export class QemuBackend implements HypervisorBackend {
       if (!d.busy) {
         try {
           const st = await this.refreshStatus(d);
-          const m = QemuBackend.stateOf(st);
+          const m = powerStateOf(st);
           d.state = m.state;
           if (m.reason || m.state === 'running' || m.state === 'paused') d.reason = m.reason ?? (m.state === 'shutdown' ? d.reason : undefined);
         } catch { continue; }
@@ -581,7 +425,7 @@ export class QemuBackend implements HypervisorBackend {
     if (!d || !d.qmp) return undefined;
     if (!d.busy) {
       const st = await this.refreshStatus(d).catch(() => undefined);
-      if (st) { const m = QemuBackend.stateOf(st); d.state = m.state; if (m.reason) d.reason = m.reason; }
+      if (st) { const m = powerStateOf(st); d.state = m.state; if (m.reason) d.reason = m.reason; }
     }
     return this.info(d);
   }
@@ -603,7 +447,7 @@ export class QemuBackend implements HypervisorBackend {
     try {
       await this.attach(d, 5000);
       const st = await this.refreshStatus(d);
-      const m = QemuBackend.stateOf(st);
+      const m = powerStateOf(st);
       d.state = m.state; d.reason = m.reason;
       if (st === 'shutdown') {
         // What stopped it is not recorded by QEMU; look at the last RESET/SHUTDOWN hint we can get.
@@ -666,55 +510,4 @@ export class QemuBackend implements HypervisorBackend {
     for (const d of this.doms.values()) d.qmp?.close();
     this.doms.clear();
   }
-}
-
-async function readPersisted(dir: string): Promise<Persisted | undefined> {
-  try { return JSON.parse(await readFile(path.join(dir, DOMAIN_FILES.config), 'utf8')) as Persisted; } catch { return undefined; }
-}
-
-/** Guard against pid reuse: the process must be a QEMU started for this uuid. */
-function ownsPid(pid: number, uuid: string): boolean {
-  const argv = pidArgv(pid);
-  const i = argv.indexOf('-uuid');
-  return i >= 0 && argv[i + 1] === uuid;
-}
-
-export function shellQuote(s: string): string { return `'${s.replace(/'/g, `'\\''`)}'`; }
-
-/**
- * Pick the accelerator: KVM only when kvm_intel or kvm_amd is loaded, /dev/kvm
- * exists, and a probe guest (a tiny multiboot image run in 32-bit protected
- * mode that writes to isa-debug-exit) completes under it. Otherwise TCG.
- */
-export async function detectAccel(qemu = 'qemu-system-x86_64', log: (m: string) => void = () => {}): Promise<Accel> {
-  const hasModule = existsSync('/sys/module/kvm_intel') || existsSync('/sys/module/kvm_amd');
-  if (!hasModule || !existsSync('/dev/kvm')) { log('accel: tcg (no kvm_intel/kvm_amd)'); return 'tcg'; }
-  const dir = await import('node:fs/promises').then((f) => f.mkdtemp(path.join(os.tmpdir(), 'xenon-kvm-probe-')));
-  try {
-    const img = path.join(dir, 'probe.bin');
-    await writeFile(img, multibootProbe());
-    const r = await run(qemu, ['-nodefaults', '-no-user-config', '-display', 'none', '-accel', 'kvm', '-m', '32',
-      '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04', '-kernel', img], { timeout: 5000 }).then(() => 0, (e: any) => (typeof e.code === 'number' ? e.code : -1));
-    const ok = r === ((0x4b << 1) | 1);
-    log(`accel: ${ok ? 'kvm' : 'tcg'} (probe exit ${r})`);
-    return ok ? 'kvm' : 'tcg';
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-/** A 64-byte multiboot (a.out kludge) image: out 0xf4, 'K' ; hlt. */
-export function multibootProbe(): Buffer {
-  const b = Buffer.alloc(64);
-  const magic = 0x1badb002, flags = 0x00010000, load = 0x100000;
-  b.writeUInt32LE(magic, 0);
-  b.writeUInt32LE(flags, 4);
-  b.writeUInt32LE((-(magic + flags)) >>> 0, 8);
-  b.writeUInt32LE(load, 12); // header_addr
-  b.writeUInt32LE(load, 16); // load_addr
-  b.writeUInt32LE(load + 64, 20); // load_end_addr
-  b.writeUInt32LE(load + 64, 24); // bss_end_addr
-  b.writeUInt32LE(load + 32, 28); // entry
-  Buffer.from([0xb0, 0x4b, 0xe6, 0xf4, 0xf4, 0xeb, 0xfd]).copy(b, 32); // mov al,'K'; out 0xf4,al; hlt; jmp $-1
-  return b;
 }
