@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Enum_vm_operations } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
-import type { DbRecord, Store } from '../db/store.ts';
+import type { Row, Store } from '../db/store.ts';
 import type { Services } from './context.ts';
 
 /** What the checks need: the records, which messages have behaviour here, and which subsystems run. */
@@ -90,20 +90,20 @@ function runsHere(env: OperationEnv, op: Op): boolean {
   return message === null || env.implemented(message);
 }
 
-function guestCan(store: Store, vm: DbRecord, op: Op): boolean {
+function guestCan(store: Store, vm: Row<'VM'>, op: Op): boolean {
   const needed = GUEST_FEATURES[op];
   if (!needed) return true;
   const gm = vm.guest_metrics === NULL_REF ? undefined : store.get('VM_guest_metrics', String(vm.guest_metrics));
   if (!gm || gm.live !== true) return false;
-  const other = gm.other as Record<string, string>;
+  const other = gm.other;
   return needed.some((f) => other[f] === '1');
 }
 
 /** Operations allowed now, as allowed_operations lists them. */
-export function allowedOperations(env: OperationEnv, vm: DbRecord): Op[] {
+export function allowedOperations(env: OperationEnv, vm: Row<'VM'>): Op[] {
   if (vm.is_control_domain) return [];
-  if (Object.keys(vm.current_operations as object).length > 0) return [];
-  const blocked = vm.blocked_operations as Record<string, string>;
+  if (Object.keys(vm.current_operations).length > 0) return [];
+  const blocked = vm.blocked_operations;
   let ops = [...(BY_POWER_STATE[String(vm.power_state)] ?? [])];
   if (vm.is_a_template || vm.is_a_snapshot) ops = ops.filter((o) => TEMPLATE_OPERATIONS.has(o));
   if (vm.is_a_snapshot) ops = ops.filter((o) => !NEVER_ON_SNAPSHOTS.has(o)).concat('revert');
@@ -121,12 +121,12 @@ function expectedState(op: string): string {
 const BOOTS = new Set(['start', 'start_on', 'resume', 'resume_on']);
 
 /** Throws the error xapi gives when `op` cannot run on this VM now. */
-export function assertOperation(store: Store, ref: string, op: string): DbRecord {
+export function assertOperation(store: Store, ref: string, op: string): Row<'VM'> {
   const vm = store.must('VM', ref);
-  const current = Object.entries(vm.current_operations as Record<string, string>);
+  const current = Object.entries(vm.current_operations);
   if (current.length > 0) throw new XenApiError('OTHER_OPERATION_IN_PROGRESS', 'VM', ref, current[0][1], current[0][0]);
   if (vm.is_control_domain) throw new XenApiError('OPERATION_NOT_ALLOWED', `${op} is not allowed on the control domain`);
-  const blocked = vm.blocked_operations as Record<string, string>;
+  const blocked = vm.blocked_operations;
   if (Object.hasOwn(blocked, op)) throw new XenApiError('OPERATION_BLOCKED', ref, blocked[op]);
   if ((vm.is_a_template || vm.is_a_snapshot) && BOOTS.has(op)) throw new XenApiError('VM_IS_TEMPLATE', ref);
   if (vm.is_a_snapshot && NEVER_ON_SNAPSHOTS.has(op)) throw new XenApiError('OPERATION_NOT_ALLOWED', `${op} is not allowed on a snapshot`);
@@ -141,14 +141,14 @@ export function refreshAllowed(env: OperationEnv, ref: string): void {
   const vm = env.store.get('VM', ref);
   if (!vm) return;
   const ops = allowedOperations(env, vm);
-  if ((vm.allowed_operations as string[]).join() !== ops.join()) env.store.transact((tx) => tx.update('VM', ref, { allowed_operations: ops }));
+  if (vm.allowed_operations.join() !== ops.join()) env.store.transact((tx) => tx.update('VM', ref, { allowed_operations: ops }));
 }
 
 /**
  * Runs `fn` with `op` marked in the VM's current_operations; the mark is
  * taken atomically after the checks and always removed afterwards.
  */
-export async function withOperation<T>(env: OperationEnv, ref: string, op: Op, taskRef: string | null, fn: (vm: DbRecord) => Promise<T>): Promise<T> {
+export async function withOperation<T>(env: OperationEnv, ref: string, op: Op, taskRef: string | null, fn: (vm: Row<'VM'>) => Promise<T>): Promise<T> {
   const { store } = env;
   const id = taskRef ?? `OpaqueRef:${randomUUID()}`;
   const vm = store.transact((tx) => {
