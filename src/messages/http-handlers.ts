@@ -20,7 +20,12 @@ export function sessionIdOf(req: http.IncomingMessage, url: URL): string {
   const q = url.searchParams.get('session_id');
   if (q) return q;
   const cookie = /(?:^|;\s*)session_id=([^;]+)/.exec(req.headers.cookie ?? '');
-  return cookie ? decodeURIComponent(cookie[1]) : '';
+  if (!cookie) return '';
+  try {
+    return decodeURIComponent(cookie[1]);
+  } catch {
+    return ''; // a broken escape names no session: SESSION_INVALID, not a failure of ours
+  }
 }
 
 /**
