@@ -163,7 +163,7 @@ test('errors: xe prints the code and its named parameters, and exits non-zero', 
     xe('no-such-command'),
     xe('vm-param-get', `uuid=${uuid}`),
     runXe([...conn.slice(0, 5), '-u', 'root', '-pw', 'wrong', 'vm-list']),
-    xe('vm-snapshot', `uuid=${uuid}`, 'new-name-label=snap'),
+    xe('pool-join', 'master-address=192.0.2.1', 'master-username=root', 'master-password=x'),
     xe('vm-export', `uuid=${uuid}`, `filename=${join(tempHome(), 'out.xva')}`),
     xe('console', `uuid=${uuid}`),
   ]);
