@@ -7,6 +7,8 @@ import type { Ref } from '../../src/client/client.ts';
 import { decodeValue } from '../../src/wire/xmlrpc.ts';
 import { storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { xxh64ReferenceHex } from '../helpers/xxh64-reference.ts';
+import { tarEnd, tarMember, xxh64Hex } from '../../src/storage/xva/index.ts';
 
 const MiB = 1024 * 1024;
 let t: TestServer;
@@ -209,6 +211,43 @@ test('PUT /import into a fresh server, gzip-compressed (use_compression=true), r
   // a second restore of the same VM would duplicate its uuid
   const dup = await importXva(t2, xva, '&restore=true');
   assert.equal(dup.task.error_info[0], 'DUPLICATE_VM');
+});
+
+test('XXH64 as the daemon computes it agrees with a reference written from the specification', () => {
+  for (const n of [0, 1, 3, 4, 7, 8, 31, 32, 33, 63, 64, 1000, MiB + 5]) {
+    const b = randomBytes(n);
+    assert.equal(xxh64Hex(b), xxh64ReferenceHex(b), `length ${n}`);
+  }
+  assert.equal(xxh64Hex(Buffer.from('abc')), '44BC2CF5AD770999');
+});
+
+test('an archive with .xxhash members, as newer xapi writes them, imports with the same bytes; a wrong XXH64 is refused', async () => {
+  const asXxhash = (corruptFirst: boolean): Buffer => {
+    const parts: Buffer[] = [];
+    let previous: Buffer = Buffer.alloc(0);
+    let corrupted = false;
+    for (const m of members(xva)) {
+      if (m.name.endsWith('.checksum')) {
+        let sum = xxh64ReferenceHex(previous);
+        if (corruptFirst && !corrupted) [sum, corrupted] = [sum.replace(/^./, (c) => (c === '0' ? '1' : '0')), true];
+        parts.push(...tarMember(m.name.replace(/\.checksum$/, '.xxhash'), Buffer.from(sum)));
+      } else parts.push(...tarMember(m.name, m.data));
+      previous = m.data;
+    }
+    return Buffer.concat([...parts, tarEnd()]);
+  };
+  const good = asXxhash(false);
+  assert.ok(members(good).some((m) => m.name.endsWith('.xxhash')) && !members(good).some((m) => m.name.endsWith('.checksum')));
+  const before = await counts(t);
+  const bad = await importXva(t, asXxhash(true));
+  assert.equal(bad.task.error_info[0], 'IMPORT_ERROR_SOME_CHECKSUMS_FAILED');
+  assert.deepEqual(await counts(t), before);
+  const r = await importXva(t, good);
+  assert.equal(r.task.status, 'success', String(r.task.error_info));
+  const ref = /OpaqueRef:[0-9a-f-]+/.exec(r.task.result)![0] as Ref<'VM'>;
+  const d = await disks(t, ref);
+  assert.ok((await getRaw(t, d.get('0')!)).equals(diskA));
+  assert.ok((await getRaw(t, d.get('1')!)).equals(diskB));
 });
 
 test('a corrupt chunk or a truncated stream is refused, and leaves no VM, VDI, VBD or VIF behind', async () => {
