@@ -13,6 +13,8 @@ import { createNetworkBackend } from './network/index.ts';
 import { claimNetworkNamespace } from './network/claim.ts';
 import { Runner } from './network/exec.ts';
 import { Xenops } from './messages/vm-domains/index.ts';
+import { Metrics } from './metrics/service.ts';
+import { hostRrd, rrdUpdates, vmRrd } from './metrics/http.ts';
 
 export interface PluginOptions {
   backend: 'qemu' | 'sim';
@@ -126,7 +128,33 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
   };
 }
 
+/** Metrics: RRDs fed every step from the host and the domain manager's backend; /rrd_updates, /host_rrd, /vm_rrd. Starts after xenops. */
+export function metricsPlugin(o: { stepS?: number; intervalMs?: number } = {}): Plugin {
+  let metrics: Metrics | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    name: 'metrics',
+    async start(services, routes) {
+      metrics = new Metrics(services, () => services.xenops?.backend, { stepS: o.stepS });
+      await metrics.start();
+      services.metrics = metrics;
+      routes.routes.set(httpActionPath('get_rrd_updates'), rrdUpdates(services, metrics));
+      routes.routes.set(httpActionPath('get_host_rrd'), hostRrd(services, metrics));
+      routes.routes.set(httpActionPath('get_vm_rrd'), vmRrd(services, metrics));
+      const m = metrics;
+      const tick = (): void => void m.collect().catch((err: unknown) => services.log.warn({ err }, 'metrics collection failed'));
+      tick();
+      timer = setInterval(tick, o.intervalMs ?? (o.stepS ?? 5) * 1000);
+      timer.unref();
+    },
+    async stop() {
+      clearInterval(timer);
+      await metrics?.stop();
+    },
+  };
+}
+
 export function defaultPlugins(o: PluginOptions): Plugin[] {
   const network = o.network === 'none' ? [] : [networkPlugin({ ...o, network: o.network })];
-  return [storagePlugin(o), ...network, xenopsPlugin(o)];
+  return [storagePlugin(o), ...network, xenopsPlugin(o), metricsPlugin()];
 }

@@ -37,6 +37,11 @@ export const HTTP_ACTION_DECLS: readonly HttpActionDecl[] = [
   action('connect_console', 'CONNECT', '/console', 'vm-operator', false),
   // xapi's GET /console is the websocket form of the console; ours is the serial log, under the same role
   action('connect_console_ws', 'GET', '/console', 'vm-operator', false),
+  action('get_rrd_updates', 'GET', '/rrd_updates', 'read-only', false),
+  action('get_host_rrd', 'GET', '/host_rrd', 'read-only', false),
+  action('get_vm_rrd', 'GET', '/vm_rrd', 'read-only', false),
+  // not xapi's: the same figures for Prometheus, readable by the role that reads /rrd_updates
+  action('get_metrics', 'GET', '/metrics', 'read-only', false),
 ];
 
 export const HTTP_ACTIONS: readonly HttpAction[] = HTTP_ACTION_DECLS.map((d) => ({
@@ -45,7 +50,8 @@ export const HTTP_ACTIONS: readonly HttpAction[] = HTTP_ACTION_DECLS.map((d) => 
   permission: `http/${d.name}`,
 }));
 
-export type HttpActionName = 'put_import' | 'put_import_raw_vdi' | 'get_export' | 'get_export_raw_vdi' | 'connect_console' | 'connect_console_ws';
+export type HttpActionName = 'put_import' | 'put_import_raw_vdi' | 'get_export' | 'get_export_raw_vdi' | 'connect_console' | 'connect_console_ws'
+  | 'get_rrd_updates' | 'get_host_rrd' | 'get_vm_rrd' | 'get_metrics';
 
 /** Where a declared action is served: handlers are registered under it, so a path is never written twice. */
 export function httpActionPath(name: HttpActionName): string {

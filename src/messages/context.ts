@@ -65,6 +65,17 @@ export interface StorageService extends DiskProvider {
   collect(): Promise<number>;
 }
 
+/** Whose round-robin database: the host's or a VM's, by uuid. */
+export interface MetricsOwner { readonly kind: 'host' | 'vm'; readonly uuid: string }
+
+/** The RRDs behind the data-source messages (metrics/service.ts). */
+export interface MetricsService {
+  dataSources(owner: MetricsOwner): { name_label: string; name_description: string; enabled: boolean; standard: boolean; units: string; min: number; max: number; value: number }[];
+  query(owner: MetricsOwner, name: string): number;
+  record(owner: MetricsOwner, name: string): void;
+  forget(owner: MetricsOwner, name: string): void;
+}
+
 /** Bridges, taps, VLANs and bonds behind the network records (messages/network-bridges.ts). */
 export interface NetworkingService extends NicProvider {
   readonly backend: NetworkBackend;
@@ -93,6 +104,7 @@ export interface Services {
   xenops?: XenopsService;
   storage?: StorageService;
   networking?: NetworkingService;
+  metrics?: MetricsService;
   /** Where the domain manager gets a VIF's tap: networking, or a stand-in where guests need NICs without it. */
   nics?: NicProvider;
 }

@@ -31,11 +31,12 @@ export function sessionIdOf(req: http.IncomingMessage, url: URL): string {
 /**
  * The caller's session, which must hold a role of the HTTP action declared
  * for this method and path; RBAC_PERMISSION_DENIED names xapi's `http/<action>`.
+ * `loggedIn` is a session the handler opened itself (basic authentication).
  */
-export function authorize(services: Services, req: http.IncomingMessage, url: URL): SessionInfo {
+export function authorize(services: Services, req: http.IncomingMessage, url: URL, loggedIn?: string): SessionInfo {
   const action = httpActionFor(req.method, url.pathname);
   const permission = action?.permission ?? `http/${url.pathname}`;
-  const sessionRef = sessionIdOf(req, url);
+  const sessionRef = loggedIn ?? sessionIdOf(req, url);
   const address = req.socket.remoteAddress ?? '';
   try {
     if (!action) throw new XenApiError('RBAC_PERMISSION_DENIED', permission, 'No HTTP action is declared here');

@@ -89,6 +89,23 @@ export interface DomainEvent { uuid: string; kind: DomainEventKind; reason?: str
 
 export interface DomainStats { cpuSeconds: number; memoryActual: number; vcpus: number }
 
+/**
+ * A domain's cumulative counters, read once per metrics step. Rates are the
+ * metrics layer's business: these only ever grow (until the domain is rebuilt).
+ */
+export interface DomainCounters {
+  /** CPU seconds each vCPU has run, by vCPU index. */
+  vcpuSeconds: number[];
+  /** Memory the domain has now (bytes). */
+  memoryBytes: number;
+  /** Free memory as the guest sees it (bytes), when something inside tells. */
+  memoryFreeBytes?: number;
+  /** By disk: its `device` (userdevice) and I/O totals. */
+  disks: { device: string; readBytes: number; writeBytes: number; readOps: number; writeOps: number }[];
+  /** By NIC: its `device`, totals as the guest sees them (what it received, what it sent). */
+  nics: { device: string; rxBytes: number; txBytes: number; rxErrors: number; txErrors: number }[];
+}
+
 export type ConsoleAddress = { unixSocket: string } | { host: string; port: number };
 
 /** What a guest agent inside the domain reports (QEMU guest agent protocol). */
@@ -131,6 +148,8 @@ export interface HypervisorBackend {
   list(): Promise<DomainInfo[]>;
   get(uuid: string): Promise<DomainInfo | undefined>;
   stats(uuid: string): Promise<DomainStats>;
+  /** The domain's counters for metrics: at most one round trip to the device model. */
+  readCounters(uuid: string): Promise<DomainCounters>;
   /** Bounded log file of the serial console (and, when available, a unix socket for interactive use). */
   serialLog(uuid: string): { path: string; socket?: string };
   /** Where the RFB (VNC) console listens. */

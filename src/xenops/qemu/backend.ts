@@ -11,7 +11,7 @@ import { mkdir, readdir, readFile, rm, writeFile, copyFile, unlink } from 'node:
 import path from 'node:path';
 import {
   BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
-  type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainEvent, type DomainInfo, type DomainStats,
+  type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainCounters, type DomainEvent, type DomainInfo, type DomainStats,
   type GuestInfo, type HypervisorBackend, type NicConfig,
 } from '../backend.ts';
 import { detectAccel } from './accel.ts';
@@ -20,6 +20,7 @@ import { QmpClient, type QmpEvent } from './qmp.ts';
 import { queryGuestAgent } from './qga.ts';
 import { buildQemuArgs, DOMAIN_FILES, OVMF_VARS, type Accel } from './args.ts';
 import * as devices from './devices.ts';
+import { domainCounters } from './counters.ts';
 import { createTap, ownsPid, powerStateOf, readPersisted, shellQuote, type Dom } from './domain.ts';
 import { pidAlive, pidCpuSeconds, sleep, waitPidExit, ip } from './proc.ts';
 
@@ -467,6 +468,10 @@ export class QemuBackend implements HypervisorBackend {
     let memoryActual = d.p.config.memoryBytes;
     try { memoryActual = (await d.qmp!.execute<{ actual: number }>('query-balloon')).actual; } catch { /* no balloon */ }
     return { cpuSeconds: pidCpuSeconds(d.p.pid), memoryActual, vcpus };
+  }
+
+  readCounters(uuid: string): Promise<DomainCounters> {
+    return domainCounters(this.dom(uuid));
   }
 
   serialLog(uuid: string): { path: string; socket: string } {

@@ -30,6 +30,8 @@ export interface Dom {
   exiting: boolean;
   /** A guest agent query in flight (the agent socket takes one client at a time). */
   qga?: Promise<GuestInfo | undefined>;
+  /** Thread id of each vCPU (by index), learnt from QMP once for metrics. */
+  vcpuThreads?: number[];
 }
 
 /** Map a QMP run state to a PowerState. */

@@ -12,7 +12,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
   BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
-  type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainEvent, type DomainInfo, type DomainStats,
+  type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainCounters, type DomainEvent, type DomainInfo, type DomainStats,
   type GuestInfo, type HypervisorBackend, type NicConfig, type PowerState,
 } from '../backend.ts';
 
@@ -277,6 +277,29 @@ export class SimBackend implements HypervisorBackend {
   async stats(uuid: string): Promise<DomainStats> {
     const d = this.dom(uuid);
     return { cpuSeconds: d.cpuBase + this.cpuSince(d, this.now()), memoryActual: d.config.memoryBytes, vcpus: d.config.vcpusAtStartup };
+  }
+
+  /**
+   * Simulated counters: CPU time as stats() has it, shared evenly among the
+   * vCPUs, and disk and network traffic in proportion to it (per CPU second:
+   * 1 MiB read and 512 KiB written in 4 KiB requests per disk, 256 KiB
+   * received and 128 KiB sent per NIC). The guest reports a quarter of its
+   * memory free.
+   */
+  async readCounters(uuid: string): Promise<DomainCounters> {
+    const d = this.dom(uuid);
+    const cpu = d.cpuBase + this.cpuSince(d, this.now());
+    const vcpus = d.config.vcpusAtStartup;
+    return {
+      vcpuSeconds: Array.from({ length: vcpus }, () => cpu / vcpus),
+      memoryBytes: d.config.memoryBytes,
+      memoryFreeBytes: Math.floor(d.config.memoryBytes / 4),
+      disks: d.config.disks.filter((x) => x.kind === 'disk').map((x) => ({
+        device: x.device, readBytes: Math.floor(cpu * 1048576), writeBytes: Math.floor(cpu * 524288),
+        readOps: Math.floor(cpu * 256), writeOps: Math.floor(cpu * 128),
+      })),
+      nics: d.config.nics.map((n) => ({ device: n.device, rxBytes: Math.floor(cpu * 262144), txBytes: Math.floor(cpu * 131072), rxErrors: 0, txErrors: 0 })),
+    };
   }
 
   serialLog(uuid: string): { path: string } {

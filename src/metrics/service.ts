@@ -1,0 +1,274 @@
+/**
+ * The metrics daemon inside Xenon (xapi's xcp-rrdd): every step (5 s) it
+ * reads the host and each running VM once, feeds one RRD per host and per VM
+ * at the same instant, and keeps VM_metrics in step. VM RRDs are archived to
+ * disk when their VM stops and reloaded when it runs again here; all are
+ * saved on stop and the host's every hour.
+ */
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { XenApiError } from '../datamodel/api-error.ts';
+import { formatDateTime } from '../datamodel/types.ts';
+import type { Services } from '../messages/context.ts';
+import type { HypervisorBackend } from '../xenops/backend.ts';
+import { sampleHost } from './host-collector.ts';
+import { RrdFiles } from './persist.ts';
+import { Rrd, standardRras } from './rrd.ts';
+import { hostReadings, vmReadings, type DsDef, type Reading } from './sources.ts';
+
+export const STEP_S = 5;
+
+/** Whose RRD: the host's or a VM's, by uuid. */
+export interface Owner { readonly kind: 'host' | 'vm'; readonly uuid: string }
+
+/** A data source as `get_data_sources` lists it. */
+export interface DataSourceView {
+  name_label: string;
+  name_description: string;
+  enabled: boolean;
+  standard: boolean;
+  units: string;
+  min: number;
+  max: number;
+  value: number;
+}
+
+interface Tracked {
+  rrd: Rrd;
+  /** Every source seen at the last step (recorded or not), by name. */
+  defs: Map<string, DsDef>;
+  /** Non-standard sources a client asked to record. */
+  recorded: Set<string>;
+}
+
+export interface MetricsOptions {
+  stepS?: number;
+  /** How often the host RRD (and every VM's) is saved besides stop and archive. */
+  saveEveryMs?: number;
+}
+
+export class Metrics {
+  readonly step: number;
+  private readonly files: RrdFiles;
+  private host?: Tracked;
+  private readonly vms = new Map<string, Tracked>();
+  private readonly log: Logger;
+  private lastSave = Date.now();
+  private running?: Promise<void>;
+  /** After each step: alarms, Prometheus, tests. */
+  private readonly listeners = new Set<(t: number) => void>();
+
+  constructor(
+    private readonly services: Services,
+    private readonly backend: () => HypervisorBackend | undefined,
+    private readonly opts: MetricsOptions = {},
+  ) {
+    this.step = opts.stepS ?? STEP_S;
+    this.files = new RrdFiles(join(services.dataDir, 'rrd'));
+    this.log = services.log.child({ subsystem: 'metrics' });
+  }
+
+  hostUuid(): string {
+    return String(this.services.store.must('host', this.services.hostRef()).uuid);
+  }
+
+  async start(): Promise<void> {
+    const rrd = await this.files.load(this.hostUuid());
+    if (rrd && rrd.step === this.step) this.host = { rrd, defs: new Map(), recorded: new Set(rrd.names()) };
+  }
+
+  onStep(l: (t: number) => void): () => void {
+    this.listeners.add(l);
+    return () => void this.listeners.delete(l);
+  }
+
+  /** One collection; overlapping calls share the one in flight. */
+  collect(now = Date.now() / 1000): Promise<void> {
+    this.running ??= this.collectOnce(now).finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private runningVms(): { ref: string; uuid: string }[] {
+    const host = this.services.hostRef();
+    return this.services.store
+      .where('VM', (v) => !v.is_control_domain && v.resident_on === host && (v.power_state === 'Running' || v.power_state === 'Paused'))
+      .map(([ref, vm]) => ({ ref, uuid: String(vm.uuid) }));
+  }
+
+  private pifDevices(): string[] {
+    const host = this.services.hostRef();
+    return this.services.store.where('PIF', (p) => p.host === host && p.physical === true).map(([, p]) => String(p.device));
+  }
+
+  private async collectOnce(now: number): Promise<void> {
+    const t = Math.floor(now * 1000) / 1000;
+    const hostSample = await sampleHost(this.pifDevices()).catch((err: unknown) => {
+      this.log.warn({ err }, 'host sample failed');
+      return undefined;
+    });
+    this.host ??= { rrd: Rrd.create([], standardRras(), t - this.step, this.step), defs: new Map(), recorded: new Set() };
+    feed(this.host, hostSample ? hostReadings(hostSample) : [], t);
+
+    const vms = this.runningVms();
+    const backend = this.backend();
+    const counters = await Promise.all(vms.map(({ uuid }) => backend?.readCounters(uuid).catch(() => undefined)));
+    const live = new Set<string>();
+    for (let i = 0; i < vms.length; i++) {
+      const { uuid } = vms[i]!;
+      live.add(uuid);
+      const tracked = this.vms.get(uuid) ?? (await this.revive(uuid, t));
+      const c = counters[i];
+      feed(tracked, c ? vmReadings(c) : [], t);
+    }
+    for (const uuid of [...this.vms.keys()]) if (!live.has(uuid)) await this.archive(uuid);
+    this.updateVmMetrics(vms, counters.map((c) => c?.memoryBytes));
+    if (Date.now() - this.lastSave > (this.opts.saveEveryMs ?? 3600_000)) await this.saveAll();
+    for (const l of [...this.listeners]) {
+      try {
+        l(t);
+      } catch (err) {
+        this.log.warn({ err }, 'metrics listener failed');
+      }
+    }
+  }
+
+  /** A VM's RRD: its archive when it has one (the gap since shows as unknown), else a fresh one. */
+  private async revive(uuid: string, t: number): Promise<Tracked> {
+    const saved = await this.files.load(uuid).catch(() => undefined);
+    const rrd = saved && saved.step === this.step && saved.lastUpdated < t ? saved : Rrd.create([], standardRras(), t - this.step, this.step);
+    const tracked: Tracked = { rrd, defs: new Map(), recorded: new Set() };
+    this.vms.set(uuid, tracked);
+    return tracked;
+  }
+
+  /** The VM stopped here: its RRD goes to disk until it runs again. */
+  private async archive(uuid: string): Promise<void> {
+    const tracked = this.vms.get(uuid);
+    this.vms.delete(uuid);
+    if (tracked) await this.files.save(uuid, tracked.rrd).catch((err: unknown) => this.log.warn({ err, vm: uuid }, 'could not archive a VM RRD'));
+  }
+
+  async saveAll(): Promise<void> {
+    this.lastSave = Date.now();
+    if (this.host) await this.files.save(this.hostUuid(), this.host.rrd).catch((err: unknown) => this.log.warn({ err }, 'could not save the host RRD'));
+    for (const [uuid, tracked] of this.vms) await this.files.save(uuid, tracked.rrd).catch((err: unknown) => this.log.warn({ err, vm: uuid }, 'could not save a VM RRD'));
+  }
+
+  /** VM_metrics as the step saw them: written only where a figure changed, in one transaction. */
+  private updateVmMetrics(vms: readonly { ref: string; uuid: string }[], memory: readonly (number | undefined)[]): void {
+    const { store } = this.services;
+    const changes: [string, Record<string, unknown>][] = [];
+    vms.forEach(({ ref, uuid }, i) => {
+      const m = String(store.get('VM', ref)?.metrics ?? '');
+      const rec = store.get('VM_metrics', m);
+      const rrd = this.vms.get(uuid)?.rrd;
+      if (!rec || !rrd) return;
+      const util: Record<string, number> = {};
+      for (let cpu = 0; rrd.has(`cpu${cpu}`); cpu++) {
+        const v = rrd.latest(`cpu${cpu}`) ?? NaN;
+        util[String(cpu)] = Number.isNaN(v) ? 0 : Math.round(v * 100) / 100;
+      }
+      const patch: Record<string, unknown> = {};
+      const mem = memory[i];
+      if (mem !== undefined && Number(rec.memory_actual) !== mem) patch.memory_actual = mem;
+      const vcpus = Object.keys(util).length;
+      if (vcpus && Number(rec.VCPUs_number) !== vcpus) patch.VCPUs_number = vcpus;
+      const before = rec.VCPUs_utilisation as Record<string, number>;
+      if (vcpus && Object.entries(util).some(([k, v]) => before[k] !== v)) patch.VCPUs_utilisation = util;
+      if (Object.keys(patch).length) changes.push([m, { ...patch, last_updated: formatDateTime(new Date()) }]);
+    });
+    if (changes.length) store.transact((tx) => { for (const [m, patch] of changes) tx.updateAny('VM_metrics', m, patch); });
+  }
+
+  // ------------------------------------------------------------ queries
+
+  private tracked(owner: Owner): Tracked {
+    const t = owner.kind === 'host' ? (owner.uuid === this.hostUuid() ? this.host : undefined) : this.vms.get(owner.uuid);
+    if (!t) throw new XenApiError('INTERNAL_ERROR', `Rrdd_error(Datasource_missing(${owner.kind === 'host' ? 'No host datasource!' : `VM: ${owner.uuid}`}))`);
+    return t;
+  }
+
+  /** The RRDs to export, host first, each with its legend prefix. */
+  exportable(opts: { host: boolean; vmUuids?: readonly string[] }): [string, Rrd][] {
+    const out: [string, Rrd][] = [];
+    if (opts.host && this.host) out.push([`host:${this.hostUuid()}:`, this.host.rrd]);
+    for (const [uuid, t] of this.vms) if (!opts.vmUuids || opts.vmUuids.includes(uuid)) out.push([`vm:${uuid}:`, t.rrd]);
+    return out;
+  }
+
+  rrdOf(owner: Owner): Rrd | undefined {
+    try {
+      return this.tracked(owner).rrd;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** A stopped VM's archived RRD. */
+  archived(uuid: string): Promise<Rrd | undefined> {
+    return this.files.load(uuid).catch(() => undefined);
+  }
+
+  dataSources(owner: Owner): DataSourceView[] {
+    const t = this.tracked(owner);
+    return [...t.defs.values()].map((d) => {
+      const enabled = t.rrd.has(d.name);
+      const v = enabled ? t.rrd.latest(d.name) ?? NaN : NaN;
+      return {
+        name_label: d.name, name_description: d.description, enabled, standard: d.standard, units: d.units,
+        min: d.min, max: d.max, value: Number.isNaN(v) ? 0 : v,
+      };
+    });
+  }
+
+  /** The newest AVERAGE of a recorded source. */
+  query(owner: Owner, name: string): number {
+    const v = this.tracked(owner).rrd.latest(name);
+    if (v === undefined) throw new XenApiError('INTERNAL_ERROR', `Rrdd_error(Datasource_missing(${name}))`);
+    return v;
+  }
+
+  /** Starts recording a source the collectors offer (history from now on). */
+  record(owner: Owner, name: string): void {
+    const t = this.tracked(owner);
+    const d = t.defs.get(name);
+    if (!d) throw new XenApiError('INTERNAL_ERROR', `Rrdd_error(Datasource_missing(${name}))`);
+    t.recorded.add(name);
+    t.rrd.addDs(d);
+  }
+
+  /** Drops a source's history; a standard one starts again afresh at the next step. */
+  forget(owner: Owner, name: string): void {
+    const t = this.tracked(owner);
+    t.recorded.delete(name);
+    t.rrd.removeDs(name);
+  }
+
+  /** The latest readings' definitions and RRD values, for Prometheus: every owner, every recorded source. */
+  *latestValues(): Generator<{ owner: Owner; def: DsDef; value: number }> {
+    const each = function* (owner: Owner, t: Tracked): Generator<{ owner: Owner; def: DsDef; value: number }> {
+      for (const d of t.defs.values()) {
+        const v = t.rrd.latest(d.name);
+        if (v !== undefined && !Number.isNaN(v)) yield { owner, def: d, value: v };
+      }
+    };
+    if (this.host) yield* each({ kind: 'host', uuid: this.hostUuid() }, this.host);
+    for (const [uuid, t] of this.vms) yield* each({ kind: 'vm', uuid }, t);
+  }
+
+  async stop(): Promise<void> {
+    await this.running;
+    await this.saveAll();
+  }
+}
+
+/** One step's readings into an RRD: standard sources (and asked-for ones) that are new join it first. */
+function feed(t: Tracked, readings: readonly Reading[], at: number): void {
+  const values = new Map<string, number>();
+  for (const r of readings) {
+    t.defs.set(r.def.name, r.def);
+    if (!t.rrd.has(r.def.name) && (r.def.standard || t.recorded.has(r.def.name))) t.rrd.addDs(r.def);
+    values.set(r.def.name, r.value);
+  }
+  t.rrd.update(at, values);
+}

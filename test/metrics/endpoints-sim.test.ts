@@ -1,0 +1,124 @@
+/**
+ * /rrd_updates, /host_rrd, /vm_rrd and the data-source messages on the
+ * simulator backend, read as Xen Orchestra's stats code reads them.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import JSON5 from 'json5';
+import type { Ref } from '../../src/client/client.ts';
+import { metricsPlugin, xenopsPlugin } from '../../src/plugins.ts';
+import type { Metrics } from '../../src/metrics/service.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+let t: TestServer;
+let vm: Ref<'VM'>;
+let vmUuid: string;
+let hostUuid: string;
+const metrics = (): Metrics => t.server.services.metrics as Metrics;
+
+/** Steps of the collector at 5 s intervals, ending now (the sim's counters follow the clock). */
+async function steps(n: number): Promise<void> {
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = n - 1; i >= 0; i--) await metrics().collect(now - i * 5);
+}
+
+before(async () => {
+  t = await startTestServer({ plugins: [xenopsPlugin({ backend: 'sim', metricsIntervalMs: 3_600_000 }), metricsPlugin({ intervalMs: 3_600_000 })] });
+  const [tpl] = await t.client.api.VM.get_by_name_label('Xenon test guest');
+  vm = await t.client.api.VM.clone(tpl, 'metrics-sim');
+  await t.client.api.VM.set_is_a_template(vm, false);
+  await t.client.api.VM.start(vm, false, false);
+  vmUuid = await t.client.api.VM.get_uuid(vm);
+  hostUuid = await t.client.api.host.get_uuid((await t.client.api.host.get_all())[0]!);
+  // the clock of this run: the collector is driven by hand, from well in the past up to now
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = 30; i >= 0; i--) await metrics().collect(now - i * 5);
+});
+after(() => t.close());
+
+const get = async (path: string, headers: Record<string, string> = {}): Promise<{ status: number; type: string; text: string }> => {
+  const res = await fetch(t.url + path, { headers });
+  return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
+};
+const session = (): string => `session_id=${encodeURIComponent(t.client.session)}`;
+
+/** What Xen Orchestra's xo-server does with /rrd_updates: its query, JSON5, its checks, its legend pattern, rows oldest first. */
+function readAsXenOrchestra(text: string, step: number, uuid: string): Record<string, (number | null)[]> {
+  const json = JSON5.parse<{ meta: { step: number; end: number; legend: string[] }; data: { t: number; values: unknown[] }[] }>(text);
+  assert.strictEqual(json.meta.step, step, 'xo-server refuses another granularity');
+  assert.equal(typeof json.meta.end, 'number');
+  const rows = [...json.data].reverse();
+  const out: Record<string, (number | null)[]> = {};
+  json.meta.legend.forEach((entry, i) => {
+    const m = /^AVERAGE:([^:]+):(.+):(.+)$/.exec(entry);
+    assert.ok(m, `legend entry ${entry}`);
+    if (m[2] !== uuid) return;
+    out[m[3]!] = rows.map((r) => {
+      const v = r.values[i];
+      return Number.isNaN(Number(v)) ? null : Number(v);
+    });
+  });
+  return out;
+}
+
+test('/rrd_updates as Xen Orchestra asks for it: host and VM series, 5-second rows', async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const start = now - 120 * 5 + 5;
+  const r = await get(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${start}&${session()}`);
+  assert.equal(r.status, 200, r.text);
+  assert.match(r.type, /application\/json/);
+  JSON.parse(r.text); // plain JSON too, not only JSON5
+  const host = readAsXenOrchestra(r.text, 5, hostUuid);
+  for (const name of ['cpu0', 'cpu_avg', 'memory_total_kib', 'memory_free_kib', 'loadavg']) assert.ok(host[name], `host ${name}`);
+  const total = host.memory_total_kib!.at(-1)!;
+  assert.ok(total > 1024 && total < 2 ** 40, `memory_total_kib ${total}`);
+  assert.ok(host.cpu0!.filter((v) => v !== null).every((v) => v >= 0 && v <= 1), 'CPU as a fraction');
+  const guest = readAsXenOrchestra(r.text, 5, vmUuid);
+  assert.ok(guest.cpu0 && guest.memory, JSON.stringify(Object.keys(guest)));
+  assert.equal(guest.memory!.at(-1), Number(await t.client.api.VM.get_memory_static_max(vm)));
+  assert.ok(guest.memory_internal_free!.at(-1)! > 0, 'KiB free as the guest tells');
+});
+
+test('the XML form, the VM filter, other CFs and the one-minute archive', async () => {
+  const r = await get(`/rrd_updates?start=${Math.floor(Date.now() / 1000) - 60}&vm_uuid=${vmUuid}&${session()}`);
+  assert.equal(r.status, 200, r.text);
+  assert.match(r.type, /text\/xml/);
+  assert.match(r.text, /^<\?xml version="1.0" encoding="UTF-8"\?>\n<xport><meta><start>\d+<\/start><step>5<\/step>/);
+  const legend = [...r.text.matchAll(/<entry>([^<]+)<\/entry>/g)].map((m) => m[1]!);
+  assert.ok(legend.length > 0 && legend.every((l) => l.startsWith(`AVERAGE:vm:${vmUuid}:`)), legend.join());
+  const rows = [...r.text.matchAll(/<row><t>(\d+)<\/t>/g)].map((m) => Number(m[1]));
+  assert.ok(rows.length >= 10 && rows.every((x, i) => i === 0 || x === rows[i - 1]! - 5), 'newest first, 5 s apart');
+  const minute = await get(`/rrd_updates?start=${Math.floor(Date.now() / 1000) - 3600}&interval=60&host=true&vm_uuid=${vmUuid}&json&${session()}`);
+  const m = JSON.parse(minute.text) as { meta: { step: number; legend: string[] } };
+  assert.equal(m.meta.step, 60);
+  assert.ok(m.meta.legend.includes(`MAX:host:${hostUuid}:cpu_avg`) && m.meta.legend.includes(`MIN:vm:${vmUuid}:cpu0`));
+});
+
+test('/host_rrd and /vm_rrd give whole RRDs; refusals', async () => {
+  const host = await get(`/host_rrd?${session()}`);
+  assert.equal(host.status, 200);
+  assert.match(host.text, /<rrd><version>0003<\/version><step>5<\/step><lastupdate>\d+<\/lastupdate><ds><name>/);
+  assert.equal((host.text.match(/<rra>/g) ?? []).length, 10);
+  const one = await get(`/vm_rrd?uuid=${vmUuid}&json=true&${session()}`);
+  const rrd = JSON.parse(one.text) as { ds: { name: string }[]; rra: { cf: string; database: string[][] }[] };
+  assert.ok(rrd.ds.some((d) => d.name === 'cpu0'));
+  assert.equal(rrd.rra[0]!.database.length, 120);
+  assert.equal((await get(`/rrd_updates?start=0`)).status, 401);
+  assert.equal((await get(`/rrd_updates?start=soon&${session()}`)).status, 400);
+  assert.equal((await get(`/vm_rrd?uuid=nope&${session()}`)).status, 404);
+});
+
+test('a stopped VM\'s RRD is archived, served from disk, and taken up again when it restarts', async () => {
+  await t.client.api.VM.hard_shutdown(vm);
+  await steps(1);
+  const archived = await get(`/vm_rrd?uuid=${vmUuid}&${session()}`);
+  assert.equal(archived.status, 200);
+  const updates = await get(`/rrd_updates?start=-60&json&${session()}`);
+  assert.ok(!updates.text.includes(vmUuid), 'a halted VM has no live series');
+  await t.client.api.VM.start(vm, false, false);
+  await steps(1);
+  const back = await get(`/vm_rrd?uuid=${vmUuid}&json&${session()}`);
+  const rrd = JSON.parse(back.text) as { rra: { database: string[][] }[] };
+  const known = rrd.rra[0]!.database.filter((row) => row.some((v) => v !== 'NaN')).length;
+  assert.ok(known >= 10, `history kept across the stop (${known} rows)`);
+});
