@@ -17,6 +17,7 @@ DEBS=(
   python3-os-xenapi         # the Python XenAPI binding (client tests)
   ansible                   # community.general xenserver_guest* modules (test/clients/ansible.test.ts)
   iperf3 wrk                # bench/net, bench/api
+  etcd-server               # etcd 3.4: HA's consensus (the daemon runs its own members)
 )
 missing=()
 for p in "${DEBS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
@@ -28,6 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # the system OVS service is not ours: Xenon runs its own ovsdb-server/ovs-vswitchd
 if command -v systemctl >/dev/null && systemctl is-active --quiet openvswitch-switch 2>/dev/null; then :; fi
+# nor is the system etcd the package enables: HA starts a member per host on its pool address
+if command -v systemctl >/dev/null && systemctl is-enabled --quiet etcd 2>/dev/null; then systemctl disable --now --quiet etcd || true; fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"

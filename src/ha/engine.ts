@@ -1,0 +1,185 @@
+/**
+ * One host's part of HA: its etcd member (on the first three hosts), its
+ * lease and liveness key, the fencer that holds its deadline, the master
+ * election, and the watch on its peers' liveness keys. What the daemon does
+ * with a new term, a fence or a dead peer is the caller's (the HA plugin).
+ */
+import { Election, type Term } from './election.ts';
+import { EtcdEndpoints, monotonicNs } from './etcd-client.ts';
+import { clientUrl, EtcdMember, memberPaths, type MemberAddress } from './etcd-member.ts';
+import { Fencer } from './fencer-client.ts';
+import { haKeys, type HaKeys } from './keys.ts';
+import { Liveness } from './liveness.ts';
+import { RedoLog } from './redo-log.ts';
+import { RunLocks } from './run-locks.ts';
+
+export interface HaEngineOptions {
+  readonly dataDir: string;
+  readonly poolUuid: string;
+  readonly hostUuid: string;
+  /** This host's address on the pool network. */
+  readonly address: string;
+  /** The three voting members (the pool's first three hosts). */
+  readonly members: readonly MemberAddress[];
+  /** The QEMU run directory whose guests the fencer kills. */
+  readonly runDir: string;
+  /** Wraps etcd's command line (tests: a network namespace). */
+  readonly wrapEtcd?: (argv: string[]) => string[];
+  readonly ttlS?: number;
+  readonly pollMs?: number;
+  readonly log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** A new master term (maybe this host's), or none for now. */
+  readonly onTerm?: (term: Term | undefined, mine: boolean) => void;
+  /** This host's deadline passed (or its lease is gone): its guests are being killed, it must not act as alive. */
+  readonly onFenced?: (why: string) => void;
+  /** etcd deleted a peer's liveness key: that host is dead and fenced. */
+  readonly onHostGone?: (hostUuid: string) => void;
+}
+
+/** How long start() waits for etcd to form its quorum. */
+const QUORUM_WAIT_MS = 60_000;
+
+export class HaEngine {
+  readonly keys: HaKeys;
+  readonly etcd: EtcdEndpoints;
+  readonly redo: RedoLog;
+  readonly locks: RunLocks;
+  readonly member: EtcdMember | undefined;
+  private readonly fencer: Fencer;
+  private liveness: Liveness | undefined;
+  private election: Election | undefined;
+  private peers = new Set<string>();
+  private peerTimer: NodeJS.Timeout | undefined;
+  private fencedWhy: string | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: HaEngineOptions) {
+    this.keys = haKeys(o.poolUuid);
+    const self = o.members.find((m) => m.name === o.hostUuid);
+    this.member = self
+      ? new EtcdMember({ dataDir: o.dataDir, self, cluster: o.members, token: o.poolUuid, wrap: o.wrapEtcd })
+      : undefined;
+    // the host's own member first: while this host is alive and networked it answers
+    const ordered = [...o.members].sort((a, b) => Number(b.name === o.hostUuid) - Number(a.name === o.hostUuid));
+    this.etcd = new EtcdEndpoints(ordered.map((m) => clientUrl(m.address)));
+    this.redo = new RedoLog(this.etcd, this.keys);
+    this.locks = new RunLocks(this.etcd, this.keys);
+    this.fencer = new Fencer({
+      runDir: o.runDir,
+      stateDir: memberPaths(o.dataDir).dir,
+      onFenced: (n) => o.log('fencer killed this host\'s guests', { killed: n }),
+      log: (m) => o.log(m),
+    });
+  }
+
+  get leaseId(): string {
+    return this.liveness?.id ?? '';
+  }
+
+  get term(): Term | undefined {
+    return this.election?.term;
+  }
+
+  get isMaster(): boolean {
+    return this.election?.isMaster ?? false;
+  }
+
+  get fenced(): boolean {
+    return this.fencedWhy !== undefined;
+  }
+
+  get fencerPid(): number | undefined {
+    return this.fencer.pid;
+  }
+
+  /** Starts the member, waits for a quorum, takes the lease, arms the fencer, stands for master. */
+  async start(): Promise<void> {
+    this.member?.start();
+    await this.waitForQuorum();
+    this.fencer.start();
+    this.liveness = new Liveness({
+      etcd: this.etcd,
+      key: this.keys.host(this.o.hostUuid),
+      value: JSON.stringify({ address: this.o.address }),
+      ttlS: this.o.ttlS,
+      onDeadline: (d) => this.fencer.arm(d),
+      onExpired: (why) => this.fence(why),
+      onKeepaliveError: (err, tookMs) => this.o.log('keepalive failed', { err: String(err), tookMs }),
+    });
+    await this.liveness.start();
+    this.election = new Election({
+      etcd: this.etcd,
+      key: this.keys.master,
+      hostUuid: this.o.hostUuid,
+      leaseId: () => this.leaseId,
+      eligible: () => !this.fenced && !this.stopped && (this.liveness?.alive ?? false),
+      pollMs: this.o.pollMs,
+      onTerm: (t) => this.o.onTerm?.(t, t?.host === this.o.hostUuid),
+    });
+    await this.election.poll();
+    this.election.start();
+    this.watchPeers();
+  }
+
+  private async waitForQuorum(): Promise<void> {
+    const until = Date.now() + QUORUM_WAIT_MS;
+    for (;;) {
+      try {
+        // a linearizable read succeeds only once the cluster has a leader
+        await this.etcd.call((c) => c.get(this.keys.master).exec());
+        return;
+      } catch (err) {
+        if (Date.now() > until) throw new Error(`etcd formed no quorum within ${QUORUM_WAIT_MS / 1000} s: ${String(err)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  /** The deadline passed: the fencer is killing the guests (its own clock says so too); stop acting as alive. */
+  private fence(why: string): void {
+    if (this.fencedWhy) return;
+    this.fencedWhy = why;
+    this.o.log('fenced', { why });
+    this.fencer.arm(monotonicNs()); // etcd may say the lease is gone before our own deadline passes: fence now
+    this.election?.stop();
+    this.o.onFenced?.(why);
+  }
+
+  /** Polls the peers' liveness keys; a key that was there and is gone is a dead, fenced host. */
+  private watchPeers(): void {
+    const poll = async (): Promise<void> => {
+      try {
+        const keys = await this.etcd.call((c) => c.getAll().prefix(this.keys.hosts).keys());
+        const now = new Set(keys.map((k) => k.slice(this.keys.hosts.length)));
+        for (const h of this.peers) if (!now.has(h) && h !== this.o.hostUuid && !this.fenced) this.o.onHostGone?.(h);
+        this.peers = now;
+      } catch {
+        // unreachable: nothing is known to be gone
+      }
+      if (!this.stopped) this.peerTimer = setTimeout(() => void poll(), this.o.pollMs ?? 250);
+    };
+    void poll();
+  }
+
+  /** Hosts whose liveness keys exist now. */
+  async liveHosts(): Promise<string[]> {
+    return (await this.etcd.call((c) => c.getAll().prefix(this.keys.hosts).keys())).map((k) => k.slice(this.keys.hosts.length));
+  }
+
+  /**
+   * Leaves cleanly: disarms the fencer, resigns, revokes the lease (its keys go
+   * at once). `stopMember` also stops the etcd member (HA disabled or the
+   * daemon going away for good); a daemon restart leaves it running.
+   */
+  async stop(o: { stopMember: boolean; wipe?: boolean }): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.peerTimer);
+    this.election?.stop();
+    await this.fencer.stop();
+    await this.election?.resign().catch(() => undefined);
+    await this.liveness?.stop(true);
+    this.etcd.close();
+    if (o.stopMember) await this.member?.stop();
+    if (o.wipe) this.member?.wipe();
+  }
+}
