@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
 import type { SessionInfo } from '../auth/sessions.ts';
-import { diskMembers, OVA_XML, tarEnd, tarMember } from '../storage/xva/index.ts';
+import { diskMembers, OVA_XML, tarArchive, type TarMember } from '../storage/xva/index.ts';
 import type { Services } from './context.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
 import { withOperation } from './vm-operations.ts';
@@ -43,11 +43,10 @@ export function exportVm(services: Services, storage: Storage) {
           done += n;
           if (total > 0) task.progress(Math.min(0.99, done / total));
         };
-        async function* xva(): AsyncGenerator<Buffer> {
+        async function* members(): AsyncGenerator<TarMember> {
           try {
-            yield* tarMember(OVA_XML, Buffer.from(xml, 'utf8'));
+            yield { name: OVA_XML, data: Buffer.from(xml, 'utf8') };
             for (const d of [...disks].sort((a, b) => (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0))) yield* diskMembers(d.prefix, d.src, d.size, progress);
-            yield tarEnd();
           } finally {
             for (const d of disks) await d.src.close().catch(() => undefined);
           }
@@ -57,7 +56,7 @@ export function exportVm(services: Services, storage: Storage) {
           'Content-Disposition': 'attachment; filename="export.xva"',
           'task-id': task.ref,
         });
-        const source = Readable.from(xva(), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });
+        const source = Readable.from(tarArchive(members()), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });
         if (compression === 'true' || compression === 'gzip') await pipeline(source, createGzip(), res);
         else await pipeline(source, res);
       }));

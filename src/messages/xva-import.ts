@@ -14,7 +14,7 @@ import type { SessionInfo } from '../auth/sessions.ts';
 import { toXml } from '../wire/marshal.ts';
 import { XmlRpcParseError } from '../wire/xmlrpc.ts';
 import { isVhdError, Vhd } from '../storage/vhd/index.ts';
-import { ByteReader, OVA_XML, receiveDisks, TarError, TarReader, XvaError, type DiskTarget } from '../storage/xva/index.ts';
+import { OVA_XML, receiveDisks, TarError, TarReader, XvaError, type DiskTarget } from '../storage/xva/index.ts';
 import type { CallContext, Services } from './context.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
 import { createVdi, destroyVdi } from './vdi.ts';
@@ -48,8 +48,8 @@ function xvaError(e: unknown): XenApiError {
 interface Created {
   vms: string[];
   vdis: string[];
-  /** The request body being read, to drain after a failure. */
-  body?: ByteReader;
+  /** The request body being read as a tar, to drain after a failure. */
+  body?: TarReader;
 }
 
 /**
@@ -127,8 +127,8 @@ async function importXva(services: Services, storage: Storage, session: SessionI
   if (store.must('SR', sr).content_type === 'iso') throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
   storage.attachedDriver(sr);
 
-  made.body = new ByteReader(bodyOf(req));
-  const tar = new TarReader(made.body);
+  const tar = new TarReader(bodyOf(req));
+  made.body = tar;
   const first = await tar.next();
   if (!first) throw new XenApiError('IMPORT_ERROR_PREMATURE_EOF');
   if (first.name !== OVA_XML) throw new XenApiError('IMPORT_ERROR_UNEXPECTED_FILE', OVA_XML, first.name);

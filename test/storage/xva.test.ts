@@ -8,7 +8,7 @@ import { decodeValue } from '../../src/wire/xmlrpc.ts';
 import { storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import { xxh64ReferenceHex } from '../helpers/xxh64-reference.ts';
-import { tarEnd, tarMember, xxh64Hex } from '../../src/storage/xva/index.ts';
+import { tarArchive, xxh64Hex, type TarMember } from '../../src/storage/xva/index.ts';
 
 const MiB = 1024 * 1024;
 let t: TestServer;
@@ -221,25 +221,47 @@ test('XXH64 as the daemon computes it agrees with a reference written from the s
   assert.equal(xxh64Hex(Buffer.from('abc')), '44BC2CF5AD770999');
 });
 
+test('an archive whose reader stops early stops its producer, which cleans up (an export cut by its client closes its disks)', async () => {
+  let produced = 0;
+  let cleanedUp = false;
+  async function* endless(): AsyncGenerator<TarMember> {
+    try {
+      for (;;) {
+        produced++;
+        yield { name: `Ref:1/${String(produced).padStart(8, '0')}`, data: randomBytes(MiB) };
+      }
+    } finally {
+      cleanedUp = true;
+    }
+  }
+  const archive = tarArchive(endless());
+  let bytes = 0;
+  for await (const b of archive) if ((bytes += b.length) > 3 * MiB) break;
+  assert.ok(cleanedUp, 'the producer ran its finally');
+  assert.ok(produced < 10, `backpressure held the producer (${produced} members made for ~3 MiB read)`);
+});
+
 test('an archive with .xxhash members, as newer xapi writes them, imports with the same bytes; a wrong XXH64 is refused', async () => {
-  const asXxhash = (corruptFirst: boolean): Buffer => {
-    const parts: Buffer[] = [];
+  const asXxhash = async (corruptFirst: boolean): Promise<Buffer> => {
+    const parts: TarMember[] = [];
     let previous: Buffer = Buffer.alloc(0);
     let corrupted = false;
     for (const m of members(xva)) {
       if (m.name.endsWith('.checksum')) {
         let sum = xxh64ReferenceHex(previous);
         if (corruptFirst && !corrupted) [sum, corrupted] = [sum.replace(/^./, (c) => (c === '0' ? '1' : '0')), true];
-        parts.push(...tarMember(m.name.replace(/\.checksum$/, '.xxhash'), Buffer.from(sum)));
-      } else parts.push(...tarMember(m.name, m.data));
+        parts.push({ name: m.name.replace(/\.checksum$/, '.xxhash'), data: Buffer.from(sum) });
+      } else parts.push({ name: m.name, data: m.data });
       previous = m.data;
     }
-    return Buffer.concat([...parts, tarEnd()]);
+    const out: Buffer[] = [];
+    for await (const b of tarArchive(parts)) out.push(b);
+    return Buffer.concat(out);
   };
-  const good = asXxhash(false);
+  const good = await asXxhash(false);
   assert.ok(members(good).some((m) => m.name.endsWith('.xxhash')) && !members(good).some((m) => m.name.endsWith('.checksum')));
   const before = await counts(t);
-  const bad = await importXva(t, asXxhash(true));
+  const bad = await importXva(t, await asXxhash(true));
   assert.equal(bad.task.error_info[0], 'IMPORT_ERROR_SOME_CHECKSUMS_FAILED');
   assert.deepEqual(await counts(t), before);
   const r = await importXva(t, good);

@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { Vhd } from '../vhd/index.ts';
-import { tarHeader, tarPadding, TarError, type TarReader } from './tar.ts';
+import { TarError, type TarMember, type TarReader } from './tar.ts';
 import { xxh64Hex } from './xxhash.ts';
 
 export const CHUNK = 1024 * 1024;
@@ -75,7 +75,7 @@ export const chunkName = (prefix: string, n: number): string => `${prefix}/${Str
  * reads down and no more than a chunk is held. `progress` gets the bytes of
  * disk covered (read or skipped).
  */
-export async function* diskMembers(prefix: string, src: DiskSource, size: number, progress: (bytes: number) => void): AsyncGenerator<Buffer> {
+export async function* diskMembers(prefix: string, src: DiskSource, size: number, progress: (bytes: number) => void): AsyncGenerator<TarMember> {
   const last = Math.max(0, Math.ceil(size / CHUNK) - 1);
   for (let n = 0, off = 0; off < size; n++, off += CHUNK) {
     const len = Math.min(CHUNK, size - off);
@@ -92,11 +92,8 @@ export async function* diskMembers(prefix: string, src: DiskSource, size: number
     }
     const name = chunkName(prefix, n);
     const sum = Buffer.from(sha1Hex(data), 'latin1');
-    yield tarHeader(name, len);
-    yield data;
-    const pad = tarPadding(len);
-    if (pad.length) yield pad;
-    yield Buffer.concat([tarHeader(`${name}.checksum`, sum.length), sum, tarPadding(sum.length)]);
+    yield { name, data };
+    yield { name: `${name}.checksum`, data: sum };
     progress(len);
   }
 }

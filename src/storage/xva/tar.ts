@@ -1,11 +1,19 @@
 /**
- * The little tar an XVA needs: ustar headers over 512-byte blocks, regular
- * files only, written and read as streams (see docs/xva.md for why this is
- * not an npm package).
+ * The tar of an XVA, through `tar-stream`: archives written from members
+ * with backpressure, and read member by member from any byte source. Kept
+ * behind this small interface so the XVA code asks for members, not streams.
  */
+import { extract, pack, type Extract } from 'tar-stream';
 
-export const BLOCK = 512;
-const END = Buffer.alloc(2 * BLOCK);
+/** A member being read (tar-stream names this type but does not export it). */
+type Source = Extract extends AsyncIterable<infer S> ? S : never;
+
+/**
+ * Headers without the ustar magic are read too, as our reader always did:
+ * xapi's tar library may write old-style (v7) headers. tar-stream accepts
+ * the option; its type declarations do not list it.
+ */
+const LENIENT: NonNullable<Parameters<typeof extract>[0]> & { allowUnknownFormat: boolean } = { allowUnknownFormat: true };
 
 export class TarError extends Error {
   constructor(
@@ -16,254 +24,157 @@ export class TarError extends Error {
   }
 }
 
-function putString(b: Buffer, off: number, len: number, s: string): void {
-  const bytes = Buffer.from(s, 'utf8');
-  if (bytes.length > len) throw new TarError('CORRUPT', `tar field too long: ${s}`);
-  bytes.copy(b, off);
+/** One regular file of an archive, whole (an XVA's members are at most a few MiB). */
+export interface TarMember {
+  readonly name: string;
+  readonly data: Buffer;
 }
 
-function putOctal(b: Buffer, off: number, len: number, n: number): void {
-  const s = n.toString(8);
-  if (s.length <= len - 1) {
-    putString(b, off, len, s.padStart(len - 1, '0'));
-    return;
+export interface TarEntry {
+  readonly name: string;
+  readonly size: number;
+}
+
+// ------------------------------------------------------------------ writing
+
+/**
+ * The archive of `members`, end marker included, as the bytes to send. A
+ * member is taken from `members` only once the reader has taken the bytes
+ * before it, so a slow reader slows the producer down; stopping early (the
+ * reader returns) stops the producer too, which runs its own clean-up.
+ */
+export async function* tarArchive(members: AsyncIterable<TarMember> | Iterable<TarMember>): AsyncGenerator<Buffer> {
+  const out = pack();
+  let stopped = false;
+  const feed = (async (): Promise<void> => {
+    for await (const m of members) {
+      if (stopped) return;
+      await new Promise<void>((resolve, reject) => {
+        const sink = out.entry({ name: m.name, size: m.data.length }, m.data, (err) => (err ? reject(err) : resolve()));
+        sink.once('close', () => resolve());
+      });
+      if (stopped) return;
+    }
+    out.finalize();
+  })();
+  feed.catch((e: unknown) => out.destroy(e instanceof Error ? e : new Error(String(e))));
+  try {
+    for await (const chunk of out) yield chunk as Buffer;
+    await feed;
+  } finally {
+    stopped = true;
+    if (!out.destroyed) out.destroy();
+    await feed.catch(() => undefined);
   }
-  // base-256 (GNU) for values too big for the octal field
-  b[off] = 0x80;
-  let v = BigInt(n);
-  for (let i = off + len - 1; i > off; i--) {
-    b[i] = Number(v & 0xffn);
-    v >>= 8n;
-  }
-}
-
-/** A ustar header block for a regular file. */
-export function tarHeader(name: string, size: number, mtime = Math.floor(Date.now() / 1000)): Buffer {
-  const b = Buffer.alloc(BLOCK);
-  let prefix = '';
-  let base = name;
-  if (Buffer.byteLength(name) > 100) {
-    const cut = name.lastIndexOf('/', 155);
-    if (cut <= 0 || Buffer.byteLength(name.slice(cut + 1)) > 100) throw new TarError('CORRUPT', `tar name too long: ${name}`);
-    prefix = name.slice(0, cut);
-    base = name.slice(cut + 1);
-  }
-  putString(b, 0, 100, base);
-  putOctal(b, 100, 8, 0o644);
-  putOctal(b, 108, 8, 0);
-  putOctal(b, 116, 8, 0);
-  putOctal(b, 124, 12, size);
-  putOctal(b, 136, 12, mtime);
-  b.fill(0x20, 148, 156); // checksum counted as spaces
-  b[156] = 0x30; // '0': regular file
-  putString(b, 257, 6, 'ustar');
-  putString(b, 263, 2, '00');
-  putString(b, 345, 155, prefix);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += b[i];
-  putString(b, 148, 8, `${sum.toString(8).padStart(6, '0')}\0 `);
-  return b;
-}
-
-/** Zero bytes that round a member of `size` bytes up to a whole block. */
-export function tarPadding(size: number): Buffer {
-  const r = size % BLOCK;
-  return r === 0 ? Buffer.alloc(0) : Buffer.alloc(BLOCK - r);
-}
-
-/** The end-of-archive marker: two zero blocks. */
-export const tarEnd = (): Buffer => END;
-
-/** A whole member: header, data, padding. */
-export function tarMember(name: string, data: Buffer): Buffer[] {
-  return [tarHeader(name, data.length), data, tarPadding(data.length)];
 }
 
 // ------------------------------------------------------------------ reading
 
-/** Exact-length reads over any async byte source, holding at most one chunk of it. */
-export class ByteReader {
-  private readonly it: AsyncIterator<Buffer | string>;
-  /** Buffered bytes not yet handed out, in order. */
-  private chunks: Buffer[] = [];
-  private length = 0;
-  private done = false;
-  /** Bytes consumed so far. */
-  consumed = 0;
-
-  constructor(source: AsyncIterable<Buffer | string>) {
-    this.it = source[Symbol.asyncIterator]();
-  }
-
-  private async fill(): Promise<boolean> {
-    if (this.done) return false;
-    const r = await this.it.next();
-    if (r.done) {
-      this.done = true;
-      return false;
-    }
-    const chunk = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
-    if (chunk.length) {
-      this.chunks.push(chunk);
-      this.length += chunk.length;
-    }
-    return true;
-  }
-
-  private take(n: number): Buffer {
-    const first = this.chunks[0];
-    let out: Buffer;
-    if (first.length >= n) {
-      out = first.subarray(0, n);
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let got = 0;
-      while (got < n) {
-        const c = this.chunks[0];
-        const k = Math.min(c.length, n - got);
-        c.copy(out, got, 0, k);
-        got += k;
-        if (k === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(k);
-      }
-    }
-    this.length -= n;
-    this.consumed += n;
-    return out;
-  }
-
-  /** Exactly n bytes, or null at a clean end (nothing read); throws TRUNCATED mid-way. */
-  async readOrEnd(n: number): Promise<Buffer | null> {
-    while (this.length < n) {
-      if (!(await this.fill())) {
-        if (this.length === 0) return null;
-        throw new TarError('TRUNCATED', `the stream ended ${n - this.length} bytes short`);
-      }
-    }
-    return this.take(n);
-  }
-
-  async read(n: number): Promise<Buffer> {
-    if (n === 0) return Buffer.alloc(0);
-    const b = await this.readOrEnd(n);
-    if (!b) throw new TarError('TRUNCATED', 'the stream ended early');
-    return b;
-  }
-
-  async skip(n: number): Promise<void> {
-    while (n > 0) {
-      const k = Math.min(n, 1 << 20);
-      await this.read(k);
-      n -= k;
-    }
-  }
-
-  /** Reads and drops whatever is left. */
-  async drain(): Promise<void> {
-    this.chunks = [];
-    this.length = 0;
-    while (await this.fill()) {
-      this.chunks = [];
-      this.length = 0;
-    }
-  }
-}
-
-export interface TarEntry {
-  name: string;
-  size: number;
-  type: string;
-}
-
-function readString(b: Buffer, off: number, len: number): string {
-  const end = b.indexOf(0, off);
-  return b.toString('utf8', off, end < 0 || end > off + len ? off + len : end);
-}
-
-function readNumber(b: Buffer, off: number, len: number): number {
-  if (b[off] & 0x80) {
-    let v = 0n;
-    for (let i = off + 1; i < off + len; i++) v = (v << 8n) | BigInt(b[i]);
-    return Number(v);
-  }
-  const s = readString(b, off, len).trim();
-  if (s === '') return 0;
-  if (!/^[0-7]+$/.test(s)) throw new TarError('CORRUPT', `bad number in a tar header: '${s}'`);
-  return parseInt(s, 8);
-}
-
-/** Parses a header block; null for an all-zero (end) block. */
-export function parseHeader(b: Buffer): TarEntry | null {
-  if (b.every((x) => x === 0)) return null;
-  const stored = readNumber(b, 148, 8);
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : b[i];
-  if (sum !== stored) throw new TarError('CORRUPT', 'a tar header checksum is wrong');
-  let name = readString(b, 0, 100);
-  const magic = b.toString('latin1', 257, 262);
-  if (magic === 'ustar') {
-    const prefix = readString(b, 345, 155);
-    if (prefix && b[263] === 0x30) name = `${prefix}/${name}`; // POSIX ustar ("00"), not the old GNU layout
-  }
-  return { name, size: readNumber(b, 124, 12), type: String.fromCharCode(b[156] || 0x30) };
+function asTarError(e: unknown): TarError {
+  if (e instanceof TarError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new TarError(/unexpected end/i.test(message) ? 'TRUNCATED' : 'CORRUPT', message);
 }
 
 /**
- * Tar members one by one. `next()` returns the next regular file's header
- * (GNU long names and pax headers applied), or null at the end of the
- * archive; its data must then be read (`data`) or skipped (`skip`) before
- * asking for the next one.
+ * Tar members one by one from a byte source. `next()` returns the next
+ * regular file's header (long names and pax headers applied; directories and
+ * links skipped), or null at the end of the archive; its data must then be
+ * read (`data`) or skipped (`skip`) before asking for the next one. `drain()`
+ * reads and drops the rest of the source, so a client's upload can finish.
  */
 export class TarReader {
-  private pending = 0;
-  private padding = 0;
+  private readonly extractor: Extract = extract(LENIENT);
+  private readonly entries: AsyncIterator<Source>;
+  private current: Source | undefined;
+  private discarding = false;
+  private readonly pumping: Promise<void>;
 
-  constructor(readonly bytes: ByteReader) {}
+  constructor(source: AsyncIterable<Buffer | string>) {
+    this.entries = this.extractor[Symbol.asyncIterator]();
+    this.pumping = this.pump(source[Symbol.asyncIterator]());
+    this.pumping.catch(() => undefined);
+  }
 
-  async next(): Promise<TarEntry | null> {
-    await this.skip();
-    let longName: string | undefined;
-    for (;;) {
-      const block = await this.bytes.readOrEnd(BLOCK);
-      if (!block) return null; // no end marker: a stream cut at a member boundary still ends here
-      const h = parseHeader(block);
-      if (!h) return null;
-      if (h.type === 'L' || h.type === 'x' || h.type === 'g') {
-        const body = await this.bytes.read(h.size);
-        await this.bytes.skip(tarPadding(h.size).length);
-        if (h.type === 'L') longName = readString(body, 0, body.length);
-        else if (h.type === 'x') {
-          const m = /(?:^|\n)\d+ path=([^\n]*)\n/.exec(body.toString('utf8'));
-          if (m) longName = m[1];
-        }
-        continue;
+  private async pump(it: AsyncIterator<Buffer | string>): Promise<void> {
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) break;
+        if (this.discarding || this.extractor.destroyed) continue;
+        const chunk = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+        if (!this.extractor.write(chunk)) await writable(this.extractor);
       }
-      if (longName !== undefined) h.name = longName;
-      this.pending = h.size;
-      this.padding = tarPadding(h.size).length;
-      if (h.type !== '0' && h.type !== '\0') {
-        await this.skip();
-        longName = undefined;
-        continue; // directories, links…: an XVA has none worth reading
-      }
-      return h;
+      if (!this.discarding && !this.extractor.destroyed) this.extractor.end(undefined);
+    } catch (e) {
+      this.extractor.destroy(e instanceof Error ? e : new Error(String(e)));
+      throw e;
     }
   }
 
-  /** The current member's data, whole (members of an XVA are at most a few MiB). */
+  async next(): Promise<TarEntry | null> {
+    await this.skip();
+    for (;;) {
+      let r: IteratorResult<Source>;
+      try {
+        r = await this.entries.next();
+      } catch (e) {
+        throw asTarError(e);
+      }
+      if (r.done) return null;
+      const { header } = r.value;
+      if (header.type !== 'file' && header.type !== 'contiguous-file') {
+        this.current = r.value;
+        await this.skip(); // directories, links…: an XVA has none worth reading
+        continue;
+      }
+      this.current = r.value;
+      return { name: header.name, size: header.size };
+    }
+  }
+
+  /** The current member's data, whole. */
   async data(): Promise<Buffer> {
-    const b = await this.bytes.read(this.pending);
-    this.pending = 0;
-    await this.bytes.skip(this.padding);
-    this.padding = 0;
-    return b;
+    const entry = this.current;
+    this.current = undefined;
+    if (!entry) return Buffer.alloc(0);
+    const parts: Buffer[] = [];
+    try {
+      for await (const c of entry) parts.push(c as Buffer);
+    } catch (e) {
+      throw asTarError(e);
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 
   async skip(): Promise<void> {
-    await this.bytes.skip(this.pending + this.padding);
-    this.pending = 0;
-    this.padding = 0;
+    const entry = this.current;
+    this.current = undefined;
+    if (!entry) return;
+    try {
+      for await (const _ of entry);
+    } catch (e) {
+      throw asTarError(e);
+    }
   }
+
+  /** Stops reading members and drops whatever the source still sends. */
+  async drain(): Promise<void> {
+    this.discarding = true;
+    if (!this.extractor.destroyed) this.extractor.destroy();
+    await this.pumping.catch(() => undefined);
+  }
+}
+
+/** Resolves when the extractor takes writes again, or is gone. */
+function writable(w: Extract): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      w.off('drain', done);
+      w.off('close', done);
+      resolve();
+    };
+    w.on('drain', done);
+    w.on('close', done);
+  });
 }
