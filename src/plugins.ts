@@ -15,6 +15,7 @@ import { Runner } from './network/exec.ts';
 import { Xenops } from './messages/vm-domains/index.ts';
 import { Metrics } from './metrics/service.ts';
 import { hostRrd, rrdUpdates, vmRrd } from './metrics/http.ts';
+import { poolPlugin } from './pool/index.ts';
 
 export interface PluginOptions {
   backend: 'qemu' | 'sim';
@@ -45,6 +46,8 @@ export function networkPlugin(o: { network?: 'ovs' | 'bridge'; attachUplinks?: b
       networking = new Networking(backend, services, o.attachUplinks ?? false);
       services.networking = networking;
       services.nics = networking;
+      // a pool member's records are the master's to write
+      if (services.member) return;
       await networking.introduceNics();
       const r = await networking.reconcile();
       log.info({ backend: backend.kind, ...r }, 'network reconciled');
@@ -68,8 +71,10 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
     async start(services, routes) {
       storage = new Storage(services);
       services.storage = storage;
-      ensureSmRecords(services);
-      await ensureLocalSr(services, storage);
+      if (!services.member) {
+        ensureSmRecords(services);
+        await ensureLocalSr(services, storage);
+      }
       const dataPaths = [
         [httpActionPath('put_import_raw_vdi'), importRawVdi(services, storage)],
         [httpActionPath('get_export_raw_vdi'), exportRawVdi(services, storage)],
@@ -80,7 +85,7 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
       for (const [path, handler] of dataPaths) for (const p of [path, `${path}/`]) routes.routes.set(p, handler);
       let running = false;
       timer = setInterval(() => {
-        if (running) return;
+        if (running || services.store.isReplica) return;
         running = true;
         storage!.collect().catch((err: unknown) => services.log.warn({ err }, 'storage collector failed')).finally(() => (running = false));
       }, o.gcIntervalMs ?? 30_000);
@@ -113,11 +118,13 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
       const backend = await makeBackend(o, services.dataDir, (m) => log.debug(m));
       xenops = new Xenops(backend, services);
       services.xenops = xenops;
+      routes.connect.set(httpActionPath('connect_console'), consoleConnect(services, xenops));
+      routes.routes.set(httpActionPath('connect_console_ws'), consoleLog(services, xenops));
+      // on a pool member the master keeps the records of these domains
+      if (services.member) return;
       xenops.listen();
       const r = await xenops.reconcile();
       log.info({ backend: backend.name, ...r }, 'domains reconciled');
-      routes.connect.set(httpActionPath('connect_console'), consoleConnect(services, xenops));
-      routes.routes.set(httpActionPath('connect_console_ws'), consoleLog(services, xenops));
       timer = setInterval(() => void xenops?.sampleMetrics(), o.metricsIntervalMs ?? 5000);
       timer.unref();
     },
@@ -142,7 +149,8 @@ export function metricsPlugin(o: { stepS?: number; intervalMs?: number } = {}): 
       routes.routes.set(httpActionPath('get_host_rrd'), hostRrd(services, metrics));
       routes.routes.set(httpActionPath('get_vm_rrd'), vmRrd(services, metrics));
       const m = metrics;
-      const tick = (): void => void m.collect().catch((err: unknown) => services.log.warn({ err }, 'metrics collection failed'));
+      // a pool member's records are the master's to write (its VMs' metrics: not yet carried to the master)
+      const tick = (): void => void (services.store.isReplica ? Promise.resolve() : m.collect()).catch((err: unknown) => services.log.warn({ err }, 'metrics collection failed'));
       tick();
       timer = setInterval(tick, o.intervalMs ?? (o.stepS ?? 5) * 1000);
       timer.unref();
@@ -156,5 +164,5 @@ export function metricsPlugin(o: { stepS?: number; intervalMs?: number } = {}): 
 
 export function defaultPlugins(o: PluginOptions): Plugin[] {
   const network = o.network === 'none' ? [] : [networkPlugin({ ...o, network: o.network })];
-  return [storagePlugin(o), ...network, xenopsPlugin(o), metricsPlugin()];
+  return [poolPlugin(), storagePlugin(o), ...network, xenopsPlugin(o), metricsPlugin()];
 }

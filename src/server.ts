@@ -23,6 +23,7 @@ import { readHostFacts } from './host/facts.ts';
 import type { Services } from './messages/context.ts';
 import { HANDLERS } from './messages/index.ts';
 import { firstStart } from './pool/first-start.ts';
+import { openMembership } from './pool/membership.ts';
 import { Tasks } from './tasks/manager.ts';
 
 export interface Listen {
@@ -58,6 +59,8 @@ export interface RunningServer {
   readonly dispatcher: Dispatcher;
   readonly httpUrl?: string;
   readonly httpsUrl?: string;
+  /** Resolves when the daemon asks to be restarted (it joined or left a pool): close it and start it again. */
+  readonly restartRequested: Promise<void>;
   close(): Promise<void>;
 }
 
@@ -105,16 +108,22 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   const accounts = new Accounts(store.sqlite);
   await ensureRoot(accounts, cfg, log);
   const address = cfg.https?.host && cfg.https.host !== '0.0.0.0' ? cfg.https.host : '127.0.0.1';
-  const identity = firstStart(store, readHostFacts(), address);
+  // a pool member's database is the master's, replicated: it writes nothing of its own
+  const membership = await openMembership(cfg.dataDir, store, log);
+  const identity = membership.identity ?? firstStart(store, readHostFacts(), address);
   const sessions = new Sessions(store, accounts, () => identity.host, cfg.sessionIdleMs ?? 24 * 3600_000, log);
   const tasks = new Tasks(store, () => identity.host);
-  tasks.failOrphans();
+  if (!membership.member) tasks.failOrphans();
   let dispatcher: Dispatcher | undefined;
+  let restart = (): void => undefined;
+  const restartRequested = new Promise<void>((resolve) => (restart = resolve));
   const services: Services = {
     store, sessions, tasks, log, audit, dataDir: cfg.dataDir,
     hostRef: () => identity.host,
     poolRef: () => identity.pool,
     implemented: (message) => dispatcher?.implementedByName(message) ?? false,
+    member: membership.member,
+    restart: () => void setTimeout(restart, 200).unref(),
   };
   const routes: HttpRoutes = { routes: new Map(), connect: new Map() };
   dispatcher = new Dispatcher(services, HANDLERS);
@@ -148,6 +157,7 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
     }
   }
   const housekeeping = setInterval(() => {
+    if (store.isReplica) return; // the master keeps sessions and tasks
     try {
       sessions.expireIdle();
       tasks.collect(cfg.taskMaxAgeMs ?? 3600_000);
@@ -159,9 +169,10 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   log.info({ httpUrl, httpsUrl, dataDir: cfg.dataDir }, 'xenon started');
 
   return {
-    services, dispatcher, httpUrl, httpsUrl,
+    services, dispatcher, httpUrl, httpsUrl, restartRequested,
     async close() {
       clearInterval(housekeeping);
+      await membership.close();
       for (const p of [...plugins].reverse()) await p.stop?.();
       await Promise.all(servers.map((s) => new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); })));
       store.close();

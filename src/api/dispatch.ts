@@ -22,6 +22,9 @@ const STRING_SET: XType = { kind: 'set', of: STRING };
 /** A handler as dispatch calls it: by wire name, with arguments checked against the datamodel. */
 type CheckedHandler = (ctx: CallContext, args: Args) => unknown;
 /** Handlers are typed per message (messages/generated/handlers.ts); dispatch checks their arguments first. */
+/** What a pool member still answers itself: everything else belongs to the master (HOST_IS_SLAVE, as xapi). */
+const ON_MEMBERS = new Set(['pool.emergency_transition_to_master', 'pool.emergency_reset_master', 'session.slave_local_login_with_password']);
+
 const isHandler = (v: unknown): v is CheckedHandler => typeof v === 'function';
 
 /** Every handler of a set by wire name (`Class.message`); explicit messages marked notImplemented are left out. */
@@ -89,6 +92,8 @@ export class Dispatcher {
       // Class_message is accepted as Class.message, as xapi does (also after Async.)
       const m = findMessage(isAsync ? method.slice(6) : method);
       if (!m || (isAsync && !m.async)) throw new XenApiError('MESSAGE_METHOD_UNKNOWN', method);
+      const member = this.services.member;
+      if (member && !ON_MEMBERS.has(m.wireName)) throw new XenApiError('HOST_IS_SLAVE', member.master);
       const session = this.checkArity(m, raw, method);
       const args = this.convertArgs(m, raw);
       if (m.lifecycle === 'removed') throw new XenApiError('MESSAGE_REMOVED');

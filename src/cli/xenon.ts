@@ -82,9 +82,9 @@ async function server(rest: string[]): Promise<void> {
   const https = parseListen(values.https, '0.0.0.0');
   const release = acquirePidFile(values['data-dir']);
   process.on('exit', release);
-  const server = await startServer(
+  const start = () => startServer(
     {
-      dataDir: values['data-dir'],
+      dataDir: values['data-dir']!,
       localSockets: values['local-socket'] ?? [],
       http: parseListen(values.http, '127.0.0.1') ?? { host: '127.0.0.1', port: 80 },
       https: https ?? null,
@@ -100,12 +100,24 @@ async function server(rest: string[]): Promise<void> {
       attachUplinks: values['attach-uplinks'] ?? false,
     }),
   );
+  let server = await start();
+  let stopping = false;
   const stop = (): void => {
+    stopping = true;
     server.close().then(() => process.exit(0), () => process.exit(1));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.stdout.write(`xenon: listening on ${[server.httpUrl, server.httpsUrl].filter(Boolean).join(' and ')}\n`);
+  // joining or leaving a pool restarts the daemon in place, as xapi restarts itself
+  for (;;) {
+    await server.restartRequested;
+    if (stopping) return;
+    process.stdout.write('xenon: restarting (pool membership changed)\n');
+    await server.close();
+    server = await start();
+    process.stdout.write(`xenon: restarted, listening on ${[server.httpUrl, server.httpsUrl].filter(Boolean).join(' and ')}\n`);
+  }
 }
 
 async function stop(rest: string[]): Promise<void> {

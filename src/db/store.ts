@@ -98,6 +98,8 @@ export class Store {
   private readonly uuidIndex = new Map<string, Map<string, string>>();
   private readonly statements = new Map<string, TableStatements>();
   private pending: Pending[] | null = null;
+  /** On a pool member the database is the master's replica: only replication writes it. */
+  private replica = false;
 
   constructor(opts: StoreOptions) {
     this.sql = new Database(opts.path);
@@ -227,6 +229,7 @@ export class Store {
    * own writes); if it throws, they are undone and nothing reaches disk or events.
    */
   transact<T>(fn: (tx: Tx) => T): T {
+    if (this.replica) throw new Error('this database is a replica of the pool master\'s: only replication writes it');
     if (this.pending) return fn(this.tx); // nested: part of the outer transaction
     this.pending = [];
     let result: T;
@@ -369,7 +372,76 @@ export class Store {
     );
   }
 
+  /** Makes the database a read-only replica (a pool member's) or writable again (a master's). */
+  setReplica(on: boolean): void {
+    this.replica = on;
+  }
+
+  get isReplica(): boolean {
+    return this.replica;
+  }
+
+  /**
+   * Replication: rows as the master has them (null: deleted there), written
+   * as they are — owners' sets come with the owners, so no relinking — in one
+   * transaction, then published as events. `full`: the rows are the whole
+   * database, and every persistent row not among them is deleted.
+   */
+  applyReplicated(rows: readonly ReplicatedRow[], full: boolean): void {
+    if (this.pending) throw new Error('replication inside a transaction');
+    this.pending = [];
+    try {
+      const seen = new Set<string>();
+      for (const { cls, ref, rec } of rows) {
+        seen.add(ref);
+        this.putRow(cls, ref, rec);
+      }
+      if (full) {
+        for (const cls of MODEL) {
+          if (!cls.decl.persistent) continue;
+          for (const ref of [...this.table(cls.name).keys()]) if (!seen.has(ref)) this.putRow(cls.name, ref, null);
+        }
+      }
+      this.persist(this.pending);
+    } catch (e) {
+      this.undo(this.pending);
+      this.pending = null;
+      throw e;
+    }
+    const done = this.pending;
+    this.pending = null;
+    this.publish(done);
+  }
+
+  private putRow(clsName: string, ref: string, rec: DbRecord | null): void {
+    const cls = getClass(clsName);
+    if (!cls?.decl.persistent) throw new Error(`not a replicated class: ${clsName}`);
+    const table = this.table(clsName);
+    const uuids = this.uuidIndex.get(clsName)!;
+    const before = table.get(ref);
+    if (rec === null) {
+      if (!before) return;
+      this.track(clsName, ref, 'del', before);
+      table.delete(ref);
+      if (typeof before.uuid === 'string') uuids.delete(before.uuid);
+      return;
+    }
+    const after = defaultRecord(cls);
+    for (const f of cls.fields) if (Object.hasOwn(rec, f.name)) after[f.name] = rec[f.name];
+    this.track(clsName, ref, before ? 'mod' : 'add', before);
+    if (typeof before?.uuid === 'string') uuids.delete(before.uuid);
+    table.set(ref, Object.freeze(after));
+    if (typeof after.uuid === 'string') uuids.set(after.uuid, ref);
+  }
+
   close(): void {
     this.sql.close();
   }
+}
+
+/** One row as replication carries it: its latest state, or null once deleted. */
+export interface ReplicatedRow {
+  readonly cls: string;
+  readonly ref: string;
+  readonly rec: DbRecord | null;
 }

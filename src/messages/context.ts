@@ -88,6 +88,17 @@ export interface NetworkingService extends NicProvider {
   introduceNics(): Promise<void>;
 }
 
+/** The pool this host belongs to (src/pool/), as messages use it. */
+export interface PoolService {
+  join(ctx: CallContext, masterAddress: string, user: string, password: string, force: boolean): Promise<void>;
+  eject(host: string): Promise<void>;
+}
+
+/** On a pool member: where its master is (the database is a read-only replica, the API answers HOST_IS_SLAVE). */
+export interface MemberInfo {
+  readonly master: string;
+}
+
 export interface Services {
   readonly store: Store;
   readonly sessions: Sessions;
@@ -105,6 +116,12 @@ export interface Services {
   storage?: StorageService;
   networking?: NetworkingService;
   metrics?: MetricsService;
+  /** Membership of a pool of several hosts: set by the pool plugin. */
+  pool?: PoolService;
+  /** Set on a pool member. */
+  readonly member?: MemberInfo;
+  /** Asks the daemon to restart itself (after joining or leaving a pool), once the current call is answered. */
+  readonly restart?: () => void;
   /** Where the domain manager gets a VIF's tap: networking, or a stand-in where guests need NICs without it. */
   nics?: NicProvider;
 }

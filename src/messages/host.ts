@@ -4,7 +4,7 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import type { Ref } from '../datamodel/generated/records.ts';
 import { MESSAGES } from '../datamodel/model.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
-import { notImplemented, type CallContext } from './context.ts';
+import { notImplemented, type CallContext, type PoolService } from './context.ts';
 import type { host_handlers, pool_handlers } from './generated/handlers.ts';
 import { xenopsOf } from './vm.ts';
 
@@ -16,6 +16,12 @@ function thisHost(ctx: CallContext, host: Ref<'host'>): Ref<'host'> {
 
 const residentVms = (ctx: CallContext, host: Ref<'host'>): Ref<'VM'>[] =>
   ctx.services.store.where('VM', (v) => v.resident_on === host && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused')).map(([r]) => r);
+
+function poolOf(ctx: CallContext): PoolService {
+  const p = ctx.services.pool;
+  if (!p) throw new XenApiError('NOT_IMPLEMENTED', 'no pool subsystem on this host');
+  return p;
+}
 
 export const hostHandlers: host_handlers = {
   disable: (ctx, a) => {
@@ -187,7 +193,7 @@ export const poolHandlers: pool_handlers = {
   recover_slaves: notImplemented,
   emergency_reset_master: notImplemented,
   emergency_transition_to_master: notImplemented,
-  eject: notImplemented,
-  join_force: notImplemented,
-  join: notImplemented,
+  eject: (ctx, a) => poolOf(ctx).eject(a.host),
+  join_force: (ctx, a) => poolOf(ctx).join(ctx, a.master_address, a.master_username, a.master_password, true),
+  join: (ctx, a) => poolOf(ctx).join(ctx, a.master_address, a.master_username, a.master_password, false),
 };

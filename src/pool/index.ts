@@ -1,0 +1,90 @@
+/**
+ * The pool subsystem: membership (join, eject), replication of the database
+ * to members, and the routes of the host-to-host channel.
+ *   POST /pool/replicate  master: members follow its database (replication.ts)
+ *   POST /pool/join       master: admits a joining host (admission.ts), for a pool-admin session
+ *   POST /pool/eject      member: told by its master that it leaves the pool
+ */
+import type http from 'node:http';
+import type { RouteHandler } from '../api/http.ts';
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { Services } from '../messages/context.ts';
+import { sessionIdOf } from '../messages/http-handlers.ts';
+import type { Plugin } from '../server.ts';
+import { admitHost, checkJoinRequest } from './admission.ts';
+import { answer, hasSecret, readJson } from './channel.ts';
+import { ejectHost, forgetPool } from './eject.ts';
+import { joinPool } from './join.ts';
+import { membershipOf, type Membership } from './membership.ts';
+import type { ReplicationAsk } from './replication.ts';
+
+/** A channel route: the outcome of `fn` as the reply, XenAPI errors as such. */
+const route =
+  (fn: (req: http.IncomingMessage, body: unknown, signal: AbortSignal) => Promise<unknown> | unknown): RouteHandler =>
+  async (req, res) => {
+    const aborted = new AbortController();
+    res.on('close', () => aborted.abort());
+    try {
+      if (req.method !== 'POST') throw new XenApiError('INVALID_VALUE', 'method', String(req.method));
+      answer(res, { result: await fn(req, await readJson(req), aborted.signal) });
+    } catch (error) {
+      answer(res, { error });
+    }
+  };
+
+function requireSecret(req: http.IncomingMessage, m: Membership): void {
+  if (!hasSecret(req, m.role.secret)) throw new XenApiError('PERMISSION_DENIED', 'the pool secret is required');
+}
+
+function requireMaster(m: Membership): void {
+  if (m.role.role === 'member') throw new XenApiError('HOST_IS_SLAVE', m.role.master);
+}
+
+function checkAsk(body: unknown): ReplicationAsk {
+  const b = body as Partial<ReplicationAsk> | null;
+  if (!b || typeof b.epoch !== 'string' || !Number.isSafeInteger(b.since) || !Number.isFinite(b.waitMs)) throw new XenApiError('INVALID_VALUE', 'ask', 'malformed');
+  return { epoch: b.epoch, since: Number(b.since), waitMs: Math.max(0, Number(b.waitMs)) };
+}
+
+export function poolPlugin(): Plugin {
+  return {
+    name: 'pool',
+    start(services: Services, routes) {
+      const m = membershipOf(services.store);
+      if (!m) throw new Error('the pool plugin needs the server\'s membership');
+      routes.routes.set('/pool/replicate', route((req, body, signal) => {
+        requireMaster(m);
+        requireSecret(req, m);
+        return m.source!.answer(checkAsk(body), signal);
+      }));
+      routes.routes.set('/pool/join', route((req, body) => {
+        requireMaster(m);
+        const url = new URL(req.url ?? '/', 'http://x');
+        const session = services.sessions.check(sessionIdOf(req, url));
+        if (!session.isLocalSuperuser && !session.roles.has('pool-admin')) throw new XenApiError('RBAC_PERMISSION_DENIED', 'pool.join', 'joining needs pool-admin on the master');
+        const host = admitHost(services, checkJoinRequest(body));
+        services.log.info({ host }, 'a host joined the pool');
+        return { secret: m.role.secret, host };
+      }));
+      routes.routes.set('/pool/eject', route((req) => {
+        if (m.role.role !== 'member') throw new XenApiError('OPERATION_NOT_ALLOWED', 'this host is not a pool member');
+        requireSecret(req, m);
+        forgetPool(services.dataDir);
+        services.log.info('ejected from the pool: restarting as a pool of one');
+        services.restart?.();
+        return null;
+      }));
+      services.pool = {
+        join: (ctx, address, user, password, force) => {
+          if (m.role.role === 'member') throw new XenApiError('HOST_IS_SLAVE', m.role.master);
+          return joinPool(ctx, address, user, password, force);
+        },
+        eject: (host) => {
+          requireMaster(m);
+          return ejectHost(services, m.role.secret, host);
+        },
+      };
+    },
+  };
+}
+

@@ -1,0 +1,104 @@
+/**
+ * A pool laboratory: each host a `xenon server` in a network namespace of its
+ * own, the namespaces joined by veths to a Linux bridge in a switch namespace
+ * (all names unique to this run), each daemon also reachable from the test
+ * over a unix socket. Everything is removed on teardown, also after failures.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { XenApiClient } from '../../src/client/client.ts';
+import { spawnDaemon, type Daemon } from '../helpers/daemon.ts';
+import { must, TestNet } from '../network/helpers.ts';
+
+export const ROOT_PASSWORD = 'xenon-test-root';
+
+export interface LabHost {
+  readonly name: string;
+  readonly ip: string;
+  readonly dataDir: string;
+  readonly socket: string;
+  daemon: Daemon;
+  /** A client logged in as root (re-made after a restart). */
+  client(): Promise<XenApiClient>;
+  /** A client that is not logged in. */
+  anonymous(): XenApiClient;
+}
+
+export class PoolLab {
+  private readonly net = new TestNet();
+  readonly dir = mkdtempSync(join(tmpdir(), 'xpool-'));
+  readonly hosts: LabHost[] = [];
+  private readonly clients: XenApiClient[] = [];
+  /** 10.<subnet>.0.0/24, random per run so a leftover of another run cannot answer. */
+  private readonly subnet = 100 + Math.floor(Math.random() * 150);
+  private nextIp = 1;
+
+  async setup(): Promise<this> {
+    await this.net.setup();
+    await must('ip', ['-n', this.net.ns, 'link', 'add', 'br0', 'type', 'bridge']);
+    await must('ip', ['-n', this.net.ns, 'link', 'set', 'br0', 'up']);
+    return this;
+  }
+
+  /** Starts host `name` (h1, h2, …) with the given extra daemon arguments (default: the simulator, no networking). */
+  async addHost(name: string, args: string[] = ['--backend', 'sim', '--network', 'none']): Promise<LabHost> {
+    const ip = `10.${this.subnet}.0.${this.nextIp++}`;
+    const ns = await this.net.addHost(name, `${ip}/24`);
+    await must('ip', ['-n', this.net.ns, 'link', 'set', name, 'master', 'br0']);
+    const dataDir = join(this.dir, name);
+    const socket = join(this.dir, `${name}.sock`);
+    const daemon = await spawnDaemon(dataDir, { netns: ns, socketPath: socket, args: ['--https', `${ip}:443`, ...args] });
+    const host: LabHost = {
+      name, ip, dataDir, socket, daemon,
+      client: async () => {
+        const c = this.track(new XenApiClient('http://localhost/', { socketPath: socket, timeoutMs: 120_000 }));
+        await c.login('root', ROOT_PASSWORD);
+        return c;
+      },
+      anonymous: () => this.track(new XenApiClient('http://localhost/', { socketPath: socket, timeoutMs: 120_000 })),
+    };
+    this.hosts.push(host);
+    return host;
+  }
+
+  private track(c: XenApiClient): XenApiClient {
+    this.clients.push(c);
+    return c;
+  }
+
+  /** Waits until the daemon of `host` has restarted `times` times in all (pool membership changed). */
+  async restarted(host: LabHost, times = 1, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((host.daemon.output().match(/xenon: restarted/g) ?? []).length < times) {
+      if (host.daemon.proc.exitCode !== null || Date.now() > deadline) throw new Error(`${host.name} did not restart:\n${host.daemon.output()}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async teardown(): Promise<void> {
+    for (const c of this.clients) c.close();
+    for (const h of this.hosts) {
+      const p = h.daemon.proc;
+      if (p.exitCode === null && p.pid) {
+        p.kill('SIGTERM');
+        const gone = await Promise.race([h.daemon.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 10_000))]);
+        if (!gone) p.kill('SIGKILL');
+      }
+    }
+    await this.net.teardown();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Expects a XenAPI failure with this code; returns its parameters. */
+export async function failsWith(p: Promise<unknown>, code: string): Promise<readonly string[]> {
+  try {
+    await p;
+  } catch (e) {
+    const err = e as { code?: string; params?: readonly string[] };
+    if (err.code === code) return err.params ?? [];
+    throw new Error(`expected ${code}, got ${String(e)}`);
+  }
+  throw new Error(`expected ${code}, but the call succeeded`);
+}
