@@ -114,7 +114,7 @@ async function server(rest: string[]): Promise<void> {
     await server.restartRequested;
     if (stopping) return;
     process.stdout.write('xenon: restarting (pool membership changed)\n');
-    await server.close();
+    await server.close().catch((e: unknown) => process.stderr.write(`xenon: closing before the restart: ${e instanceof Error ? e.message : String(e)}\n`));
     server = await start();
     process.stdout.write(`xenon: restarted, listening on ${[server.httpUrl, server.httpsUrl].filter(Boolean).join(' and ')}\n`);
   }

@@ -69,6 +69,8 @@ export function poolPlugin(): Plugin {
       routes.routes.set('/pool/eject', route((req) => {
         if (m.role.role !== 'member') throw new XenApiError('OPERATION_NOT_ALLOWED', 'this host is not a pool member');
         requireSecret(req, m);
+        // the master removes this host's records next: the replica stops here, so nothing here loses its own record
+        void m.replica?.stop();
         forgetPool(services.dataDir);
         services.log.info('ejected from the pool: restarting as a pool of one');
         services.restart?.();
