@@ -18,6 +18,7 @@ DEBS=(
   ansible                   # community.general xenserver_guest* modules (test/clients/ansible.test.ts)
   iperf3 wrk                # bench/net, bench/api
   etcd-server               # etcd 3.4: HA's consensus (the daemon runs its own members)
+  chromium                  # the web console's end-to-end tests and bench/web (playwright-core drives it)
 )
 missing=()
 for p in "${DEBS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p"); done
@@ -36,6 +37,9 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+echo "setup: building the web console"
+npm run --silent build:web
 
 echo "setup: building the test guest"
 npx tsx tools/testguest/build.ts

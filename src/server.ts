@@ -25,6 +25,7 @@ import { HANDLERS } from './messages/index.ts';
 import { firstStart } from './pool/first-start.ts';
 import { openMembership } from './pool/membership.ts';
 import { Tasks } from './tasks/manager.ts';
+import { registerWebConsole } from './web/static.ts';
 
 export interface Listen {
   host: string;
@@ -52,6 +53,8 @@ export interface ServerConfig {
   httpLimits?: Partial<HttpLimits>;
   /** More local root sockets besides `<data-dir>/xapi` (e.g. xapi's /var/lib/xcp/xapi). */
   localSockets?: readonly string[];
+  /** The built web console served on GET / (default web/dist of this tree; null: none). */
+  webDir?: string | null;
 }
 
 export interface RunningServer {
@@ -61,6 +64,8 @@ export interface RunningServer {
   readonly httpsUrl?: string;
   /** Resolves when the daemon asks to be restarted (it joined or left a pool): close it and start it again. */
   readonly restartRequested: Promise<void>;
+  /** Whether GET / serves the web console (it was built). */
+  readonly webConsole: boolean;
   close(): Promise<void>;
 }
 
@@ -125,9 +130,10 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
     member: membership.member,
     restart: () => void setTimeout(restart, 200).unref(),
   };
-  const routes: HttpRoutes = { routes: new Map(), connect: new Map() };
+  const routes: HttpRoutes = { routes: new Map(), connect: new Map(), upgrade: new Map() };
   dispatcher = new Dispatcher(services, HANDLERS);
   for (const p of plugins) await p.start?.(services, routes);
+  const webConsole = cfg.webDir === null ? false : registerWebConsole(routes, cfg.webDir);
 
   const front = new ApiFront({ dispatcher, routes, log, limits: cfg.httpLimits });
   const servers: (http.Server | https.Server)[] = [];
@@ -169,7 +175,7 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   log.info({ httpUrl, httpsUrl, dataDir: cfg.dataDir }, 'xenon started');
 
   return {
-    services, dispatcher, httpUrl, httpsUrl, restartRequested,
+    services, dispatcher, httpUrl, httpsUrl, restartRequested, webConsole,
     async close() {
       clearInterval(housekeeping);
       await membership.close();

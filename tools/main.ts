@@ -69,7 +69,9 @@ if (!rootPw) {
     'Xenon is running.',
     `  XenAPI (HTTP, loopback):  ${server.httpUrl}   (XML-RPC on /, JSON-RPC on /jsonrpc)`,
     `  XenAPI (HTTPS):           ${server.httpsUrl?.replace('0.0.0.0', hostname())}`,
-    `  web console:              ${server.httpsUrl?.replace('0.0.0.0', hostname())}/  (the web UI is not built yet: use xe or any XenAPI client)`,
+    server.webConsole
+      ? `  web console:              ${server.httpsUrl?.replace('0.0.0.0', hostname())}/  (log in as root)`
+      : `  web console:              not built (npm run build:web); use xe or any XenAPI client`,
     `  root password:            ${password ? '(from XENON_ROOT_PASSWORD)' : rootPw}`,
     `  local storage SR:         ${await c.api.SR.get_uuid(sr)}`,
     `  test VM:                  xenon-demo (${uuid}) — ${await c.api.VM.get_power_state(vm)}${booted ? `, booted (its console printed "${booted}")` : ', not booted yet'}`,

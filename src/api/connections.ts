@@ -41,10 +41,13 @@ export class ConnectionGuard {
   ) {
     server.on('connection', (socket: Socket) => this.accept(socket));
     server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.serving(req, res));
-    server.on('connect', (req: http.IncomingMessage) => {
-      const c = this.find(req.socket);
-      if (c) c.state = 'tunnel';
-    });
+    // CONNECT and WebSocket upgrades hold their connection for as long as the console is open
+    for (const event of ['connect', 'upgrade']) {
+      server.on(event, (req: http.IncomingMessage) => {
+        const c = this.find(req.socket);
+        if (c) c.state = 'tunnel';
+      });
+    }
     this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
     this.sweeper.unref();
     server.on('close', () => clearInterval(this.sweeper));

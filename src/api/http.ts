@@ -23,10 +23,13 @@ import { parseTarget } from './target.ts';
 
 export type RouteHandler = (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => void | Promise<void>;
 export type ConnectHandler = (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL) => void | Promise<void>;
+/** A WebSocket (or other `Upgrade:`) request on a path: same shape as CONNECT. */
+export type UpgradeHandler = ConnectHandler;
 
 export interface HttpRoutes {
   readonly routes: Map<string, RouteHandler>;
   readonly connect: Map<string, ConnectHandler>;
+  readonly upgrade?: Map<string, UpgradeHandler>;
 }
 
 export interface ServeOptions {
@@ -115,7 +118,8 @@ export class ApiFront {
       ? https.createServer({ ...tls, ...options, handshakeTimeout: limits.headersTimeoutMs }, this.listener)
       : http.createServer(options, this.listener);
     new ConnectionGuard(server, limits, !tls);
-    server.on('connect', this.connect);
+    server.on('connect', this.tunnel(this.o.routes.connect, 'CONNECT'));
+    server.on('upgrade', this.tunnel(this.o.routes.upgrade ?? new Map(), 'upgrade'));
     server.on('checkContinue', this.checkContinue);
     server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       if (!socket.writable || err.code === 'ECONNRESET') return void socket.destroy();
@@ -213,25 +217,28 @@ export class ApiFront {
     return jsonReply(version, id, out);
   }
 
-  private readonly connect = (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
-    socket.on('error', () => socket.destroy());
-    const target = parseTarget(req.url);
-    const handler = target.ok ? this.o.routes.connect.get(target.url.pathname) : undefined;
-    if (!target.ok || !handler) {
-      const [status, text] = target.ok ? ['404 Not Found', 'not found\n'] : ['400 Bad Request', `${target.reason}\n`];
-      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
-      return;
-    }
-    const url = target.url;
-    let pending: void | Promise<void>;
-    try {
-      pending = handler(req, socket, head, url);
-    } catch (e) {
-      pending = Promise.reject(e);
-    }
-    Promise.resolve(pending).catch((err: unknown) => {
-      this.o.log.error({ err }, 'CONNECT handler failed');
-      socket.destroy();
-    });
-  };
+  /** CONNECT and Upgrade requests: the path's handler takes the raw socket; anything else is answered and closed. */
+  private tunnel(handlers: ReadonlyMap<string, ConnectHandler>, kind: string) {
+    return (req: http.IncomingMessage, socket: Duplex, head: Buffer): void => {
+      socket.on('error', () => socket.destroy());
+      const target = parseTarget(req.url);
+      const handler = target.ok ? handlers.get(target.url.pathname) : undefined;
+      if (!target.ok || !handler) {
+        const [status, text] = target.ok ? ['404 Not Found', 'not found\n'] : ['400 Bad Request', `${target.reason}\n`];
+        socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`);
+        return;
+      }
+      const url = target.url;
+      let pending: void | Promise<void>;
+      try {
+        pending = handler(req, socket, head, url);
+      } catch (e) {
+        pending = Promise.reject(e);
+      }
+      Promise.resolve(pending).catch((err: unknown) => {
+        this.o.log.error({ err, kind }, 'tunnel handler failed');
+        socket.destroy();
+      });
+    };
+  }
 }

@@ -6,19 +6,11 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Ref, XenApiAsyncClasses, XenApiClasses } from './generated.ts';
+import { asyncProxy, classProxy, decodeReply, encodeCall, XenApiClientError } from './rpc.ts';
 
 export type { Ref } from './generated.ts';
 export * as types from './generated.ts';
-
-export class XenApiClientError extends Error {
-  constructor(
-    readonly code: string,
-    readonly params: readonly string[],
-  ) {
-    super(params.length ? `${code}: ${params.join(', ')}` : code);
-    this.name = 'XenApiClientError';
-  }
-}
+export { XenApiClientError } from './rpc.ts';
 
 export interface ClientOptions {
   /** Verify the server's certificate (default true); or pin one PEM. */
@@ -50,22 +42,9 @@ export class XenApiClient {
     this.agent = opts.agent ?? (this.url.protocol === 'https:'
       ? new https.Agent({ keepAlive: true, rejectUnauthorized: opts.rejectUnauthorized ?? true, ca: opts.ca })
       : new http.Agent({ keepAlive: true }));
-    this.api = this.classes('');
-    this.async = this.classes('Async.') as unknown as XenApiAsyncClasses;
-  }
-
-  private classes(prefix: string): XenApiClasses {
-    const cache = new Map<string, object>();
-    return new Proxy({} as XenApiClasses, {
-      get: (_t, cls: string) => {
-        let c = cache.get(cls);
-        if (!c) {
-          c = new Proxy({}, { get: (_u, name: string) => (...args: unknown[]) => this.call(`${prefix}${cls}.${name}`, [this.session, ...args]) });
-          cache.set(cls, c);
-        }
-        return c;
-      },
-    });
+    const call = (method: string, params: readonly unknown[]): Promise<unknown> => this.call(method, params);
+    this.api = classProxy(call, () => this.session, '');
+    this.async = asyncProxy(call, () => this.session);
   }
 
   get session(): string {
@@ -89,7 +68,7 @@ export class XenApiClient {
 
   /** A raw call: method name and every parameter, session included. */
   call(method: string, params: readonly unknown[]): Promise<unknown> {
-    const body = JSON.stringify({ jsonrpc: '2.0', method, params, id: this.nextId++ });
+    const body = encodeCall(method, params, this.nextId++);
     const mod = this.url.protocol === 'https:' ? https : http;
     const headers: http.OutgoingHttpHeaders = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
     if (this.opts.userAgent) headers['User-Agent'] = this.opts.userAgent;
@@ -103,11 +82,9 @@ export class XenApiClient {
           res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             try {
-              const reply = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { result?: unknown; error?: { message: string; data?: unknown[] } };
-              if (reply.error) reject(new XenApiClientError(reply.error.message, (reply.error.data ?? []).map((d) => (typeof d === 'string' ? d : JSON.stringify(d)))));
-              else resolve(reply.result);
+              resolve(decodeReply(Buffer.concat(chunks).toString('utf8'), this.url.origin, res.statusCode ?? 0));
             } catch (e) {
-              reject(new Error(`bad reply from ${this.url.origin} (HTTP ${res.statusCode}): ${(e as Error).message}`));
+              reject(e);
             }
           });
           res.on('error', reject);

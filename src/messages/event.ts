@@ -1,7 +1,7 @@
 /** event.from, the legacy register/next pair, inject and get_current_id. */
 import { readableRecord, visibleCounts, type Reader } from '../auth/read-access.ts';
 import { XenApiError } from '../datamodel/api-error.ts';
-import { findClassInsensitive } from '../datamodel/model.ts';
+import { findClassInsensitive, MODEL } from '../datamodel/model.ts';
 import type { Change } from '../db/events.ts';
 import type { Store } from '../db/store.ts';
 import { TypedValue } from '../wire/marshal.ts';
@@ -70,7 +70,28 @@ interface Batch {
   readonly next: number;
 }
 
+/**
+ * The empty token: every object of the classes as it is now, as xapi answers
+ * it — also those loaded from the database at start, which the log (kept in
+ * memory since then) has never seen.
+ */
+function everything(store: Store, reader: Reader, f: Filter): Batch {
+  const changes: Change[] = [];
+  const gen = store.events.current;
+  const time = Date.now();
+  for (const cls of MODEL) {
+    if (f.classes !== null && !f.classes.has(cls.name.toLowerCase())) continue;
+    for (const [ref, record] of store.allAny(cls.name)) {
+      if (f.refs && !f.refs.has(ref)) continue;
+      const snapshot = readableRecord(reader, cls.name, ref, record);
+      if (snapshot) changes.push({ gen, cls: cls.name, ref, op: 'add', snapshot, time });
+    }
+  }
+  return { changes, next: gen };
+}
+
 function changesFor(store: Store, reader: Reader, token: number, f: Filter): Batch {
+  if (token === 0) return everything(store, reader, f);
   if (store.events.isStale(token)) throw new XenApiError('EVENTS_LOST');
   const all = store.events.since(token, f.classes, BATCH_LIMIT);
   const changes: Change[] = [];

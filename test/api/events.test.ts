@@ -1,6 +1,9 @@
 /** event.from tokens, valid_ref_counts, wake-ups, legacy register/next, inject. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { failsWith, startTestServer, type TestServer } from '../helpers/server.ts';
 
 interface Ev { id: number; class: string; operation: string; ref: string; snapshot: Record<string, unknown> }
@@ -25,6 +28,27 @@ test('an empty token returns every live object as an add, with counts including 
   assert.equal(b.valid_ref_counts.vm, vms.length);
   assert.ok('task' in b.valid_ref_counts);
   assert.ok(b.token.length > 0);
+});
+
+test('an empty token also returns the objects loaded from the database at start (the log only holds changes since)', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'xenon-ev-restart-'));
+  try {
+    const first = await startTestServer({ dataDir });
+    const net = await first.client.api.network.create({ name_label: 'before the restart' } as never);
+    await first.close();
+    const second = await startTestServer({ dataDir });
+    try {
+      const b = (await second.client.call('event.from', [second.client.session, ['network', 'pool'], '', 0.05])) as Batch;
+      assert.ok(b.events.some((e) => e.ref === net && e.operation === 'add' && e.snapshot.name_label === 'before the restart'));
+      assert.ok(b.events.some((e) => e.class === 'pool'));
+      const next = (await second.client.call('event.from', [second.client.session, ['network'], b.token, 0.05])) as Batch;
+      assert.equal(next.events.length, 0, 'the token it gave follows on from there');
+    } finally {
+      await second.close();
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test('after a token, each change comes once, in order, with its snapshot', async () => {

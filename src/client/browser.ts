@@ -1,0 +1,77 @@
+/**
+ * The typed client for browsers (the web console): the same generated
+ * methods as client.ts, over `fetch` to the page's own origin. No node imports.
+ */
+import type { Ref, XenApiAsyncClasses, XenApiClasses } from './generated.ts';
+import { asyncProxy, classProxy, decodeReply, encodeCall, XenApiClientError } from './rpc.ts';
+
+export type { Ref } from './generated.ts';
+export type * as types from './generated.ts';
+export { XenApiClientError } from './rpc.ts';
+
+/** A failure to reach the server at all (network down, daemon gone), as opposed to a XenAPI error. */
+export class ConnectionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConnectionError';
+  }
+}
+
+export class BrowserXenApiClient {
+  private sessionRef: string | null = null;
+  private nextId = 0;
+  readonly api: XenApiClasses;
+  readonly async: XenApiAsyncClasses;
+
+  /** `base`: the server's origin ('' for the page's own). */
+  constructor(private readonly base = '') {
+    const call = (method: string, params: readonly unknown[]): Promise<unknown> => this.call(method, params);
+    this.api = classProxy(call, () => this.session, '');
+    this.async = asyncProxy(call, () => this.session);
+  }
+
+  get session(): string {
+    if (!this.sessionRef) throw new Error('not logged in');
+    return this.sessionRef;
+  }
+
+  get loggedIn(): boolean {
+    return this.sessionRef !== null;
+  }
+
+  async login(user: string, password: string, originator = 'xenon-web'): Promise<Ref<'session'>> {
+    this.sessionRef = (await this.call('session.login_with_password', [user, password, '2.21', originator])) as string;
+    return this.sessionRef;
+  }
+
+  /** Resumes a session kept from an earlier page load. */
+  resume(session: string): void {
+    this.sessionRef = session;
+  }
+
+  async logout(): Promise<void> {
+    const s = this.sessionRef;
+    this.sessionRef = null;
+    if (s) await this.call('session.logout', [s]).catch(() => undefined);
+  }
+
+  async call(method: string, params: readonly unknown[], signal?: AbortSignal): Promise<unknown> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}/jsonrpc`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: encodeCall(method, params, this.nextId++),
+        signal,
+        credentials: 'omit',
+      });
+    } catch (e) {
+      if (signal?.aborted) throw e;
+      throw new ConnectionError(`cannot reach the server: ${(e as Error).message}`);
+    }
+    const text = await res.text().catch((e: Error) => {
+      throw new ConnectionError(`the connection broke: ${e.message}`);
+    });
+    return decodeReply(text, this.base || 'the server', res.status);
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The transport-free half of the typed client: JSON-RPC envelopes, errors and
+ * the proxy that turns `api.VM.start(vm, false, false)` into a call. No node
+ * imports, so the browser client (browser.ts) shares it with the node one.
+ */
+import type { XenApiAsyncClasses, XenApiClasses } from './generated.ts';
+
+export class XenApiClientError extends Error {
+  constructor(
+    readonly code: string,
+    readonly params: readonly string[],
+  ) {
+    super(params.length ? `${code}: ${params.join(', ')}` : code);
+    this.name = 'XenApiClientError';
+  }
+}
+
+/** A raw call: method name and every parameter, session included. */
+export type RawCall = (method: string, params: readonly unknown[]) => Promise<unknown>;
+
+/** The JSON-RPC request body for one call. */
+export const encodeCall = (method: string, params: readonly unknown[], id: number): string =>
+  JSON.stringify({ jsonrpc: '2.0', method, params, id });
+
+interface JsonRpcReply {
+  result?: unknown;
+  error?: { message: string; data?: unknown[] };
+}
+
+/** The result of a JSON-RPC reply, or its XenAPI error thrown; a reply that is not JSON-RPC throws a plain Error. */
+export function decodeReply(text: string, origin: string, status: number): unknown {
+  let reply: JsonRpcReply;
+  try {
+    reply = JSON.parse(text) as JsonRpcReply;
+  } catch (e) {
+    throw new Error(`bad reply from ${origin} (HTTP ${status}): ${(e as Error).message}`);
+  }
+  if (reply.error) throw new XenApiClientError(reply.error.message, (reply.error.data ?? []).map((d) => (typeof d === 'string' ? d : JSON.stringify(d))));
+  return reply.result;
+}
+
+/** `api.<Class>.<message>(…)` for every class, the session put first; `prefix` 'Async.' gives the task forms. */
+export function classProxy(call: RawCall, session: () => string, prefix: string): XenApiClasses {
+  const cache = new Map<string, object>();
+  return new Proxy({} as XenApiClasses, {
+    get: (_t, cls: string) => {
+      let c = cache.get(cls);
+      if (!c) {
+        c = new Proxy({}, { get: (_u, name: string) => (...args: unknown[]) => call(`${prefix}${cls}.${name}`, [session(), ...args]) });
+        cache.set(cls, c);
+      }
+      return c;
+    },
+  });
+}
+
+export const asyncProxy = (call: RawCall, session: () => string): XenApiAsyncClasses =>
+  classProxy(call, session, 'Async.') as unknown as XenApiAsyncClasses;

@@ -1,0 +1,51 @@
+/** XenAPI actions the pages share: each runs as a task (so the tasks panel shows it) and waits for it through events. */
+import type { Ref, Records, Enum_vm_operations } from '../../src/client/generated.ts';
+import type { Console } from './context.ts';
+
+/** xapi's create fills in every field left out with its default, so a create needs only the fields it sets. */
+export function partialRecord<C extends keyof Records>(fields: Partial<Records[C]>): Records[C] {
+  return fields as Records[C];
+}
+
+export async function viaTask(c: Console, task: Promise<string>): Promise<string> {
+  return c.store.waitTask(await task);
+}
+
+/** The VM power and copy operations with buttons, in the order shown. */
+export const VM_BUTTONS = ['start', 'clean_shutdown', 'clean_reboot', 'suspend', 'resume', 'pause', 'unpause', 'hard_shutdown', 'hard_reboot'] as const satisfies readonly Enum_vm_operations[];
+export type VmButton = (typeof VM_BUTTONS)[number];
+
+export function vmOperation(c: Console, vm: Ref<'VM'>, op: VmButton): Promise<string> {
+  const a = c.client.async.VM;
+  switch (op) {
+    case 'start': return viaTask(c, a.start(vm, false, false));
+    case 'resume': return viaTask(c, a.resume(vm, false, false));
+    case 'clean_shutdown': return viaTask(c, a.clean_shutdown(vm));
+    case 'hard_shutdown': return viaTask(c, a.hard_shutdown(vm));
+    case 'clean_reboot': return viaTask(c, a.clean_reboot(vm));
+    case 'hard_reboot': return viaTask(c, a.hard_reboot(vm));
+    case 'suspend': return viaTask(c, a.suspend(vm));
+    case 'pause': return viaTask(c, a.pause(vm));
+    case 'unpause': return viaTask(c, a.unpause(vm));
+  }
+}
+
+/**
+ * Deletes a halted VM, as XenCenter does: its own disks (not CDs, not disks
+ * another VM also uses) go with it when asked, then the record.
+ */
+export async function deleteVm(c: Console, vm: Ref<'VM'>, withDisks: boolean): Promise<void> {
+  const { store } = c;
+  const rec = store.get('VM', vm);
+  const disks: string[] = [];
+  if (withDisks && rec) {
+    for (const vbdRef of rec.VBDs) {
+      const vbd = store.get('VBD', vbdRef);
+      if (!vbd || vbd.type !== 'Disk') continue;
+      const vdi = store.get('VDI', vbd.VDI);
+      if (vdi && vdi.VBDs.every((other) => store.get('VBD', other)?.VM === vm)) disks.push(vbd.VDI);
+    }
+  }
+  await viaTask(c, c.client.async.VM.destroy(vm));
+  for (const vdi of disks) await viaTask(c, c.client.async.VDI.destroy(vdi));
+}
