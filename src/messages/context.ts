@@ -99,6 +99,12 @@ export interface MemberInfo {
   readonly master: string;
 }
 
+/** High availability (ha/): turning it on and off across the pool. */
+export interface HaService {
+  enable(configuration: Readonly<Record<string, string>>): Promise<void>;
+  disable(): Promise<void>;
+}
+
 export interface Services {
   readonly store: Store;
   readonly sessions: Sessions;
@@ -122,6 +128,7 @@ export interface Services {
   readonly member?: MemberInfo;
   /** Asks the daemon to restart itself (after joining or leaving a pool), once the current call is answered. */
   readonly restart?: () => void;
+  ha?: HaService;
   /** Where the domain manager gets a VIF's tap: networking, or a stand-in where guests need NICs without it. */
   nics?: NicProvider;
 }

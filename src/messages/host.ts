@@ -6,6 +6,7 @@ import { MESSAGES } from '../datamodel/model.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import { notImplemented, type CallContext, type PoolService } from './context.ts';
 import type { host_handlers, pool_handlers } from './generated/handlers.ts';
+import { poolHaHandlers } from './pool-ha.ts';
 import { xenopsOf } from './vm.ts';
 
 /** This host, or HOST_OFFLINE: a pool of one has no other host to reach. */
@@ -125,6 +126,7 @@ export const hostHandlers: host_handlers = {
 };
 
 export const poolHandlers: pool_handlers = {
+  ...poolHaHandlers,
   get_license_state: () => ({ edition: 'xenon', expiry: 'never' }),
   sync_database: () => undefined,
   set_ext_auth_max_threads: notImplemented,
@@ -178,15 +180,8 @@ export const poolHandlers: pool_handlers = {
   disable_external_auth: notImplemented,
   enable_external_auth: notImplemented,
   create_new_blob: notImplemented,
-  set_ha_host_failures_to_tolerate: notImplemented,
-  ha_compute_vm_failover_plan: notImplemented,
-  ha_compute_hypothetical_max_host_failures_to_tolerate: notImplemented,
-  ha_compute_max_host_failures_to_tolerate: notImplemented,
-  ha_failover_plan_exists: notImplemented,
   ha_prevent_restarts_for: notImplemented,
   designate_new_master: notImplemented,
-  disable_ha: notImplemented,
-  enable_ha: notImplemented,
   create_VLAN_from_PIF: notImplemented,
   management_reconfigure: notImplemented,
   create_VLAN: notImplemented,

@@ -7,6 +7,7 @@ import { notImplemented } from './context.ts';
 import type { Handlers } from './generated/handlers.ts';
 import { eventHandlers } from './event.ts';
 import { hostHandlers, poolHandlers } from './host.ts';
+import { vmHaHandlers } from './pool-ha.ts';
 import { messageHandlers } from './message.ts';
 import { bondHandlers, networkHandlers, pifHandlers, vifHandlers, vlanHandlers } from './network.ts';
 import { roleHandlers } from './role.ts';
@@ -34,6 +35,7 @@ export const HANDLERS: Handlers = {
   VM: {
     ...vmHandlers,
     ...vmStorageHandlers,
+    ...vmHaHandlers,
     restart_device_models: notImplemented,
     import: notImplemented,
     set_has_vendor_device: notImplemented,
@@ -66,8 +68,6 @@ export const HANDLERS: Handlers = {
     set_HVM_shadow_multiplier: notImplemented,
     wait_memory_target_live: notImplemented,
     set_memory_target_live: notImplemented,
-    set_ha_always_run: notImplemented,
-    set_ha_restart_priority: notImplemented,
     remove_from_NVRAM: notImplemented,
     add_to_NVRAM: notImplemented,
     set_NVRAM: notImplemented,
