@@ -58,17 +58,22 @@ const NEVER_ON_SNAPSHOTS = new Set<string>(['provision', 'changing_static_range'
 
 /**
  * Operations that need the guest's cooperation, and the guest-metrics
- * features (any one suffices) that show it can. Xenon's guests run under QEMU:
- * a clean shutdown or reboot is the ACPI power button, which only an OS that
- * handles it obeys. Xenon takes a live guest agent as that sign (it sets
- * feature-shutdown/-poweroff/-reboot in VM_guest_metrics.other when the agent
- * answers; see guestMetricsFields). Suspend needs no guest help under QEMU
- * (the device model saves the whole machine), so it is not listed here.
+ * features (any one suffices) that show it can, as xapi's
+ * check_op_for_feature asks for them in allowed_operations. Xenon's guests run
+ * under QEMU: a clean shutdown or reboot is the ACPI power button, which only
+ * an OS that handles it obeys. Xenon takes a live guest agent as that sign (it
+ * sets the feature-* keys in VM_guest_metrics.other when the agent answers;
+ * see guestMetricsFields), as xapi takes a guest's PV drivers. Suspend would
+ * work without the guest's help under QEMU (the device model saves the whole
+ * machine), but xapi offers it only to a guest that says it can be suspended,
+ * and clients follow allowed_operations, so Xenon does the same.
  * As in xapi this gates allowed_operations only: the call itself is still tried.
  */
 const GUEST_FEATURES: Readonly<Record<string, readonly string[]>> = {
   clean_shutdown: ['feature-shutdown', 'feature-poweroff'],
   clean_reboot: ['feature-shutdown', 'feature-reboot'],
+  suspend: ['feature-suspend'],
+  changing_VCPUs_live: ['feature-vcpu-hotplug'],
 };
 
 /** Operations whose behaviour lives in a subsystem: without it they are not offered. */

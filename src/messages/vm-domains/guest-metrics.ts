@@ -22,9 +22,11 @@ const GUEST_AGENT_BACKOFF_MS = 30_000;
  * What a guest with a live agent can do, as xapi's guest agents report it in
  * VM_guest_metrics.other. A guest that runs an agent is a running OS, and the
  * OSes that run one obey the ACPI power button (Xenon's clean shutdown and
- * reboot); see vm-operations.ts.
+ * reboot) and come back from a suspend (QEMU saves the whole machine); see
+ * vm-operations.ts. vCPU hot-plug is not claimed: it needs the guest to bring
+ * new CPUs online, which an agent's presence does not show.
  */
-const AGENT_FEATURES = { 'feature-shutdown': '1', 'feature-poweroff': '1', 'feature-reboot': '1' } as const;
+const AGENT_FEATURES = { 'feature-shutdown': '1', 'feature-poweroff': '1', 'feature-reboot': '1', 'feature-suspend': '1' } as const;
 
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 
