@@ -16,6 +16,7 @@ import { Xenops } from './messages/vm-domains/index.ts';
 import { Metrics } from './metrics/service.ts';
 import { hostRrd, rrdUpdates, vmRrd } from './metrics/http.ts';
 import { poolPlugin } from './pool/index.ts';
+import { metricsHandler, PrometheusExport } from './metrics/prometheus.ts';
 
 export interface PluginOptions {
   backend: 'qemu' | 'sim';
@@ -135,7 +136,7 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
   };
 }
 
-/** Metrics: RRDs fed every step from the host and the domain manager's backend; /rrd_updates, /host_rrd, /vm_rrd. Starts after xenops. */
+/** Metrics: RRDs fed every step from the host and the domain manager's backend; /rrd_updates, /host_rrd, /vm_rrd, /metrics. Starts after xenops. */
 export function metricsPlugin(o: { stepS?: number; intervalMs?: number } = {}): Plugin {
   let metrics: Metrics | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -148,9 +149,10 @@ export function metricsPlugin(o: { stepS?: number; intervalMs?: number } = {}): 
       routes.routes.set(httpActionPath('get_rrd_updates'), rrdUpdates(services, metrics));
       routes.routes.set(httpActionPath('get_host_rrd'), hostRrd(services, metrics));
       routes.routes.set(httpActionPath('get_vm_rrd'), vmRrd(services, metrics));
+      routes.routes.set(httpActionPath('get_metrics'), metricsHandler(services, new PrometheusExport(services, metrics)));
       const m = metrics;
-      // a pool member's records are the master's to write (its VMs' metrics: not yet carried to the master)
-      const tick = (): void => void (services.store.isReplica ? Promise.resolve() : m.collect()).catch((err: unknown) => services.log.warn({ err }, 'metrics collection failed'));
+      // on a pool member the RRDs are kept all the same; its records are the master's to write (metrics/service.ts)
+      const tick = (): void => void m.collect().catch((err: unknown) => services.log.warn({ err }, 'metrics collection failed'));
       tick();
       timer = setInterval(tick, o.intervalMs ?? (o.stepS ?? 5) * 1000);
       timer.unref();

@@ -45,7 +45,7 @@ export interface XenopsService {
   suspend(vm: string): Promise<void>;
   resume(vm: string, paused: boolean): Promise<void>;
   suspendImage(uuid: string): string;
-  /** Refreshes VM metrics and guest-agent reports. */
+  /** Refreshes guest-agent reports. */
   sampleMetrics(): Promise<void>;
 }
 

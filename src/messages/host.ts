@@ -5,6 +5,7 @@ import type { Ref } from '../datamodel/generated/records.ts';
 import { MESSAGES } from '../datamodel/model.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import { notImplemented, type CallContext, type PoolService } from './context.ts';
+import { hostDataSourceHandlers } from './data-sources.ts';
 import type { host_handlers, pool_handlers } from './generated/handlers.ts';
 import { poolHaHandlers } from './pool-ha.ts';
 import { xenopsOf } from './vm.ts';
@@ -108,10 +109,7 @@ export const hostHandlers: host_handlers = {
   management_reconfigure: notImplemented,
   syslog_reconfigure: notImplemented,
   get_uncooperative_resident_VMs: notImplemented,
-  forget_data_source_archives: notImplemented,
-  query_data_source: notImplemented,
-  record_data_source: notImplemented,
-  get_data_sources: notImplemented,
+  ...hostDataSourceHandlers,
   emergency_ha_disable: notImplemented,
   power_on: notImplemented,
   destroy: notImplemented,

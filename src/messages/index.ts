@@ -5,6 +5,7 @@
  */
 import { notImplemented } from './context.ts';
 import type { Handlers } from './generated/handlers.ts';
+import { vmDataSourceHandlers } from './data-sources.ts';
 import { eventHandlers } from './event.ts';
 import { hostHandlers, poolHandlers } from './host.ts';
 import { vmHaHandlers } from './pool-ha.ts';
@@ -55,10 +56,7 @@ export const HANDLERS: Handlers = {
     retrieve_wlb_recommendations: notImplemented,
     assert_agile: notImplemented,
     create_new_blob: notImplemented,
-    forget_data_source_archives: notImplemented,
-    query_data_source: notImplemented,
-    record_data_source: notImplemented,
-    get_data_sources: notImplemented,
+    ...vmDataSourceHandlers,
     assert_can_migrate: notImplemented,
     migrate_send: notImplemented,
     maximise_memory: notImplemented,

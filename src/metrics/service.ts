@@ -154,9 +154,14 @@ export class Metrics {
     for (const [uuid, tracked] of this.vms) await this.files.save(uuid, tracked.rrd).catch((err: unknown) => this.log.warn({ err, vm: uuid }, 'could not save a VM RRD'));
   }
 
-  /** VM_metrics as the step saw them: written only where a figure changed, in one transaction. */
+  /**
+   * VM_metrics as the step saw them: written only where a figure changed, in
+   * one transaction. A pool member writes none (its database is the master's
+   * replica; its VMs' figures are not carried to the master yet).
+   */
   private updateVmMetrics(vms: readonly { ref: string; uuid: string }[], memory: readonly (number | undefined)[]): void {
     const { store } = this.services;
+    if (store.isReplica) return;
     const changes: [string, Record<string, unknown>][] = [];
     vms.forEach(({ ref, uuid }, i) => {
       const m = String(store.get('VM', ref)?.metrics ?? '');

@@ -8,7 +8,7 @@ import JSON5 from 'json5';
 import type { Ref } from '../../src/client/client.ts';
 import { metricsPlugin, xenopsPlugin } from '../../src/plugins.ts';
 import type { Metrics } from '../../src/metrics/service.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { failsWith, ROOT_PASSWORD, startTestServer, type TestServer } from '../helpers/server.ts';
 
 let t: TestServer;
 let vm: Ref<'VM'>;
@@ -16,10 +16,10 @@ let vmUuid: string;
 let hostUuid: string;
 const metrics = (): Metrics => t.server.services.metrics as Metrics;
 
-/** Steps of the collector at 5 s intervals, ending now (the sim's counters follow the clock). */
+/** The collector's clock, driven by hand: `n` more steps of 5 s (the RRDs' time runs ahead of the wall clock). */
+let clock = Math.floor(Date.now() / 1000);
 async function steps(n: number): Promise<void> {
-  const now = Math.floor(Date.now() / 1000);
-  for (let i = n - 1; i >= 0; i--) await metrics().collect(now - i * 5);
+  for (let i = 0; i < n; i++) await metrics().collect((clock += 5));
 }
 
 before(async () => {
@@ -30,9 +30,7 @@ before(async () => {
   await t.client.api.VM.start(vm, false, false);
   vmUuid = await t.client.api.VM.get_uuid(vm);
   hostUuid = await t.client.api.host.get_uuid((await t.client.api.host.get_all())[0]!);
-  // the clock of this run: the collector is driven by hand, from well in the past up to now
-  const now = Math.floor(Date.now() / 1000);
-  for (let i = 30; i >= 0; i--) await metrics().collect(now - i * 5);
+  await steps(30);
 });
 after(() => t.close());
 
@@ -62,8 +60,8 @@ function readAsXenOrchestra(text: string, step: number, uuid: string): Record<st
 }
 
 test('/rrd_updates as Xen Orchestra asks for it: host and VM series, 5-second rows', async () => {
-  const now = Math.floor(Date.now() / 1000);
-  const start = now - 120 * 5 + 5;
+  // xo-server starts from the host's time less 120 steps plus one (here the collector's clock is the host's time)
+  const start = clock - 120 * 5 + 5;
   const r = await get(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${start}&${session()}`);
   assert.equal(r.status, 200, r.text);
   assert.match(r.type, /application\/json/);
@@ -121,4 +119,38 @@ test('a stopped VM\'s RRD is archived, served from disk, and taken up again when
   const rrd = JSON.parse(back.text) as { rra: { database: string[][] }[] };
   const known = rrd.rra[0]!.database.filter((row) => row.some((v) => v !== 'NaN')).length;
   assert.ok(known >= 10, `history kept across the stop (${known} rows)`);
+});
+
+test('data-source messages: list, query, forget (a standard source comes back afresh), record', async () => {
+  const host = (await t.client.api.host.get_all())[0]!;
+  const list = await t.client.api.host.get_data_sources(host);
+  const cpu = list.find((d) => d.name_label === 'cpu0');
+  assert.ok(cpu && cpu.enabled && cpu.standard && cpu.units === '(fraction)' && cpu.max === 1, JSON.stringify(cpu));
+  const mem = await t.client.api.host.query_data_source(host, 'memory_total_kib');
+  assert.ok(mem > 1024, String(mem));
+  await steps(2);
+  const vmSources = await t.client.api.VM.get_data_sources(vm);
+  assert.ok(vmSources.some((d) => d.name_label === 'memory' && d.enabled && d.units === 'B'));
+  await t.client.api.VM.forget_data_source_archives(vm, 'memory');
+  assert.ok(!(await t.client.api.VM.get_data_sources(vm)).find((d) => d.name_label === 'memory')!.enabled);
+  await failsWith(t.client.api.VM.query_data_source(vm, 'memory'), 'INTERNAL_ERROR');
+  await t.client.api.VM.record_data_source(vm, 'memory');
+  assert.ok((await t.client.api.VM.get_data_sources(vm)).find((d) => d.name_label === 'memory')!.enabled);
+  await failsWith(t.client.api.VM.record_data_source(vm, 'no_such_source'), 'INTERNAL_ERROR');
+});
+
+test('/metrics: the same figures for Prometheus, with a session or basic credentials', async () => {
+  await steps(2);
+  assert.equal((await get('/metrics')).status, 401);
+  const bad = await fetch(`${t.url}/metrics`, { headers: { Authorization: `Basic ${Buffer.from('root:wrong').toString('base64')}` } });
+  assert.equal(bad.status, 401);
+  assert.match(bad.headers.get('www-authenticate') ?? '', /Basic/);
+  const ok = await get('/metrics', { Authorization: `Basic ${Buffer.from(`root:${ROOT_PASSWORD}`).toString('base64')}` });
+  assert.equal(ok.status, 200, ok.text);
+  assert.match(ok.type, /text\/plain/);
+  assert.match(ok.text, new RegExp(`^xenon_host_memory_total_bytes\\{host="${hostUuid}"\\} \\d+`, 'm'));
+  assert.match(ok.text, new RegExp(`^xenon_vm_memory_bytes\\{vm="${vmUuid}",name="metrics-sim"\\} \\d+`, 'm'));
+  assert.match(ok.text, new RegExp(`^xenon_vm_vcpu_usage_ratio\\{vm="${vmUuid}",name="metrics-sim",vcpu="0"\\} `, 'm'));
+  const viaSession = await get(`/metrics?${session()}`);
+  assert.equal(viaSession.status, 200);
 });

@@ -8,7 +8,7 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { XenApiError } from '../../datamodel/api-error.ts';
-import { formatDateTime, NULL_REF } from '../../datamodel/types.ts';
+import { NULL_REF } from '../../datamodel/types.ts';
 import type { DbRecord } from '../../db/store.ts';
 import type { DiskConfig, DomainConfig, DomainEvent, DomainInfo, HypervisorBackend } from '../../xenops/backend.ts';
 import type { Services } from '../context.ts';
@@ -30,7 +30,6 @@ export class Xenops {
   /** Operations Xenon itself started: guest events for these VMs are expected, not acted on. */
   private readonly busy = new Set<string>();
   private readonly guests: GuestMetrics;
-  private readonly cpuSeen = new Map<string, { at: number; cpu: number }>();
 
   constructor(
     readonly backend: HypervisorBackend,
@@ -268,29 +267,9 @@ export class Xenops {
 
   // ------------------------------------------------------------ metrics
 
-  /** Samples backend stats into VM_metrics, and guest agents' reports into VM_guest_metrics. */
+  /** Samples guest agents' reports into VM_guest_metrics (VM_metrics are the metrics service's: metrics/service.ts). */
   async sampleMetrics(): Promise<void> {
     const running = [...this.store.where('VM', (v) => !v.is_control_domain && v.power_state === 'Running' && v.resident_on === this.services.hostRef())];
-    for (const [ref, vm] of running) {
-      try {
-        const s = await this.backend.stats(String(vm.uuid));
-        const prev = this.cpuSeen.get(ref);
-        this.cpuSeen.set(ref, { at: Date.now(), cpu: s.cpuSeconds });
-        const util: Record<string, number> = {};
-        if (prev) {
-          const share = Math.max(0, Math.min(1, (s.cpuSeconds - prev.cpu) / ((Date.now() - prev.at) / 1000) / Math.max(1, s.vcpus)));
-          for (let i = 0; i < s.vcpus; i++) util[String(i)] = Number(share.toFixed(4));
-        }
-        const m = String(vm.metrics);
-        if (this.store.get('VM_metrics', m)) {
-          this.store.transact((tx) => tx.update('VM_metrics', m, { VCPUs_utilisation: util, memory_actual: s.memoryActual, VCPUs_number: s.vcpus, last_updated: formatDateTime(new Date()) }));
-        }
-      } catch {
-        // the domain went away between the query and now: events will tell
-      }
-    }
-    const live = new Set(running.map(([ref]) => ref));
-    for (const ref of [...this.cpuSeen.keys()]) if (!live.has(ref)) this.cpuSeen.delete(ref);
     await this.guests.sample(running);
   }
 
