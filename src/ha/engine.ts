@@ -32,6 +32,8 @@ export interface HaEngineOptions {
   readonly onTerm?: (term: Term | undefined, mine: boolean) => void;
   /** This host's deadline passed (or its lease is gone): its guests are being killed, it must not act as alive. */
   readonly onFenced?: (why: string) => void;
+  /** The fencer killed this host's guests (how many): their deadline passed. */
+  readonly onGuestsKilled?: (killed: number) => void;
   /** etcd deleted a peer's liveness key: that host is dead and fenced. */
   readonly onHostGone?: (hostUuid: string) => void;
 }
@@ -67,7 +69,10 @@ export class HaEngine {
     this.fencer = new Fencer({
       runDir: o.runDir,
       stateDir: memberPaths(o.dataDir).dir,
-      onFenced: (n) => o.log('fencer killed this host\'s guests', { killed: n }),
+      onFenced: (n) => {
+        o.log('fencer killed this host\'s guests', { killed: n });
+        o.onGuestsKilled?.(n);
+      },
       log: (m) => o.log(m),
     });
   }

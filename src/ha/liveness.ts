@@ -50,6 +50,7 @@ export class Liveness {
   private leaseId = '';
   private deadline = 0n;
   private timer: NodeJS.Timeout | undefined;
+  private deadlineTimer: NodeJS.Timeout | undefined;
   private stopped = false;
   private expired = false;
   private readonly ttlS: number;
@@ -88,12 +89,21 @@ export class Liveness {
     if (next <= this.deadline) return;
     this.deadline = next;
     this.o.onDeadline(next);
+    // noticed at the deadline itself, not at the next keepalive round
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = setTimeout(() => this.checkDeadline(), Number((next - monotonicNs()) / 1_000_000n) + 1);
+  }
+
+  private checkDeadline(): void {
+    if (monotonicNs() >= this.deadline) this.expire('the fencing deadline passed without an acknowledged keepalive');
+    else if (!this.expired && !this.stopped) this.deadlineTimer = setTimeout(() => this.checkDeadline(), Number((this.deadline - monotonicNs()) / 1_000_000n) + 1);
   }
 
   private expire(why: string): void {
     if (this.expired || this.stopped) return;
     this.expired = true;
     clearTimeout(this.timer);
+    clearTimeout(this.deadlineTimer);
     this.o.onExpired(why);
   }
 
@@ -131,6 +141,7 @@ export class Liveness {
   async stop(revoke: boolean): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.deadlineTimer);
     if (revoke && this.leaseId) await this.o.etcd.call((c) => c.leaseClient.leaseRevoke({ ID: this.leaseId })).catch(() => undefined);
   }
 }

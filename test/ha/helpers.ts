@@ -1,7 +1,6 @@
 // Test fixtures for HA: hosts in network namespaces on one bridge, HA agents in them, stand-in guests.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { must, sh, TestNet } from '../network/helpers.ts';
@@ -36,6 +35,7 @@ export class HaNet {
   }
 
   async teardown(): Promise<void> {
+    if (this.net.dir) killProcessesNaming(this.net.dir);
     await this.net.teardown();
   }
 }
@@ -116,12 +116,24 @@ function killPidFile(file: string): void {
   }
 }
 
-/** A stand-in guest: an idle QEMU whose command line names the host's run directory, as the QEMU backend's guests do. */
-export function startGuest(ns: string, runDir: string): ChildProcess {
-  const dir = join(runDir, randomUUID());
-  mkdirSync(dir, { recursive: true });
-  const argv = ['qemu-system-x86_64', '-machine', 'none', '-S', '-nodefaults', '-display', 'none', '-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`];
-  return spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: 'ignore' });
+/** Every process whose command line names `dir` (a test's own temporary directory): what the test started and left behind. */
+export function killProcessesNaming(dir: string): void {
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    let argv = '';
+    try {
+      argv = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (argv.includes(`${dir}/`)) {
+      try {
+        process.kill(Number(name), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
 }
 
 export const alive = (pid: number | undefined): boolean => {
