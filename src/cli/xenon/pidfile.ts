@@ -4,19 +4,11 @@
  */
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { processAlive } from '../../host/processes.ts';
 
 export const PID_FILE = 'xenon.pid';
 
-/** A live, non-zombie process. */
-export function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
+export { processAlive };
 
 /** The pid of the daemon running on this data directory, if one is. */
 export function daemonPid(dataDir: string): number | undefined {

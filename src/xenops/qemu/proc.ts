@@ -2,25 +2,12 @@
 import { readFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { processAlive } from '../../host/processes.ts';
 
 const run = promisify(execFile);
 
 /** True when pid exists and is not a zombie. */
-export function pidAlive(pid: number): boolean {
-  if (!pid || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (e: any) {
-    if (e.code !== 'EPERM') return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
-  }
-}
+export const pidAlive = processAlive;
 
 /** The argv of a running process ([] if gone). */
 export function pidArgv(pid: number): string[] {

@@ -10,7 +10,25 @@ export class QmpError extends Error {
   }
 }
 
-type Pending = { command: string; resolve: (v: any) => void; reject: (e: Error) => void };
+type Pending = { command: string; resolve: (v: unknown) => void; reject: (e: Error) => void };
+
+/** What one line from QEMU holds: a greeting, an event, or a reply to a command (by id). */
+interface QmpMessage {
+  QMP?: unknown;
+  event?: string;
+  id?: string | number;
+  return?: unknown;
+  error?: { class?: string; desc?: string };
+}
+
+function parseMessage(line: string): QmpMessage | undefined {
+  try {
+    const v: unknown = JSON.parse(line);
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as QmpMessage) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export class QmpClient {
   private buf = '';
@@ -42,8 +60,8 @@ export class QmpClient {
         const line = c.buf.slice(0, nl).trim();
         c.buf = c.buf.slice(nl + 1);
         if (!line) continue;
-        let msg: any;
-        try { msg = JSON.parse(line); } catch { continue; }
+        const msg = parseMessage(line);
+        if (!msg) continue;
         if (!greetingSeen && msg.QMP) { greetingSeen = true; onGreeting(); continue; }
         c.dispatch(msg);
       }
@@ -59,7 +77,7 @@ export class QmpClient {
     return c;
   }
 
-  private dispatch(msg: any): void {
+  private dispatch(msg: QmpMessage): void {
     if (msg.event) {
       for (const l of [...this.eventListeners]) {
         try { l(msg as QmpEvent); } catch { /* listener errors are theirs */ }
@@ -71,7 +89,7 @@ export class QmpClient {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
-    if (msg.error) p.reject(new QmpError(p.command, msg.error.class, msg.error.desc));
+    if (msg.error) p.reject(new QmpError(p.command, String(msg.error.class ?? 'GenericError'), String(msg.error.desc ?? '')));
     else p.resolve(msg.return);
   }
 
@@ -85,11 +103,16 @@ export class QmpClient {
     }
   }
 
-  execute<T = any>(command: string, args?: Record<string, unknown>): Promise<T> {
+  /**
+   * Runs a command; resolves with its `return`. `T` is what QEMU's schema
+   * says the command returns: QEMU is trusted for its own protocol's shapes,
+   * and callers that need more check what they read.
+   */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
     if (this.closedFlag) return Promise.reject(new Error(`QMP ${command}: connection closed`));
     const id = String(this.nextId++);
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { command, resolve, reject });
+      this.pending.set(id, { command, resolve: (v) => resolve(v as T), reject });
       this.sock.write(JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id }) + '\n');
     });
   }
