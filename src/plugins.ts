@@ -13,6 +13,7 @@ import { createNetworkBackend } from './network/index.ts';
 import { claimNetworkNamespace } from './network/claim.ts';
 import { Runner } from './network/exec.ts';
 import { Xenops } from './messages/vm-domains/index.ts';
+import { consoleSockets, type ConsoleSockets } from './web/console-socket.ts';
 import { Metrics } from './metrics/service.ts';
 import { hostRrd, rrdUpdates, vmRrd } from './metrics/http.ts';
 import { poolPlugin } from './pool/index.ts';
@@ -112,6 +113,7 @@ async function makeBackend(o: PluginOptions, dataDir: string, log: (m: string) =
 export function xenopsPlugin(o: PluginOptions): Plugin {
   let xenops: Xenops | undefined;
   let timer: NodeJS.Timeout | undefined;
+  let sockets: ConsoleSockets | undefined;
   return {
     name: 'xenops',
     async start(services, routes) {
@@ -121,6 +123,9 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
       services.xenops = xenops;
       routes.connect.set(httpActionPath('connect_console'), consoleConnect(services, xenops));
       routes.routes.set(httpActionPath('connect_console_ws'), consoleLog(services, xenops));
+      // the same path with Upgrade: websocket is the console for browsers (noVNC, xterm)
+      sockets = consoleSockets(services, xenops);
+      routes.upgrade?.set(httpActionPath('connect_console_ws'), sockets.handler);
       // on a pool member the master keeps the records of these domains
       if (services.member) return;
       xenops.listen();
@@ -131,6 +136,7 @@ export function xenopsPlugin(o: PluginOptions): Plugin {
     },
     async stop() {
       clearInterval(timer);
+      sockets?.close();
       await xenops?.close();
     },
   };

@@ -7,8 +7,16 @@ export function partialRecord<C extends keyof Records>(fields: Partial<Records[C
   return fields as Records[C];
 }
 
+/** A task's result is XML-RPC text, as xapi writes it (`<value>OpaqueRef:…</value>`): the plain value. */
+export function taskValue(result: string): string {
+  const m = /^\s*<value>(?:<string>)?([\s\S]*?)(?:<\/string>)?<\/value>\s*$/.exec(result);
+  if (!m) return result;
+  return m[1].replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&#39;|&apos;/g, "'").replace(/&amp;/g, '&');
+}
+
+/** Runs an Async call and waits for its task through events; the task's value. */
 export async function viaTask(c: Console, task: Promise<string>): Promise<string> {
-  return c.store.waitTask(await task);
+  return taskValue(await c.store.waitTask(await task));
 }
 
 /** The VM power and copy operations with buttons, in the order shown. */

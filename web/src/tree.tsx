@@ -34,11 +34,14 @@ function Group({ title, items, selected, open: initiallyOpen = true, href }: { t
     <details open={initiallyOpen}>
       <summary>{href ? <a href={href}>{title}</a> : title} <span className="count">{items.length}</span></summary>
       <ul>
-        {items.map((i) => <Leaf key={i.ref} item={i} selected={selected === `/${i.cls}/${i.ref}`} />)}
+        {items.map((i) => <Leaf key={i.ref} item={i} selected={isSelected(selected, i.cls, i.ref)} />)}
       </ul>
     </details>
   );
 }
+
+/** The route names this object (any of its tabs). */
+const isSelected = (route: string, cls: string, ref: string): boolean => route === `/${cls}/${ref}` || route.startsWith(`/${cls}/${ref}/`);
 
 const vmItem = (ref: string, vm: VM_record): Item => ({ ref, cls: 'VM', label: vm.name_label, power: vm.power_state });
 

@@ -1,0 +1,147 @@
+/**
+ * GET /console with `Upgrade: websocket` (as xapi serves its console
+ * websocket): the console named by `ref=` or `uuid=` as binary frames — the
+ * VM's VNC (RFB, for noVNC) or its serial console (for xterm, which first
+ * gets the tail of what the guest printed). The session and role check is
+ * the declared HTTP action's (`connect_console_ws`, vm-operator), as for
+ * CONNECT /console; a page of another origin is refused, since a browser
+ * would send it our cookies.
+ */
+import { open as openFile } from 'node:fs/promises';
+import type http from 'node:http';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { Services } from '../messages/context.ts';
+import { authorize } from '../messages/http-handlers.ts';
+import type { Xenops } from '../messages/vm-domains/index.ts';
+
+/** How much of the serial log a new serial viewer gets first. */
+const SERIAL_TAIL_BYTES = 64 * 1024;
+/** Frames from the browser (keys, pointer, pasted text) are small; anything bigger is refused. */
+const MAX_FRAME_BYTES = 1024 * 1024;
+/** Stop reading the VM's side while this much waits for a slow browser. */
+const HIGH_WATER_BYTES = 4 * 1024 * 1024;
+
+function refuse(socket: Duplex, status: string, text: string): void {
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text) + 1}\r\nConnection: close\r\n\r\n${text}\n`);
+}
+
+/** A browser sends Origin: it must be this server's own (the Host it asked for). */
+function sameOrigin(req: http.IncomingMessage): boolean {
+  const origin = req.headers.origin;
+  if (origin === undefined) return true; // not a browser: it holds the session itself
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}
+
+interface Target {
+  readonly connect: net.NetConnectOpts;
+  /** The serial log, whose tail is sent first (vt100 only). */
+  readonly log?: string;
+}
+
+function targetOf(services: Services, xenops: Xenops, url: URL): Target {
+  const ref = url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
+  const con = services.store.get('console', ref);
+  const vm = con ? services.store.get('VM', String(con.VM)) : undefined;
+  if (!con || !vm || vm.is_control_domain) throw new XenApiError('HANDLE_INVALID', 'console', ref);
+  if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XenApiError('VM_BAD_POWER_STATE', String(con.VM), 'Running', String(vm.power_state));
+  const uuid = String(vm.uuid);
+  if (con.protocol === 'rfb') {
+    const a = xenops.backend.vncAddress(uuid);
+    return { connect: 'unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port } };
+  }
+  const serial = xenops.backend.serialLog(uuid);
+  if (!serial.socket) throw new XenApiError('HANDLE_INVALID', 'console', ref);
+  return { connect: { path: serial.socket }, log: serial.path };
+}
+
+async function tailOf(file: string, bytes: number): Promise<Buffer> {
+  const fh = await openFile(file, 'r').catch(() => null);
+  if (!fh) return Buffer.alloc(0);
+  try {
+    const { size } = await fh.stat();
+    const length = Math.min(size, bytes);
+    const buf = Buffer.alloc(length);
+    await fh.read(buf, 0, length, size - length);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Joins a browser's WebSocket and the console's socket until either side ends. */
+function bridge(ws: WebSocket, upstream: net.Socket, first: Buffer): void {
+  if (first.length) ws.send(first);
+  upstream.on('data', (chunk: Buffer) => {
+    ws.send(chunk, () => {
+      if (upstream.isPaused() && ws.bufferedAmount < HIGH_WATER_BYTES / 2) upstream.resume();
+    });
+    if (ws.bufferedAmount > HIGH_WATER_BYTES) upstream.pause();
+  });
+  ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
+    const buf = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+    if (!upstream.write(buf)) {
+      ws.pause();
+      upstream.once('drain', () => ws.resume());
+    }
+  });
+  const end = (): void => {
+    upstream.destroy();
+    if (ws.readyState === ws.OPEN || ws.readyState === ws.CONNECTING) ws.close(1000, 'the console closed');
+  };
+  upstream.on('close', end);
+  upstream.on('error', end);
+  ws.on('close', () => upstream.destroy());
+  ws.on('error', () => upstream.destroy());
+}
+
+export interface ConsoleSockets {
+  readonly handler: (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL) => Promise<void>;
+  /** Closes every open console (the daemon stops). */
+  close(): void;
+}
+
+export function consoleSockets(services: Services, xenops: Xenops): ConsoleSockets {
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: true });
+  const handler = async (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> => {
+    if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return refuse(socket, '400 Bad Request', 'only WebSocket upgrades are served here');
+    if (!sameOrigin(req)) return refuse(socket, '403 Forbidden', 'a page of another origin may not open this console');
+    let target: Target;
+    try {
+      authorize(services, req, url);
+      target = targetOf(services, xenops, url);
+    } catch (e) {
+      if (!(e instanceof XenApiError)) throw e;
+      const status = e.code === 'RBAC_PERMISSION_DENIED' ? '403 Forbidden' : e.code === 'SESSION_INVALID' ? '401 Unauthorized' : e.code === 'HANDLE_INVALID' ? '404 Not Found' : '409 Conflict';
+      return refuse(socket, status, e.description.join(' '));
+    }
+    const first = target.log ? await tailOf(target.log, SERIAL_TAIL_BYTES) : Buffer.alloc(0);
+    const upstream = net.createConnection(target.connect);
+    upstream.once('error', () => refuse(socket, '503 Service Unavailable', 'the console is not reachable'));
+    upstream.once('connect', () => {
+      upstream.removeAllListeners('error');
+      upstream.on('error', () => upstream.destroy());
+      if (socket.destroyed) return void upstream.destroy();
+      // a handshake that ws refuses (bad key, version) closes the socket without calling back
+      let bridged = false;
+      socket.once('close', () => bridged || upstream.destroy());
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        bridged = true;
+        bridge(ws, upstream, first);
+      });
+    });
+  };
+  return {
+    handler,
+    close() {
+      for (const ws of wss.clients) ws.terminate();
+      wss.close();
+    },
+  };
+}
