@@ -94,7 +94,7 @@ export interface DomainStats { cpuSeconds: number; memoryActual: number; vcpus: 
  * metrics layer's business: these only ever grow (until the domain is rebuilt).
  */
 export interface DomainCounters {
-  /** CPU seconds each vCPU has run, by vCPU index. */
+  /** Seconds each vCPU was busy (running, or ready to run and waiting for a host CPU), by vCPU index. */
   vcpuSeconds: number[];
   /** Memory the domain has now (bytes). */
   memoryBytes: number;

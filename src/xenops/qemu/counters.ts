@@ -1,6 +1,9 @@
 /**
- * A QEMU domain's counters for metrics: vCPU time from the kernel's
- * per-thread accounting (/proc/<pid>/task/<tid>/stat of each vCPU thread),
+ * A QEMU domain's counters for metrics: vCPU busy time from the kernel's
+ * per-thread scheduler accounting (/proc/<pid>/task/<tid>/schedstat of each
+ * vCPU thread: time on a host CPU plus time runnable and waiting for one —
+ * a vCPU the guest keeps busy counts as busy on a crowded host too, as the
+ * guest itself sees it; /stat's user+system time where schedstat is missing),
  * disk totals from one QMP `query-blockstats`, NIC totals from the tap's
  * /sys/class/net/<tap>/statistics. The vCPU thread ids come from
  * `query-cpus-fast`, asked once and again only when they stop making sense.
@@ -15,8 +18,14 @@ import type { Dom } from './domain.ts';
 
 const CLK_TCK = 100;
 
-/** utime + stime of one thread, in seconds; undefined when the thread is gone. */
-function threadCpuSeconds(pid: number, tid: number): number | undefined {
+/** Seconds one thread was busy (running or waiting to run); undefined when the thread is gone. */
+function threadBusySeconds(pid: number, tid: number): number | undefined {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ').map(Number);
+    if (Number.isFinite(run) && Number.isFinite(wait)) return (run! + wait!) / 1e9;
+  } catch {
+    return undefined; // the thread is gone
+  }
   try {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -44,7 +53,7 @@ async function vcpuThreads(d: Dom): Promise<number[]> {
 }
 
 /**
- * Per-vCPU seconds. Under single-threaded TCG every vCPU runs on one thread:
+ * Per-vCPU busy seconds. Under single-threaded TCG every vCPU runs on one thread:
  * its time is shared evenly among them.
  */
 function vcpuSeconds(pid: number, threads: readonly number[]): number[] | undefined {
@@ -52,7 +61,7 @@ function vcpuSeconds(pid: number, threads: readonly number[]): number[] | undefi
   for (const tid of threads) byThread.set(tid, (byThread.get(tid) ?? 0) + 1);
   const out: number[] = [];
   for (const tid of threads) {
-    const s = threadCpuSeconds(pid, tid);
+    const s = threadBusySeconds(pid, tid);
     if (s === undefined) return undefined;
     out.push(s / byThread.get(tid)!);
   }
