@@ -92,6 +92,11 @@ export interface NetworkingService extends NicProvider {
 export interface PoolService {
   join(ctx: CallContext, masterAddress: string, user: string, password: string, force: boolean): Promise<void>;
   eject(host: string): Promise<void>;
+  /** The domain manager of a member's VMs (its drivers reached through the host interface); undefined for an unknown host. */
+  xenopsOn(host: string): XenopsService | undefined;
+  /** Plugs or unplugs a member's PBD on that member. */
+  plugOn(pbd: string): Promise<void>;
+  unplugOn(pbd: string): Promise<void>;
 }
 
 /** On a pool member: where its master is (the database is a read-only replica, the API answers HOST_IS_SLAVE). */

@@ -26,13 +26,12 @@ function poolOf(ctx: CallContext): PoolService {
 }
 
 export const hostHandlers: host_handlers = {
+  // any host of the pool: placement reads the flag on the master
   disable: (ctx, a) => {
-    const host = thisHost(ctx, a.host);
-    ctx.services.store.transact((tx) => tx.update('host', host, { enabled: false }));
+    ctx.services.store.transact((tx) => tx.update('host', a.host, { enabled: false }));
   },
   enable: (ctx, a) => {
-    const host = thisHost(ctx, a.host);
-    ctx.services.store.transact((tx) => tx.update('host', host, { enabled: true }));
+    ctx.services.store.transact((tx) => tx.update('host', a.host, { enabled: true }));
   },
   get_servertime: () => formatDateTime(new Date()),
   get_server_localtime: () => formatDateTime(new Date()),

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Ref } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
-import { notImplemented, type CallContext, type StorageService } from './context.ts';
+import { notImplemented, type CallContext, type PoolService, type StorageService } from './context.ts';
 import { setField } from './generic.ts';
 import type { PBD_handlers, SR_handlers } from './generated/handlers.ts';
 import { isSrType, SR_TYPE_NAMES } from '../datamodel/sr-types.ts';
@@ -17,10 +17,18 @@ export function storageOf(ctx: CallContext): StorageService {
   return s;
 }
 
+/** The pool that reaches another host's PBDs; HOST_OFFLINE without one. */
+function poolFor(ctx: CallContext, host: string): PoolService {
+  const pool = ctx.services.pool;
+  if (!pool || !ctx.services.store.get('host', host)) throw new XenApiError('HOST_OFFLINE', host);
+  return pool;
+}
+
 async function plug(ctx: CallContext, pbd: Ref<'PBD'>): Promise<void> {
   const { store } = ctx.services;
   const rec = store.must('PBD', pbd);
   if (rec.currently_attached) return;
+  if (rec.host !== ctx.services.hostRef()) return poolFor(ctx, rec.host).plugOn(pbd);
   const storage = storageOf(ctx);
   storage.forgetDriver(rec.SR);
   try {
@@ -72,10 +80,12 @@ async function create(ctx: CallContext, a: NewSr): Promise<Ref<'SR'>> {
       allowed_operations: ['scan', 'destroy', 'forget', 'plug', 'unplug', 'update', 'vdi_create', 'vdi_destroy', 'vdi_resize', 'vdi_clone', 'vdi_snapshot'],
     });
     tx.create('PBD', { host: a.host, SR: ref, device_config: config, currently_attached: false });
+    // a shared SR is reached the same way from every host of the pool: a PBD each
+    if (a.shared || driver.shared) for (const h of store.refs('host')) if (h !== a.host) tx.create('PBD', { host: h, SR: ref, device_config: config, currently_attached: false });
     return ref;
   });
-  const [pbd] = store.where('PBD', (p) => p.SR === sr).map(([r]) => r);
-  await plug(ctx, pbd);
+  const pbds = store.where('PBD', (p) => p.SR === sr).sort((x, y) => Number(y[1].host === a.host) - Number(x[1].host === a.host)).map(([r]) => r);
+  for (const pbd of pbds) await plug(ctx, pbd);
   return sr;
 }
 
@@ -177,6 +187,7 @@ export const pbdHandlers: PBD_handlers = {
     const rec = store.must('PBD', a.self);
     if (!rec.currently_attached) return;
     assertNoVdiInUse(ctx, rec.SR, 'unplug');
+    if (rec.host !== ctx.services.hostRef()) return poolFor(ctx, rec.host).unplugOn(a.self);
     await storageOf(ctx).driverFor(rec.SR).detach();
     store.transact((tx) => tx.update('PBD', a.self, { currently_attached: false }));
   },

@@ -8,6 +8,7 @@ import type { Args, CallContext, XenopsService } from './context.ts';
 import { creatableFields, setField } from './generic.ts';
 import { allowedOperations, assertOperation, refreshAllowed, withOperation } from './vm-operations.ts';
 import { vmMemoryOverhead } from './vm-domains/memory.ts';
+import { assertCanBootHere, chooseHost, possibleHosts } from '../pool/placement.ts';
 
 export function xenopsOf(ctx: CallContext): XenopsService {
   const x = ctx.services.xenops;
@@ -15,17 +16,38 @@ export function xenopsOf(ctx: CallContext): XenopsService {
   return x;
 }
 
+/** The domain manager of a host: this one's, or a pool member's (HOST_OFFLINE without a pool to reach it). */
+export function xenopsOn(ctx: CallContext, host: string): XenopsService {
+  if (host === ctx.services.hostRef()) return xenopsOf(ctx);
+  const x = ctx.services.pool?.xenopsOn(host);
+  if (!x) throw new XenApiError('HOST_OFFLINE', host);
+  return x;
+}
+
 const vmArg = (a: Args): string => (a.vm ?? a.self) as string;
 
-/** A power operation: checked, marked in current_operations, run through xenops. */
+/** Where a VM's domain is: the host it is resident on. */
+function residentXenops(ctx: CallContext, ref: string): XenopsService {
+  const host = ctx.services.store.must('VM', ref).resident_on;
+  return xenopsOn(ctx, host === NULL_REF ? ctx.services.hostRef() : host);
+}
+
+/** A power operation on the VM's domain where it is: checked, marked in current_operations, run through xenops. */
 const power =
   (op: Enum_vm_operations, run: (x: XenopsService, ref: string, a: Args, ctx: CallContext) => Promise<void>) =>
   (ctx: CallContext, a: Args): Promise<void> =>
-    withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, () => run(xenopsOf(ctx), vmArg(a), a, ctx));
+    withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, () => run(residentXenops(ctx, vmArg(a)), vmArg(a), a, ctx));
 
-function checkHost(ctx: CallContext, host: string): void {
-  if (host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', host);
-}
+/** A boot (start, resume): on the host given, checked as xapi checks it, or on the one placement picks. */
+const boot =
+  (op: Enum_vm_operations, run: (x: XenopsService, ref: string, a: Args) => Promise<void>) =>
+  (ctx: CallContext, a: Args): Promise<void> =>
+    withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, () => {
+      const { store } = ctx.services;
+      const given = a.host as string | undefined;
+      if (given !== undefined) assertCanBootHere(store, vmArg(a), given, { memory: false });
+      return run(xenopsOn(ctx, given ?? chooseHost(store, vmArg(a))), vmArg(a), a);
+    });
 
 function checkMemoryOrder(vm: DbRecord, patch: Record<string, number>): void {
   const m = { static_min: Number(vm.memory_static_min), dynamic_min: Number(vm.memory_dynamic_min), dynamic_max: Number(vm.memory_dynamic_max), static_max: Number(vm.memory_static_max), ...patch };
@@ -95,11 +117,8 @@ export const vmHandlers = {
     });
   },
 
-  start: power('start', (x, ref, a) => x.start(ref, a.start_paused === true)),
-  start_on: power('start_on', (x, ref, a, ctx) => {
-    checkHost(ctx, a.host as string);
-    return x.start(ref, a.start_paused === true);
-  }),
+  start: boot('start', (x, ref, a) => x.start(ref, a.start_paused === true)),
+  start_on: boot('start_on', (x, ref, a) => x.start(ref, a.start_paused === true)),
   clean_shutdown: power('clean_shutdown', (x, ref) => x.cleanShutdown(ref)),
   hard_shutdown: power('hard_shutdown', (x, ref) => x.hardShutdown(ref)),
   // as xapi: clean within shutdown_delay seconds (xapi's 1200 when unset), else hard
@@ -118,14 +137,11 @@ export const vmHandlers = {
   pause: power('pause', (x, ref) => x.pause(ref)),
   unpause: power('unpause', (x, ref) => x.unpause(ref)),
   suspend: power('suspend', (x, ref) => x.suspend(ref)),
-  resume: power('resume', (x, ref, a) => x.resume(ref, a.start_paused === true)),
-  resume_on: power('resume_on', (x, ref, a, ctx) => {
-    checkHost(ctx, a.host as string);
-    return x.resume(ref, a.start_paused === true);
-  }),
+  resume: boot('resume', (x, ref, a) => x.resume(ref, a.start_paused === true)),
+  resume_on: boot('resume_on', (x, ref, a) => x.resume(ref, a.start_paused === true)),
   power_state_reset: async (ctx, a) => {
-    const x = xenopsOf(ctx);
     const ref = vmArg(a);
+    const x = residentXenops(ctx, ref);
     const vm = ctx.services.store.must('VM', ref);
     if (vm.is_control_domain) throw new XenApiError('OPERATION_NOT_ALLOWED', 'not on the control domain');
     await x.backend.shutdown(String(vm.uuid), 'hard').catch(() => undefined);
@@ -137,13 +153,8 @@ export const vmHandlers = {
     assertOperation(ctx.services.store, vmArg(a), String(a.op));
   },
   update_allowed_operations: (ctx, a) => refreshAllowed(ctx.services, vmArg(a)),
-  assert_can_boot_here: (ctx, a) => {
-    checkHost(ctx, a.host as string);
-    const vm = ctx.services.store.must('VM', vmArg(a));
-    if (vm.is_a_template || vm.is_a_snapshot) throw new XenApiError('VM_IS_TEMPLATE', vmArg(a));
-    xenopsOf(ctx).assertMemory(vm);
-  },
-  get_possible_hosts: (ctx) => [ctx.services.hostRef()],
+  assert_can_boot_here: (ctx, a) => assertCanBootHere(ctx.services.store, vmArg(a), a.host as string),
+  get_possible_hosts: (ctx, a) => possibleHosts(ctx.services.store, vmArg(a)),
   get_allowed_VBD_devices: (ctx, a) => {
     const used = new Set((ctx.services.store.must('VM', vmArg(a)).VBDs as string[]).map((r) => String(ctx.services.store.get('VBD', r)?.userdevice)));
     return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.has(d));

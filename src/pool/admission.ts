@@ -87,6 +87,11 @@ export function admitHost(services: Services, req: JoinRequest): string {
       }
       tx.createAny(r.cls, fields, r.ref);
     }
+    // the pool's shared SRs: a PBD for the newcomer, as the others have (plugged once it runs as a member)
+    for (const [sr, rec] of store.where('SR', (s) => s.shared)) {
+      const model = rec.PBDs.map((p) => tx.get('PBD', p)).find((p) => p !== undefined && p.host !== host.ref);
+      if (model) tx.create('PBD', { host: host.ref, SR: sr, device_config: model.device_config, currently_attached: false });
+    }
   });
   mkdirSync(certificateDir(services.dataDir), { recursive: true, mode: 0o700 });
   writeFileSync(join(certificateDir(services.dataDir), `${String(host.rec.uuid)}.pem`), req.certificate, { mode: 0o600 });

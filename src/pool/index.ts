@@ -4,6 +4,7 @@
  *   POST /pool/replicate  master: members follow its database (replication.ts)
  *   POST /pool/join       master: admits a joining host (admission.ts), for a pool-admin session
  *   POST /pool/eject      member: told by its master that it leaves the pool
+ *   POST /pool/host       member: the typed host interface (host-api.ts), the master's calls
  */
 import type http from 'node:http';
 import type { RouteHandler } from '../api/http.ts';
@@ -16,6 +17,8 @@ import { answer, hasSecret, readJson } from './channel.ts';
 import { ejectHost, forgetPool } from './eject.ts';
 import { joinPool } from './join.ts';
 import { membershipOf, type Membership } from './membership.ts';
+import { PoolHosts } from './hosts.ts';
+import { MemberAgent } from './member-agent.ts';
 import type { ReplicationAsk } from './replication.ts';
 
 /** A channel route: the outcome of `fn` as the reply, XenAPI errors as such. */
@@ -47,11 +50,30 @@ function checkAsk(body: unknown): ReplicationAsk {
 }
 
 export function poolPlugin(): Plugin {
+  let hosts: PoolHosts | undefined;
+  let agent: MemberAgent | undefined;
   return {
     name: 'pool',
+    stop() {
+      hosts?.close();
+      agent?.close();
+    },
     start(services: Services, routes) {
       const m = membershipOf(services.store);
       if (!m) throw new Error('the pool plugin needs the server\'s membership');
+      if (m.role.role === 'master') {
+        hosts = new PoolHosts(services, m.role.secret, m.source!);
+        // the links start once every plugin runs (the members' domain managers need storage and networking in place)
+        setImmediate(() => hosts?.start());
+      }
+      if (m.replica) {
+        const memberAgent = new MemberAgent(services, m.replica);
+        agent = memberAgent;
+        routes.routes.set('/pool/host', route((req, body) => {
+          requireSecret(req, m);
+          return memberAgent.serve(body);
+        }));
+      }
       routes.routes.set('/pool/replicate', route((req, body, signal) => {
         requireMaster(m);
         requireSecret(req, m);
@@ -64,6 +86,7 @@ export function poolPlugin(): Plugin {
         if (!session.isLocalSuperuser && !session.roles.has('pool-admin')) throw new XenApiError('RBAC_PERMISSION_DENIED', 'pool.join', 'joining needs pool-admin on the master');
         const host = admitHost(services, checkJoinRequest(body));
         services.log.info({ host }, 'a host joined the pool');
+        hosts?.link(host);
         return { secret: m.role.secret, host };
       }));
       routes.routes.set('/pool/eject', route((req) => {
@@ -81,9 +104,19 @@ export function poolPlugin(): Plugin {
           if (m.role.role === 'member') throw new XenApiError('HOST_IS_SLAVE', m.role.master);
           return joinPool(ctx, address, user, password, force);
         },
-        eject: (host) => {
+        eject: async (host) => {
           requireMaster(m);
-          return ejectHost(services, m.role.secret, host);
+          await ejectHost(services, m.role.secret, host);
+          hosts?.forget(host);
+        },
+        xenopsOn: (host) => hosts?.xenopsOn(host),
+        plugOn: async (pbd) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.plug(pbd);
+        },
+        unplugOn: async (pbd) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.unplug(pbd);
         },
       };
     },

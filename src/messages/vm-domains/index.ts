@@ -16,6 +16,7 @@ import { refreshAllowed } from '../vm-operations.ts';
 import { diskFor, domainConfig, type Attachers } from './config.ts';
 import { GuestMetrics } from './guest-metrics.ts';
 import { assertMemory, freeMemory } from './memory.ts';
+import type { DiskProvider, NicProvider } from './providers.ts';
 import { markRunning, markStoppedRecords } from './records.ts';
 
 export { guestMetricsFields } from './guest-metrics.ts';
@@ -34,6 +35,8 @@ export class Xenops {
   constructor(
     readonly backend: HypervisorBackend,
     private readonly services: Services,
+    /** Another host's disks and NICs (a pool member's, reached through the pool): this host's storage and networking otherwise. */
+    private readonly providers?: { readonly disks?: DiskProvider; readonly nics?: NicProvider },
   ) {
     this.guests = new GuestMetrics(backend, services);
   }
@@ -44,6 +47,7 @@ export class Xenops {
 
   /** Storage and networking plug in through services.storage and services.nics when they run. */
   private get attachers(): Attachers {
+    if (this.providers) return { store: this.store, ...this.providers };
     return { store: this.store, disks: this.services.storage, nics: this.services.nics };
   }
 
@@ -217,12 +221,25 @@ export class Xenops {
    * VM owns are destroyed. Every VM's allowed_operations is recomputed.
    */
   async reconcile(): Promise<{ adopted: number; halted: number; destroyed: number }> {
+    return this.reconcileVms(false);
+  }
+
+  /**
+   * The same for a host that joins in while others run on (a pool member
+   * coming back): only its own VMs and domains are looked at.
+   */
+  reconcileHost(): Promise<{ adopted: number; halted: number; destroyed: number }> {
+    return this.reconcileVms(true);
+  }
+
+  private async reconcileVms(ownOnly: boolean): Promise<{ adopted: number; halted: number; destroyed: number }> {
     const domains = new Map((await this.backend.list()).map((d) => [d.uuid, d]));
     let adopted = 0;
     let halted = 0;
     let destroyed = 0;
     const host = this.services.hostRef();
-    for (const [ref, vm] of this.store.where('VM', (v) => !v.is_control_domain)) {
+    const mine = (v: { resident_on: string; uuid: string }): boolean => !ownOnly || v.resident_on === host || domains.has(v.uuid);
+    for (const [ref, vm] of this.store.where('VM', (v) => !v.is_control_domain && mine(v))) {
       const d = domains.get(String(vm.uuid));
       domains.delete(String(vm.uuid));
       if (d && (d.state === 'running' || d.state === 'paused')) {

@@ -1,12 +1,14 @@
 /**
- * Pool membership with three daemons in three network namespaces (simulated
- * guests): join with xapi's checks, the master's database replicated to
- * members, HOST_IS_SLAVE from members, a joining host's halted VM carried
- * into the pool, eject.
+ * A pool of three daemons in three network namespaces (simulated guests):
+ * join with xapi's checks, the master's database replicated to members,
+ * HOST_IS_SLAVE from members, a joining host's halted VM carried into the
+ * pool, a shared SR plugged everywhere, placement and VMs run on members
+ * through the host interface, eject.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
@@ -14,6 +16,8 @@ const lab = new PoolLab();
 let h1: LabHost;
 let h2: LabHost;
 let h3: LabHost;
+/** The VM h3 brought along when it joined. */
+let carriedUuid = '';
 
 before(async () => {
   await lab.setup();
@@ -57,7 +61,12 @@ test('three hosts become one pool; members answer HOST_IS_SLAVE and follow the m
   await c3.api.VM.start(vm, false, false);
   await failsWith(c3.api.pool.join(h1.ip, 'root', ROOT_PASSWORD), 'JOINING_HOST_CANNOT_HAVE_RUNNING_VMS');
   await c3.api.VM.hard_shutdown(vm);
+  // its disk on h3's local storage anchors it there
+  const [local] = Object.keys(await c3.api.SR.get_all_records_where('field "type" = "ext"'));
+  const disk = await c3.api.VDI.create({ SR: local, virtual_size: 4 * 1024 * 1024, name_label: 'anchored', type: 'user', sharable: false, read_only: false, other_config: {} } as never);
+  await c3.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
   const vmUuid = await c3.api.VM.get_uuid(vm);
+  carriedUuid = vmUuid;
   const h3HostUuid = await c3.api.host.get_uuid((await c3.api.host.get_all())[0]);
 
   await c2.api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
@@ -94,6 +103,58 @@ test('three hosts become one pool; members answer HOST_IS_SLAVE and follow the m
 
   // a member cannot join elsewhere, the master cannot be ejected
   await failsWith(master.api.pool.eject(masterHost), 'OPERATION_NOT_ALLOWED');
+});
+
+/** Whether the simulator of a host runs a domain (its state file, in the host's data directory, written shortly after a change). */
+function runsOn(host: LabHost, vmUuid: string): boolean {
+  const file = join(host.dataDir, 'sim-domains.json');
+  return existsSync(file) && readFileSync(file, 'utf8').includes(vmUuid);
+}
+
+test('a shared SR is plugged on every host; placement and VMs on members', async () => {
+  const master = await h1.client();
+  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
+  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const sr = await master.api.SR.create(r1, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});
+  const pbds = await master.api.SR.get_PBDs(sr);
+  assert.equal(pbds.length, 3);
+  for (const p of pbds) assert.equal(await master.api.PBD.get_currently_attached(p), true);
+
+  // an agile VM (its disk on the shared SR) may run anywhere
+  const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
+  const agile = await master.api.VM.clone(template, 'agile');
+  await master.api.VM.set_is_a_template(agile, false);
+  const disk = await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: 'agile', type: 'user', sharable: false, read_only: false, other_config: {} } as never);
+  await master.api.VBD.create({ VM: agile, VDI: disk, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
+  assert.deepEqual((await master.api.VM.get_possible_hosts(agile)).sort(), [r1, r2, r3].sort());
+  await master.api.VM.start_on(agile, r2, false, false);
+  assert.equal(await master.api.VM.get_resident_on(agile), r2);
+  assert.equal(await master.api.VM.get_power_state(agile), 'Running');
+  const agileUuid = await master.api.VM.get_uuid(agile);
+  await until('the domain to run on h2', () => runsOn(h2, agileUuid));
+  assert.ok(!runsOn(h1, agileUuid) && !runsOn(h3, agileUuid));
+  await master.api.VM.hard_shutdown(agile);
+  await until('the domain to be gone from h2', () => !runsOn(h2, agileUuid));
+
+  // the carried VM's disk is on h3's local SR: only h3 will do
+  const anchored = await master.api.VM.get_by_uuid(carriedUuid);
+  const [vbd] = await master.api.VM.get_VBDs(anchored);
+  const localSr = await master.api.VDI.get_SR(await master.api.VBD.get_VDI(vbd));
+  assert.deepEqual(await master.api.VM.get_possible_hosts(anchored), [r3]);
+  assert.deepEqual(await failsWith(master.api.VM.assert_can_boot_here(anchored, r1), 'VM_REQUIRES_SR'), [anchored, localSr]);
+  await master.api.VM.start(anchored, false, false);
+  assert.equal(await master.api.VM.get_resident_on(anchored), r3);
+  await until('the anchored domain to run on h3', () => runsOn(h3, carriedUuid));
+  await master.api.VM.hard_shutdown(anchored);
+
+  // a disabled host takes no VMs; memory decides too
+  await master.api.host.disable(r2);
+  await failsWith(master.api.VM.start_on(agile, r2, false, false), 'HOST_DISABLED');
+  assert.deepEqual((await master.api.VM.get_possible_hosts(agile)).sort(), [r1, r3].sort());
+  await master.api.host.enable(r2);
+  await master.api.VM.set_memory_limits(agile, 2 ** 40, 2 ** 40, 2 ** 40, 2 ** 40);
+  assert.deepEqual(await master.api.VM.get_possible_hosts(agile), []);
+  await failsWith(master.api.VM.start(agile, false, false), 'HOST_NOT_ENOUGH_FREE_MEMORY');
 });
 
 test('eject: the member leaves, its records go, it comes back as a pool of one', async () => {

@@ -1,0 +1,49 @@
+/**
+ * The typed host-to-host interface: the work a master asks of a member for
+ * the member's own VMs and devices. Each method names its arguments and its
+ * result; the member serves them (member-agent.ts), the master calls them
+ * (remote-host.ts). Every call carries the master's database position, and
+ * the member first waits until its replica holds it, so the records the
+ * master just wrote are the ones the member reads.
+ */
+import type { ConsoleAddress, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo } from '../xenops/backend.ts';
+
+export interface HostMethods {
+  'domain.start': { args: { cfg: DomainConfig; paused: boolean }; result: DomainInfo };
+  'domain.shutdown': { args: { uuid: string; mode: 'clean' | 'hard'; timeoutMs?: number }; result: null };
+  'domain.reboot': { args: { uuid: string; mode: 'clean' | 'hard'; timeoutMs?: number }; result: null };
+  'domain.pause': { args: { uuid: string }; result: null };
+  'domain.unpause': { args: { uuid: string }; result: null };
+  'domain.list': { args: Record<string, never>; result: DomainInfo[] };
+  'domain.get': { args: { uuid: string }; result: DomainInfo | null };
+  'domain.stats': { args: { uuid: string }; result: DomainStats };
+  'domain.counters': { args: { uuid: string }; result: DomainCounters };
+  'domain.consoles': { args: { uuid: string }; result: { serial: { path: string; socket?: string }; vnc: ConsoleAddress } };
+  'domain.guestInfo': { args: { uuid: string; timeoutMs?: number }; result: GuestInfo | null };
+  /** Guest events since `after` (a sequence number of the member's), waiting up to waitMs for one. */
+  'events.next': { args: { after: number; waitMs: number }; result: { next: number; events: DomainEvent[] } };
+  'disk.attach': { args: { vdi: string; readOnly: boolean }; result: { path: string; format: DomainConfig['disks'][number]['format'] } };
+  'disk.detach': { args: { vdi: string }; result: null };
+  'nic.plug': { args: { vif: string }; result: { tap?: string; bridge?: string; mtu?: number } };
+  'nic.unplug': { args: { vif: string }; result: null };
+  /** Plugs this host's PBD of an SR (the driver's attach): the master then records it as attached. */
+  'sr.plug': { args: { pbd: string }; result: null };
+  'sr.unplug': { args: { pbd: string }; result: null };
+}
+
+export type HostMethod = keyof HostMethods;
+export type HostArgs<M extends HostMethod> = HostMethods[M]['args'];
+export type HostResult<M extends HostMethod> = HostMethods[M]['result'];
+
+/** One call as it travels: the method, its arguments, and the master's database position. */
+export interface HostCall<M extends HostMethod = HostMethod> {
+  readonly method: M;
+  readonly args: HostArgs<M>;
+  readonly epoch: string;
+  readonly generation: number;
+}
+
+export const HOST_METHODS: readonly HostMethod[] = [
+  'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters',
+  'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
+];

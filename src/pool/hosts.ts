@@ -1,0 +1,120 @@
+/**
+ * The master's links to its members: one RemoteHost each (remote-host.ts),
+ * and on it a domain manager for the member's VMs, made when first needed or
+ * when the member comes back, reconciled with what the member runs.
+ */
+import type { Logger } from 'pino';
+import type { Services, XenopsService } from '../messages/context.ts';
+import { Xenops } from '../messages/vm-domains/index.ts';
+import { memberCertificate } from './eject.ts';
+import { RemoteHost } from './remote-host.ts';
+import type { ReplicationSource } from './replication.ts';
+
+interface Link {
+  readonly remote: RemoteHost;
+  readonly xenops: Xenops;
+}
+
+export class PoolHosts {
+  private readonly links = new Map<string, Link>();
+  private readonly log: Logger;
+
+  constructor(
+    private readonly services: Services,
+    private readonly secret: string,
+    private readonly source: ReplicationSource,
+  ) {
+    this.log = services.log.child({ subsystem: 'pool' });
+  }
+
+  /** Links every member the database names (at the master's start). */
+  start(): void {
+    for (const [ref] of this.services.store.all('host')) if (ref !== this.services.hostRef()) this.link(ref);
+  }
+
+  /** The link to a member; made (and its domains reconciled) on first use. */
+  link(host: string): Link {
+    const have = this.links.get(host);
+    if (have) return have;
+    const { store } = this.services;
+    const remote = new RemoteHost(
+      host,
+      () => ({ address: store.must('host', host).address, cert: memberCertificate(this.services, host), secret: this.secret }),
+      () => ({ epoch: this.source.epoch, generation: store.events.current }),
+      store,
+      this.log,
+    );
+    const memberServices: Services = { ...this.services, hostRef: () => host };
+    const xenops = new Xenops(remote.backend(), memberServices, { disks: remote.disks(), nics: remote.nics() });
+    const link = { remote, xenops };
+    this.links.set(host, link);
+    xenops.listen();
+    void remote.run();
+    void this.reconcileWhenLive(link);
+    return link;
+  }
+
+  /** Once the member answers: its domains and its VMs' records agree, its storage connections are plugged. */
+  private async reconcileWhenLive(link: Link): Promise<void> {
+    while (!link.remote.live) {
+      if (!this.links.has(link.remote.host)) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    try {
+      const r = await link.xenops.reconcileHost();
+      this.log.info({ host: link.remote.host, ...r }, 'member domains reconciled');
+      await this.plugAll(link.remote.host);
+    } catch (err) {
+      this.log.warn({ err, host: link.remote.host }, 'reconciling a member failed');
+    }
+  }
+
+  /** Plugs the member's PBDs that are not (shared SRs it was given at join, or after a restart). */
+  async plugAll(host: string): Promise<void> {
+    const { store } = this.services;
+    for (const [pbd, rec] of store.where('PBD', (p) => p.host === host && !p.currently_attached)) {
+      try {
+        await this.plug(pbd);
+      } catch (err) {
+        this.log.warn({ err, pbd, sr: rec.SR }, 'a member could not plug a PBD');
+      }
+    }
+  }
+
+  /** Plugs a member's PBD through its host interface, then records it. */
+  async plug(pbd: string): Promise<void> {
+    const { store } = this.services;
+    const rec = store.must('PBD', pbd);
+    await this.link(rec.host).remote.call('sr.plug', { pbd });
+    store.transact((tx) => tx.update('PBD', pbd, { currently_attached: true }));
+  }
+
+  async unplug(pbd: string): Promise<void> {
+    const { store } = this.services;
+    const rec = store.must('PBD', pbd);
+    await this.link(rec.host).remote.call('sr.unplug', { pbd });
+    store.transact((tx) => tx.update('PBD', pbd, { currently_attached: false }));
+  }
+
+  xenopsOn(host: string): XenopsService | undefined {
+    if (!this.services.store.get('host', host)) return undefined;
+    return this.link(host).xenops;
+  }
+
+  isLive(host: string): boolean {
+    return this.links.get(host)?.remote.live ?? false;
+  }
+
+  /** Drops a member's link (it left the pool). */
+  forget(host: string): void {
+    const link = this.links.get(host);
+    if (!link) return;
+    link.remote.stop();
+    this.links.delete(host);
+    void link.xenops.close();
+  }
+
+  close(): void {
+    for (const host of [...this.links.keys()]) this.forget(host);
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * A member's side of the typed host interface (host-api.ts): the master's
+ * calls for this host's own domains, disks, NICs and storage connections,
+ * served by the drivers this daemon runs, reading the records from its
+ * replica once it holds the master's position of the call.
+ */
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { Services } from '../messages/context.ts';
+import type { DomainEvent, HypervisorBackend } from '../xenops/backend.ts';
+import { HOST_METHODS, type HostArgs, type HostCall, type HostMethod, type HostResult } from './host-api.ts';
+import type { Replica } from './replication.ts';
+
+const REPLICA_WAIT_MS = 15_000;
+const EVENTS_KEPT = 10_000;
+
+type Serve = { [M in HostMethod]: (args: HostArgs<M>) => Promise<HostResult<M>> };
+
+/** Guest events of this host's domains, numbered, for the master to collect. */
+class EventQueue {
+  private seq = 0;
+  private readonly kept: { seq: number; e: DomainEvent }[] = [];
+  private waiters = new Set<() => void>();
+
+  push(e: DomainEvent): void {
+    this.kept.push({ seq: ++this.seq, e });
+    if (this.kept.length > EVENTS_KEPT) this.kept.shift();
+    for (const w of this.waiters) w();
+  }
+
+  async next(after: number, waitMs: number): Promise<{ next: number; events: DomainEvent[] }> {
+    // a master that restarted asks from 0 after events it has not seen: it reconciles instead
+    if (after > this.seq) after = 0;
+    if (this.seq === after && waitMs > 0) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(t);
+          this.waiters.delete(done);
+          resolve();
+        };
+        const t = setTimeout(done, Math.min(waitMs, 30_000));
+        this.waiters.add(done);
+      });
+    }
+    return { next: this.seq, events: this.kept.filter((k) => k.seq > after).map((k) => k.e) };
+  }
+}
+
+const str = (v: unknown, name: string): string => {
+  if (typeof v !== 'string' || v.length === 0 || v.length > 1024) throw new XenApiError('INVALID_VALUE', name, String(v));
+  return v;
+};
+
+export class MemberAgent {
+  private readonly events = new EventQueue();
+  private unsubscribe?: () => void;
+
+  constructor(
+    private readonly services: Services,
+    private readonly replica: Replica,
+  ) {}
+
+  private get backend(): HypervisorBackend {
+    const x = this.services.xenops;
+    if (!x) throw new XenApiError('NOT_IMPLEMENTED', 'no hypervisor backend on this host');
+    return x.backend;
+  }
+
+  /** Starts collecting guest events (after the plugins have started). */
+  listen(): void {
+    if (!this.unsubscribe && this.services.xenops) this.unsubscribe = this.services.xenops.backend.onEvent((e) => this.events.push(e));
+  }
+
+  close(): void {
+    this.unsubscribe?.();
+  }
+
+  /** Runs one call of the master's, after the replica holds the master's position. */
+  async serve(body: unknown): Promise<unknown> {
+    const call = body as Partial<HostCall> | null;
+    if (!call || typeof call.method !== 'string' || !(HOST_METHODS as readonly string[]).includes(call.method) || !call.args || typeof call.args !== 'object') {
+      throw new XenApiError('MESSAGE_METHOD_UNKNOWN', String(call?.method));
+    }
+    if (typeof call.epoch !== 'string' || !Number.isSafeInteger(call.generation)) throw new XenApiError('INVALID_VALUE', 'generation', String(call.generation));
+    this.listen();
+    await this.replica.reached(call.epoch, Number(call.generation), REPLICA_WAIT_MS).catch(() => {
+      throw new XenApiError('HOST_OFFLINE', this.services.hostRef());
+    });
+    const fn = this.methods[call.method] as (a: unknown) => Promise<unknown>;
+    return fn(call.args);
+  }
+
+  private readonly methods: Serve = {
+    'domain.start': async (a) => this.backend.start(a.cfg, { paused: a.paused === true }),
+    'domain.shutdown': async (a) => {
+      await this.backend.shutdown(str(a.uuid, 'uuid'), a.mode === 'clean' ? 'clean' : 'hard', a.timeoutMs);
+      return null;
+    },
+    'domain.reboot': async (a) => {
+      await this.backend.reboot(str(a.uuid, 'uuid'), a.mode === 'clean' ? 'clean' : 'hard', a.timeoutMs);
+      return null;
+    },
+    'domain.pause': async (a) => {
+      await this.backend.pause(str(a.uuid, 'uuid'));
+      return null;
+    },
+    'domain.unpause': async (a) => {
+      await this.backend.unpause(str(a.uuid, 'uuid'));
+      return null;
+    },
+    'domain.list': async () => this.backend.list(),
+    'domain.get': async (a) => (await this.backend.get(str(a.uuid, 'uuid'))) ?? null,
+    'domain.stats': async (a) => this.backend.stats(str(a.uuid, 'uuid')),
+    'domain.counters': async (a) => this.backend.readCounters(str(a.uuid, 'uuid')),
+    'domain.consoles': async (a) => ({ serial: this.backend.serialLog(str(a.uuid, 'uuid')), vnc: this.backend.vncAddress(a.uuid) }),
+    'domain.guestInfo': async (a) => (await this.backend.guestInfo?.(str(a.uuid, 'uuid'), a.timeoutMs)) ?? null,
+    'events.next': (a) => this.events.next(Number(a.after) || 0, Number(a.waitMs) || 0),
+    'disk.attach': async (a) => {
+      const storage = this.services.storage;
+      if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
+      return storage.attach(str(a.vdi, 'vdi'), a.readOnly === true);
+    },
+    'disk.detach': async (a) => {
+      await this.services.storage?.detach(str(a.vdi, 'vdi'));
+      return null;
+    },
+    'nic.plug': async (a) => {
+      const nics = this.services.nics;
+      if (!nics) throw new XenApiError('NOT_IMPLEMENTED', 'no networking on this host');
+      return nics.plug(str(a.vif, 'vif'));
+    },
+    'nic.unplug': async (a) => {
+      await this.services.nics?.unplug(str(a.vif, 'vif'));
+      return null;
+    },
+    'sr.plug': async (a) => {
+      const storage = this.services.storage;
+      if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
+      const pbd = this.services.store.must('PBD', str(a.pbd, 'pbd'));
+      if (pbd.host !== this.services.hostRef()) throw new XenApiError('HANDLE_INVALID', 'PBD', a.pbd);
+      storage.forgetDriver(pbd.SR);
+      await storage.driverFor(pbd.SR).attach();
+      return null;
+    },
+    'sr.unplug': async (a) => {
+      const pbd = this.services.store.must('PBD', str(a.pbd, 'pbd'));
+      const storage = this.services.storage;
+      if (storage && pbd.host === this.services.hostRef()) {
+        await storage.driverFor(pbd.SR).detach();
+        storage.forgetDriver(pbd.SR);
+      }
+      return null;
+    },
+  };
+}
