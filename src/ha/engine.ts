@@ -34,6 +34,8 @@ export interface HaEngineOptions {
   readonly onFenced?: (why: string) => void;
   /** The fencer killed this host's guests (how many): their deadline passed. */
   readonly onGuestsKilled?: (killed: number) => void;
+  /** After a fence, this host has a new lease and may stand for master again. */
+  readonly onRecovered?: () => void;
   /** etcd deleted a peer's liveness key: that host is dead and fenced. */
   readonly onHostGone?: (hostUuid: string) => void;
 }
@@ -85,8 +87,14 @@ export class HaEngine {
     return this.election?.term;
   }
 
+  /** Master by the election and not fenced (a fenced master's key lingers until its lease runs out). */
   get isMaster(): boolean {
-    return this.election?.isMaster ?? false;
+    return !this.fenced && (this.election?.isMaster ?? false);
+  }
+
+  /** This host's current fencing deadline (monotonic ns; 0 before the lease). */
+  get deadlineNs(): bigint {
+    return this.liveness?.deadlineNs ?? 0n;
   }
 
   get fenced(): boolean {
@@ -102,16 +110,7 @@ export class HaEngine {
     this.member?.start();
     await this.waitForQuorum();
     this.fencer.start();
-    this.liveness = new Liveness({
-      etcd: this.etcd,
-      key: this.keys.host(this.o.hostUuid),
-      value: JSON.stringify({ address: this.o.address }),
-      ttlS: this.o.ttlS,
-      onDeadline: (d) => this.fencer.arm(d),
-      onExpired: (why) => this.fence(why),
-      onKeepaliveError: (err, tookMs) => this.o.log('keepalive failed', { err: String(err), tookMs }),
-    });
-    await this.liveness.start();
+    await this.startLiveness();
     this.election = new Election({
       etcd: this.etcd,
       key: this.keys.master,
@@ -124,6 +123,46 @@ export class HaEngine {
     await this.election.poll();
     this.election.start();
     this.watchPeers();
+  }
+
+  /** A fresh lease and liveness key for this host. */
+  private async startLiveness(): Promise<void> {
+    const liveness = new Liveness({
+      etcd: this.etcd,
+      key: this.keys.host(this.o.hostUuid),
+      value: JSON.stringify({ address: this.o.address }),
+      ttlS: this.o.ttlS,
+      onDeadline: (d) => this.fencer.arm(d),
+      onExpired: (why) => this.fence(why),
+      onKeepaliveError: (err, tookMs) => this.o.log('keepalive failed', { err: String(err), tookMs }),
+    });
+    this.liveness = liveness;
+    await liveness.start();
+  }
+
+  /**
+   * After a fence: once etcd has let the old lease go (so the keys bound to it —
+   * the master key, run locks — are gone and survivors acted on it), this host
+   * comes back with a new lease as an ordinary member, its guests dead.
+   */
+  private async recover(): Promise<void> {
+    const old = this.liveness;
+    while (!this.stopped) {
+      try {
+        if (old?.id) {
+          const ttl = await this.etcd.call((c) => c.leaseClient.leaseTimeToLive({ ID: old.id }));
+          if (Number(ttl.TTL) > 0) throw new Error('the old lease is still alive');
+          await old.stop(false);
+        }
+        await this.startLiveness();
+        this.fencedWhy = undefined;
+        this.o.log('back with a new lease after a fence', { lease: this.leaseId });
+        this.o.onRecovered?.();
+        return;
+      } catch {
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   private async waitForQuorum(): Promise<void> {
@@ -146,8 +185,8 @@ export class HaEngine {
     this.fencedWhy = why;
     this.o.log('fenced', { why });
     this.fencer.arm(monotonicNs()); // etcd may say the lease is gone before our own deadline passes: fence now
-    this.election?.stop();
     this.o.onFenced?.(why);
+    void this.recover();
   }
 
   /** Polls the peers' liveness keys; a key that was there and is gone is a dead, fenced host. */

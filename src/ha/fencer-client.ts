@@ -8,10 +8,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { PRIVATE_FILE } from '../auth/private-files.ts';
 
 const FENCER = fileURLToPath(new URL('./fencer.ts', import.meta.url));
+/** A nice value above every ordinary process (root may raise it). */
+const FENCER_PRIORITY = -15;
 
 export interface FencerOptions {
   /** The QEMU backend's run directory: every QEMU naming it is one of this host's guests. */
@@ -48,7 +51,15 @@ export class Fencer {
     child.on('exit', (code, signal) => {
       if (this.child === child) this.o.log?.(`fencer exited (${code ?? signal})`);
     });
-    if (child.pid !== undefined) writeFileSync(this.pidFile, `${child.pid}\n`, { mode: PRIVATE_FILE });
+    if (child.pid !== undefined) {
+      writeFileSync(this.pidFile, `${child.pid}\n`, { mode: PRIVATE_FILE });
+      // a starved fencer reads its deadlines late and fences a healthy host: it runs before ordinary work
+      try {
+        setPriority(child.pid, FENCER_PRIORITY);
+      } catch (err) {
+        this.o.log?.(`fencer: cannot raise its priority: ${String(err)}`);
+      }
+    }
   }
 
   get pid(): number | undefined {

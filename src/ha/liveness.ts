@@ -80,8 +80,8 @@ export class Liveness {
     const granted = await this.o.etcd.call((c) => c.leaseClient.leaseGrant({ TTL: this.ttlS }));
     this.leaseId = granted.ID;
     this.advance(sent, Number(granted.TTL));
+    this.tick(); // keepalives from now: a slow put must not let the lease run out
     await this.o.etcd.call((c) => c.put(this.o.key).value(this.o.value).lease(this.leaseId).exec());
-    this.tick();
   }
 
   private advance(sentNs: bigint, ttlS: number): void {

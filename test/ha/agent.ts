@@ -68,8 +68,9 @@ const engine = new HaEngine({
     say('term', { host: term?.host ?? null, revision: term?.revision ?? null, mine });
     if (term && mine) becomeMaster(engine, term).catch((err: unknown) => say('error', { error: String(err) }));
   },
-  onFenced: (why) => say('fenced', { why }),
+  onFenced: (why) => say('fenced', { why, deadline: engine.deadlineNs.toString() }),
   onGuestsKilled: (killed) => say('guestsKilled', { killed }),
+  onRecovered: () => say('recovered', { lease: engine.leaseId }),
   onHostGone: (host) => {
     say('hostGone', { host });
     restartUnowned(engine).catch((err: unknown) => say('error', { error: String(err) }));

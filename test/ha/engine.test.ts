@@ -64,17 +64,20 @@ test('cutting the master off fences its guest before etcd declares it dead; the 
   assert.equal(running.ok, true, JSON.stringify(running));
   const guestPid = Number(running.pid);
   const marks = survivors.map((s) => s.events.length);
+  const oldMark = old.events.length;
 
   const cut = process.hrtime.bigint();
   await net.setLink(hosts[i].link, false);
 
-  const fenced = await old.waitFor((e) => e.ev === 'fenced', 10_000);
-  const killed = await old.waitFor((e) => e.ev === 'guestsKilled' && e.killed === 1, 10_000);
+  const fenced = await old.waitFor((e) => e.ev === 'fenced', 10_000, oldMark);
+  const killed = await old.waitFor((e) => e.ev === 'guestsKilled' && e.killed === 1, 10_000, oldMark);
   const gone = await Promise.all(survivors.map((s, k) => s.waitFor((e) => e.ev === 'hostGone' && e.host === old.config.hostUuid, 20_000, marks[k])));
   const firstGone = gone.map(at).reduce((a, b) => (a < b ? a : b));
   assert.equal(alive(guestPid), false, 'the fencer killed the guest');
-  // deadline = send time of the last acknowledged keepalive + TTL - 1 s; the last send was at most ~1 s before the cut
-  assert.ok(ms(cut, at(killed)) <= 4500, `guest killed ${ms(cut, at(killed))} ms after the cut`);
+  // the fencer kills at the deadline (send time of the last acknowledged keepalive + TTL - 1 s), which the daemon reports;
+  // that send may even follow the cut: an isolated etcd leader renews leases until it steps down
+  const deadline = BigInt(String(fenced.deadline));
+  assert.ok(at(killed) >= deadline && ms(deadline, at(killed)) < 500, `guest killed ${ms(deadline, at(killed))} ms after the deadline`);
   assert.ok(at(killed) < firstGone, 'the guest was killed before a survivor saw the host\'s key deleted');
 
   const next = await Promise.all(survivors.map((s, k) => s.waitFor((e) => e.ev === 'term' && e.host !== null && e.host !== old.config.hostUuid, 20_000, marks[k])));
@@ -83,7 +86,8 @@ test('cutting the master off fences its guest before etcd declares it dead; the 
   const restarted = await master.waitFor((e) => e.ev === 'restarted', 20_000);
   assert.equal(restarted.ok, true, `the restarted guest got the image's write lock: ${JSON.stringify(restarted)}`);
   const firstTerm = next.map(at).reduce((a, b) => (a < b ? a : b));
-  t.diagnostic(`cut → guest killed by the fencer ${ms(cut, at(killed)).toFixed(0)} ms, daemon fenced ${ms(cut, at(fenced)).toFixed(0)} ms, key deleted (seen) ${ms(cut, firstGone).toFixed(0)} ms, new master ${ms(cut, firstTerm).toFixed(0)} ms, guest restarted (up 1.5 s later) ${ms(cut, at(restarted)).toFixed(0)} ms`);
+  t.diagnostic(`cut → deadline ${ms(cut, deadline).toFixed(0)} ms, guest killed by the fencer ${ms(cut, at(killed)).toFixed(0)} ms, daemon fenced ${ms(cut, at(fenced)).toFixed(0)} ms, key deleted (seen) ${ms(cut, firstGone).toFixed(0)} ms, new master ${ms(cut, firstTerm).toFixed(0)} ms, guest restarted (up 1.5 s later) ${ms(cut, at(restarted)).toFixed(0)} ms`);
+  if (process.env.XENON_HA_DEBUG) t.diagnostic(`fencer kill at ${at(killed) - cut} ns, daemon deadline ${BigInt(String(fenced.deadline)) - cut} ns after the cut (cut at ${cut}); stderr ${old.stderr.slice(-2500)}`);
   const rebuilt = await master.waitFor((e) => e.ev === 'rebuilt', 10_000);
   assert.deepEqual(rebuilt.networks, ['a', 'b', 'c'], 'the new master finds every write of the old one');
   master.send({ op: 'write', name: 'd' });
@@ -92,22 +96,24 @@ test('cutting the master off fences its guest before etcd declares it dead; the 
   // back on the network, the old master's term is over: its redo log refuses it, and it does not take the VM back
   await net.setLink(hosts[i].link, true);
   old.send({ op: 'write', name: 'late' });
-  const late = await old.waitFor((e) => e.ev === 'wrote' && e.name === 'late', 20_000);
+  const late = await old.waitFor((e) => e.ev === 'wrote' && e.name === 'late', 20_000, oldMark);
   assert.equal(late.ok, false);
   assert.match(String(late.error), /DeposedError/);
 });
 
 test('killing the master host (its agent, etcd member and guest) brings a new master and the protected guest up on a survivor within 15 s', { timeout: 90_000 }, async (t) => {
-  const victim = agents.find((a) => !a.events.some((e) => e.ev === 'fenced') && a.events.some((e) => e.ev === 'restarted'));
+  // the master now runs the guest; the host fenced before is back with a new lease and may win this time
+  const victim = agents.find((a) => a.events.some((e) => e.ev === 'restarted'));
   assert.ok(victim, 'a master runs the protected guest (the previous test)');
-  const survivor = agents.find((a) => a !== victim && !a.events.some((e) => e.ev === 'fenced'))!;
+  const rest = agents.filter((a) => a !== victim);
   const guestPid = Number(victim.events.find((e) => e.ev === 'restarted')!.pid);
-  const mark = survivor.events.length;
+  const marks = rest.map((a) => a.events.length);
   const killed = process.hrtime.bigint();
   victim.kill();
-  process.kill(guestPid, 'SIGKILL');
-  const term = await survivor.waitFor((e) => e.ev === 'term' && e.mine === true, 15_000, mark);
-  const restarted = await survivor.waitFor((e) => e.ev === 'restarted', 15_000, mark);
+  if (alive(guestPid)) process.kill(guestPid, 'SIGKILL');
+  const term = await Promise.any(rest.map((a, k) => a.waitFor((e) => e.ev === 'term' && e.mine === true, 15_000, marks[k])));
+  const master = rest.find((a) => a.config.hostUuid === rest.find((x) => x.events.includes(term))?.config.hostUuid)!;
+  const restarted = await master.waitFor((e) => e.ev === 'restarted', 15_000, marks[rest.indexOf(master)]);
   assert.equal(restarted.ok, true, JSON.stringify(restarted));
   // the guest was up when the event was sent, 1.5 s after its start
   const up = ms(killed, at(restarted)) - 1500;
