@@ -12,7 +12,7 @@ import type { Store } from '../db/store.ts';
 import type { NetworkBackend } from '../network/backend.ts';
 import type { SrDriver, VolumeInfo } from '../storage/sr/driver.ts';
 import type { TaskHandle, Tasks } from '../tasks/manager.ts';
-import type { DiskConfig, DomainConfig, HypervisorBackend } from '../xenops/backend.ts';
+import type { DiskConfig, DomainConfig, DomainInfo, HypervisorBackend } from '../xenops/backend.ts';
 
 /** What storage provides the domain manager: a disk image to boot a guest from. */
 export interface DiskProvider {
@@ -35,6 +35,12 @@ export interface XenopsService {
   freeMemory(): number;
   assertMemory(vm: Readonly<VM_record>): void;
   markStopped(vm: string, state?: 'Halted' | 'Suspended'): Promise<void>;
+  /** Records a domain as running (or paused) on this manager's host. */
+  markRunning(vm: string, info: DomainInfo, opts: { fresh: boolean }): void;
+  /** Lets go of the disks and NICs attached here for a VM's domain, writing no records. */
+  releaseDevices(vm: string): Promise<void>;
+  /** Runs a backend operation whose effects (domain events) are expected, not acted on. */
+  quietly<T>(vm: string, fn: () => Promise<T>): Promise<T>;
   start(vm: string, paused: boolean): Promise<void>;
   hardShutdown(vm: string): Promise<void>;
   /** Waits timeoutS seconds (default xapi's 1200) for the guest to power off. */

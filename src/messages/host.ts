@@ -8,7 +8,9 @@ import { notImplemented, type CallContext, type PoolService } from './context.ts
 import { hostDataSourceHandlers } from './data-sources.ts';
 import type { host_handlers, pool_handlers } from './generated/handlers.ts';
 import { poolHaHandlers } from './pool-ha.ts';
-import { xenopsOf } from './vm.ts';
+import { poolMigrate, xenopsOf } from './vm.ts';
+import { evacuationPlan, preventingEvacuation } from '../pool/evacuation.ts';
+import { ERRORS, type ErrorCode } from '../datamodel/errors.ts';
 
 /** This host, or HOST_OFFLINE: a pool of one has no other host to reach. */
 function thisHost(ctx: CallContext, host: Ref<'host'>): Ref<'host'> {
@@ -16,8 +18,7 @@ function thisHost(ctx: CallContext, host: Ref<'host'>): Ref<'host'> {
   return host;
 }
 
-const residentVms = (ctx: CallContext, host: Ref<'host'>): Ref<'VM'>[] =>
-  ctx.services.store.where('VM', (v) => v.resident_on === host && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused')).map(([r]) => r);
+const errorCode = (code: string | undefined): ErrorCode => (code !== undefined && Object.hasOwn(ERRORS, code) ? (code as ErrorCode) : 'INTERNAL_ERROR');
 
 function poolOf(ctx: CallContext): PoolService {
   const p = ctx.services.pool;
@@ -52,17 +53,20 @@ export const hostHandlers: host_handlers = {
   },
   // no status-report collection on this host
   get_system_status_capabilities: notImplemented,
-  get_vms_which_prevent_evacuation: (ctx, a) => {
-    const out: Record<string, string[]> = {};
-    // with a single host, every running VM has nowhere to go
-    for (const vm of residentVms(ctx, a.self)) out[vm] = ['NO_HOSTS_AVAILABLE'];
-    return out;
-  },
+  get_vms_which_prevent_evacuation: (ctx, a) => preventingEvacuation(evacuationPlan(ctx.services.store, a.self)),
+  // xapi's "Miami style": every reason in one CANNOT_EVACUATE_HOST
   assert_can_evacuate: (ctx, a) => {
-    if (residentVms(ctx, a.host).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
+    const errors = Object.values(preventingEvacuation(evacuationPlan(ctx.services.store, a.host)));
+    if (errors.length) throw new XenApiError('CANNOT_EVACUATE_HOST', errors.map((e) => e.join(',')).join('|'));
   },
-  evacuate: (ctx, a) => {
-    if (residentVms(ctx, a.host).length) throw new XenApiError('NO_HOSTS_AVAILABLE');
+  evacuate: async (ctx, a) => {
+    const plan = evacuationPlan(ctx.services.store, a.host);
+    for (const p of plan.values()) if ('error' in p) throw new XenApiError(errorCode(p.error[0]), ...p.error.slice(1));
+    let done = 0;
+    for (const [vm, p] of plan) {
+      if ('to' in p) await poolMigrate(ctx, vm, p.to);
+      ctx.task?.progress(++done / plan.size);
+    }
   },
   list_methods: () => [...MESSAGES.values()].filter((m) => !m.hidden).map((m) => m.wireName),
   get_log: notImplemented, // as xapi itself

@@ -71,7 +71,6 @@ export const HANDLERS: Handlers = {
     set_NVRAM: notImplemented,
     add_to_VCPUs_params_live: notImplemented,
     set_VCPUs_number_live: notImplemented,
-    pool_migrate: notImplemented,
     checkpoint: notImplemented,
   },
   VBD: vbdHandlers,

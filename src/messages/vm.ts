@@ -9,6 +9,7 @@ import { creatableFields, setField } from './generic.ts';
 import { allowedOperations, assertOperation, refreshAllowed, withOperation } from './vm-operations.ts';
 import { vmMemoryOverhead } from './vm-domains/memory.ts';
 import { assertCanBootHere, chooseHost, possibleHosts } from '../pool/placement.ts';
+import { liveMigrate } from '../pool/migrate.ts';
 
 export function xenopsOf(ctx: CallContext): XenopsService {
   const x = ctx.services.xenops;
@@ -87,6 +88,22 @@ function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
   };
 }
 
+/**
+ * VM.pool_migrate: checked as a boot on the destination (an anchored VM gets
+ * VM_REQUIRES_SR), then moved live (pool/migrate.ts). To the host it is on
+ * already, there is nothing to move.
+ */
+export function poolMigrate(ctx: CallContext, vm: string, host: string): Promise<void> {
+  return withOperation(ctx.services, vm, 'pool_migrate', ctx.task?.ref ?? null, async () => {
+    const { store } = ctx.services;
+    const from = store.must('VM', vm).resident_on;
+    if (from === host) return;
+    assertCanBootHere(store, vm, host);
+    const stats = await liveMigrate(store, vm, { source: residentXenops(ctx, vm), sourceHost: from, destination: xenopsOn(ctx, host), destinationHost: host });
+    ctx.services.log.info({ vm, from, to: host, ...stats }, 'VM migrated');
+  });
+}
+
 export const vmHandlers = {
   create: (ctx, a) => {
     const { store } = ctx.services;
@@ -155,6 +172,7 @@ export const vmHandlers = {
   update_allowed_operations: (ctx, a) => refreshAllowed(ctx.services, vmArg(a)),
   assert_can_boot_here: (ctx, a) => assertCanBootHere(ctx.services.store, vmArg(a), a.host as string),
   get_possible_hosts: (ctx, a) => possibleHosts(ctx.services.store, vmArg(a)),
+  pool_migrate: (ctx, a) => poolMigrate(ctx, a.vm, a.host),
   get_allowed_VBD_devices: (ctx, a) => {
     const used = new Set((ctx.services.store.must('VM', vmArg(a)).VBDs as string[]).map((r) => String(ctx.services.store.get('VBD', r)?.userdevice)));
     return Array.from({ length: 16 }, (_, i) => String(i)).filter((d) => !used.has(d));

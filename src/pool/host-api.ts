@@ -6,7 +6,7 @@
  * the member first waits until its replica holds it, so the records the
  * master just wrote are the ones the member reads.
  */
-import type { ConsoleAddress, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo } from '../xenops/backend.ts';
+import type { ConsoleAddress, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo, MigrationStats } from '../xenops/backend.ts';
 
 export interface HostMethods {
   'domain.start': { args: { cfg: DomainConfig; paused: boolean }; result: DomainInfo };
@@ -26,6 +26,10 @@ export interface HostMethods {
   'disk.detach': { args: { vdi: string }; result: null };
   'nic.plug': { args: { vif: string }; result: { tap?: string; bridge?: string; mtu?: number } };
   'nic.unplug': { args: { vif: string }; result: null };
+  /** Live migration: a domain here waiting for its state (listening on this host's address), its arrival, and sending one away. */
+  'migrate.prepare': { args: { cfg: DomainConfig }; result: { uri: string } };
+  'migrate.finish': { args: { uuid: string }; result: DomainInfo };
+  'migrate.send': { args: { uuid: string; uri: string }; result: MigrationStats };
   /** Plugs this host's PBD of an SR (the driver's attach): the master then records it as attached. */
   'sr.plug': { args: { pbd: string }; result: null };
   'sr.unplug': { args: { pbd: string }; result: null };
@@ -46,4 +50,5 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
+  'migrate.prepare', 'migrate.finish', 'migrate.send',
 ];

@@ -132,6 +132,21 @@ export class MemberAgent {
       await this.services.nics?.unplug(str(a.vif, 'vif'));
       return null;
     },
+    'migrate.prepare': async (a) => {
+      const prepare = this.backend.prepareIncoming?.bind(this.backend);
+      if (!prepare) throw new XenApiError('NOT_IMPLEMENTED', 'live migration with this hypervisor backend');
+      return prepare(a.cfg, this.services.store.must('host', this.services.hostRef()).address);
+    },
+    'migrate.finish': async (a) => {
+      const finish = this.backend.finishIncoming?.bind(this.backend);
+      if (!finish) throw new XenApiError('NOT_IMPLEMENTED', 'live migration with this hypervisor backend');
+      return finish(str(a.uuid, 'uuid'));
+    },
+    'migrate.send': async (a) => {
+      const send = this.backend.migrateOut?.bind(this.backend);
+      if (!send) throw new XenApiError('NOT_IMPLEMENTED', 'live migration with this hypervisor backend');
+      return send(str(a.uuid, 'uuid'), str(a.uri, 'uri'));
+    },
     'sr.plug': async (a) => {
       const storage = this.services.storage;
       if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');

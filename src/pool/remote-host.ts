@@ -12,7 +12,7 @@ import { formatDateTime } from '../datamodel/types.ts';
 import type { Store } from '../db/store.ts';
 import type { DiskProvider, NicProvider } from '../messages/context.ts';
 import type {
-  ConsoleAddress, DiskConfig, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo, HypervisorBackend, NicConfig,
+  ConsoleAddress, DiskConfig, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo, HypervisorBackend, MigrationStats, NicConfig,
 } from '../xenops/backend.ts';
 import { peerCall, type Peer } from './channel.ts';
 import type { HostArgs, HostCall, HostMethod, HostResult } from './host-api.ts';
@@ -201,6 +201,20 @@ class RemoteBackend implements HypervisorBackend {
 
   async guestInfo(uuid: string, timeoutMs?: number): Promise<GuestInfo | undefined> {
     return (await this.remote.call('domain.guestInfo', { uuid, timeoutMs }, (timeoutMs ?? 5000) + 10_000)) ?? undefined;
+  }
+
+  prepareIncoming(cfg: DomainConfig): Promise<{ uri: string }> {
+    return this.remote.call('migrate.prepare', { cfg });
+  }
+
+  async finishIncoming(uuid: string): Promise<DomainInfo> {
+    const info = await this.remote.call('migrate.finish', { uuid });
+    await this.remote.learnConsoles(uuid).catch(() => undefined);
+    return info;
+  }
+
+  migrateOut(uuid: string, uri: string): Promise<MigrationStats> {
+    return this.remote.call('migrate.send', { uuid, uri });
   }
 
   onEvent(listener: (e: DomainEvent) => void): () => void {

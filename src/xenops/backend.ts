@@ -106,6 +106,16 @@ export interface DomainCounters {
   nics: { device: string; rxBytes: number; txBytes: number; rxErrors: number; txErrors: number }[];
 }
 
+/** What a live migration took, as the sending device model measured it. */
+export interface MigrationStats {
+  /** From the start of the migration to the destination's taking over (ms). */
+  totalMs: number;
+  /** How long the guest was stopped (ms). */
+  downtimeMs: number;
+  /** Bytes of guest memory sent. */
+  transferredBytes: number;
+}
+
 export type ConsoleAddress = { unixSocket: string } | { host: string; port: number };
 
 /** What a guest agent inside the domain reports (QEMU guest agent protocol). */
@@ -156,6 +166,16 @@ export interface HypervisorBackend {
   vncAddress(uuid: string): ConsoleAddress;
   /** Ask the guest agent (if the guest runs one) about the OS and its network; undefined when none answers within timeoutMs. */
   guestInfo?(uuid: string, timeoutMs?: number): Promise<GuestInfo | undefined>;
+  /**
+   * Live migration, receiving side: a domain with this configuration that
+   * waits for its state at the returned URI (listening on this host's address
+   * `listen`). finishIncoming resolves once the state has arrived and the
+   * domain runs; a failed migration is cleaned up with shutdown(uuid, 'hard').
+   */
+  prepareIncoming?(cfg: DomainConfig, listen: string): Promise<{ uri: string }>;
+  finishIncoming?(uuid: string): Promise<DomainInfo>;
+  /** Sending side: the running domain's state goes to `uri` while it runs; on success the domain is gone here, on failure it runs on. */
+  migrateOut?(uuid: string, uri: string): Promise<MigrationStats>;
   onEvent(listener: (e: DomainEvent) => void): () => void;
   /** Stop watching domains (does NOT kill guests). */
   close(): Promise<void>;

@@ -157,6 +157,53 @@ test('a shared SR is plugged on every host; placement and VMs on members', async
   await failsWith(master.api.VM.start(agile, false, false), 'HOST_NOT_ENOUGH_FREE_MEMORY');
 });
 
+test('pool_migrate moves an agile VM between members; an anchored one refuses; evacuation', async () => {
+  const master = await h1.client();
+  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
+  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const [sr] = await master.api.SR.get_by_name_label('shared');
+  const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
+  const makeAgile = async (name: string): Promise<string> => {
+    const vm = await master.api.VM.clone(template, name);
+    await master.api.VM.set_is_a_template(vm, false);
+    const disk = await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: name, type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: { type: 'qcow2' } } as never);
+    await master.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
+    return vm;
+  };
+  const a = await makeAgile('mover');
+  const aUuid = await master.api.VM.get_uuid(a);
+  await master.api.VM.start_on(a, r2, false, false);
+  assert.ok((await master.api.VM.get_allowed_operations(a)).includes('pool_migrate'));
+  await master.api.VM.pool_migrate(a, r3, { live: 'true' });
+  assert.equal(await master.api.VM.get_resident_on(a), r3);
+  assert.equal(await master.api.VM.get_power_state(a), 'Running');
+  await until('the domain to move to h3', () => runsOn(h3, aUuid) && !runsOn(h2, aUuid));
+  await master.api.VM.pool_migrate(a, r1, { live: 'true' });
+  assert.equal(await master.api.VM.get_resident_on(a), r1);
+  await until('the domain to move to h1', () => runsOn(h1, aUuid) && !runsOn(h3, aUuid));
+
+  // the carried VM's disk is on h3's local SR: it cannot leave h3
+  const anchored = await master.api.VM.get_by_uuid(carriedUuid);
+  await master.api.VM.start(anchored, false, false);
+  const [vbd] = await master.api.VM.get_VBDs(anchored);
+  const localSr = await master.api.VDI.get_SR(await master.api.VBD.get_VDI(vbd));
+  assert.deepEqual(await failsWith(master.api.VM.pool_migrate(anchored, r2, {}), 'VM_REQUIRES_SR'), [anchored, localSr]);
+  assert.equal(await master.api.VM.get_resident_on(anchored), r3);
+
+  // evacuating h3: the agile VM goes, the anchored one says why it cannot
+  const b = await makeAgile('evacuee');
+  await master.api.VM.start_on(b, r3, false, false);
+  assert.deepEqual(await master.api.host.get_vms_which_prevent_evacuation(r3), { [anchored]: ['VM_REQUIRES_SR', anchored, localSr] });
+  await failsWith(master.api.host.evacuate(r3), 'VM_REQUIRES_SR');
+  await master.api.VM.hard_shutdown(anchored);
+  await master.api.host.disable(r3);
+  await master.api.host.evacuate(r3);
+  assert.notEqual(await master.api.VM.get_resident_on(b), r3);
+  assert.equal(await master.api.VM.get_power_state(b), 'Running');
+  await master.api.host.enable(r3);
+  for (const vm of [a, b]) await master.api.VM.hard_shutdown(vm);
+});
+
 test('eject: the member leaves, its records go, it comes back as a pool of one', async () => {
   const master = await h1.client();
   const h3Host = (await master.api.host.get_all_records_where(`field "address" = "${h3.ip}"`));

@@ -77,15 +77,21 @@ export class Xenops {
 
   /** Records a VM as halted (or suspended) and releases what it held. */
   async markStopped(ref: string, state: 'Halted' | 'Suspended' = 'Halted'): Promise<void> {
+    if (!this.store.get('VM', ref)) return;
+    await this.releaseDevices(ref, { disks: state === 'Halted' });
+    markStoppedRecords(this.services, ref, state);
+  }
+
+  /** Lets go of what this host attached for a VM's domain (its disks, its NICs' taps); writes no records (the VM may run on elsewhere). */
+  async releaseDevices(ref: string, what: { disks: boolean } = { disks: true }): Promise<void> {
     const vm = this.store.get('VM', ref);
     if (!vm) return;
     const { disks, nics } = this.attachers;
     for (const vbd of vm.VBDs as string[]) {
       const rec = this.store.get('VBD', vbd);
-      if (rec && !rec.empty && rec.VDI !== NULL_REF && state === 'Halted') await disks?.detach(String(rec.VDI)).catch(() => undefined);
+      if (rec && !rec.empty && rec.VDI !== NULL_REF && what.disks) await disks?.detach(String(rec.VDI)).catch(() => undefined);
     }
     for (const vif of vm.VIFs as string[]) await nics?.unplug(vif).catch(() => undefined);
-    markStoppedRecords(this.services, ref, state);
   }
 
   // ------------------------------------------------------------ operations
@@ -184,6 +190,8 @@ export class Xenops {
     if (!ref || this.busy.has(ref)) return;
     const vm = this.store.get('VM', ref);
     if (!vm) return;
+    // a domain that is not where the VM is recorded (left behind by a migration, or still arriving) is not the VM's
+    if (vm.resident_on !== this.services.hostRef()) return;
     const log = this.services.log.child({ vm: e.uuid, event: e.kind, reason: e.reason });
     if (e.kind === 'paused' || e.kind === 'resumed') {
       const state = e.kind === 'paused' ? 'Paused' : 'Running';

@@ -12,8 +12,9 @@ import path from 'node:path';
 import {
   BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainCounters, type DomainEvent, type DomainInfo, type DomainStats,
-  type GuestInfo, type HypervisorBackend, type NicConfig,
+  type GuestInfo, type HypervisorBackend, type MigrationStats, type NicConfig,
 } from '../backend.ts';
+import { freePortOn, sendState, tcpUri } from './migration.ts';
 import { detectAccel } from './accel.ts';
 import { followQmpEvent } from './events.ts';
 import { QmpClient, type QmpEvent } from './qmp.ts';
@@ -372,6 +373,53 @@ export class QemuBackend implements HypervisorBackend {
     }
     d.busy--;
     await this.destroy(d);
+  }
+
+  // ---------------------------------------------------------------- live migration (migration.ts)
+
+  /** Receiving domains whose state is on its way: the launch resolves when it has arrived and runs. */
+  private readonly arriving = new Map<string, Promise<DomainInfo>>();
+
+  async prepareIncoming(cfg: DomainConfig, listen: string): Promise<{ uri: string }> {
+    const uri = tcpUri(listen, await freePortOn(listen));
+    const launched = this.launch(cfg, false, uri, false);
+    launched.catch(() => undefined); // observed by finishIncoming
+    this.arriving.set(cfg.uuid, launched);
+    // QEMU listens for the state before it answers QMP: once the domain is attached, the sender may start
+    for (;;) {
+      const d = this.doms.get(cfg.uuid);
+      if (d?.qmp) return { uri };
+      const failed = await Promise.race([launched.then(() => false, () => true), sleep(20).then(() => false)]);
+      if (failed) {
+        this.arriving.delete(cfg.uuid);
+        await launched; // throws why
+      }
+    }
+  }
+
+  async finishIncoming(uuid: string): Promise<DomainInfo> {
+    const launched = this.arriving.get(uuid);
+    if (!launched) throw new DomainNotFound(uuid);
+    try {
+      return await launched;
+    } finally {
+      this.arriving.delete(uuid);
+    }
+  }
+
+  async migrateOut(uuid: string, uri: string): Promise<MigrationStats> {
+    const d = this.dom(uuid);
+    if (d.state !== 'running' && d.state !== 'paused') throw new BadPowerState(uuid, d.state, 'migrate');
+    d.busy++;
+    let stats: MigrationStats;
+    try {
+      stats = await sendState(uuid, d.qmp!, uri);
+    } finally {
+      d.busy--;
+    }
+    // the guest runs on at the destination: this device model only has to go
+    await this.destroy(d);
+    return stats;
   }
 
   // ---------------------------------------------------------------- devices (devices.ts)

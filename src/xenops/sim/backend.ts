@@ -13,7 +13,7 @@ import path from 'node:path';
 import {
   BadPowerState, DomainExists, DomainNotFound, OperationTimeout,
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainCounters, type DomainEvent, type DomainInfo, type DomainStats,
-  type GuestInfo, type HypervisorBackend, type NicConfig, type PowerState,
+  type GuestInfo, type HypervisorBackend, type MigrationStats, type NicConfig, type PowerState,
 } from '../backend.ts';
 
 export interface SimBackendOptions {
@@ -148,11 +148,38 @@ export class SimBackend implements HypervisorBackend {
     return this.info(d);
   }
 
+  /** Migration between simulators is bookkeeping: the receiving side starts the domain when told it has arrived. */
+  private readonly incoming = new Map<string, DomainConfig>();
+
+  async prepareIncoming(cfg: DomainConfig): Promise<{ uri: string }> {
+    if (this.doms.has(cfg.uuid)) throw new DomainExists(cfg.uuid);
+    this.validate(cfg);
+    this.incoming.set(cfg.uuid, structuredClone(cfg));
+    return { uri: `sim:${cfg.uuid}` };
+  }
+
+  async finishIncoming(uuid: string): Promise<DomainInfo> {
+    const cfg = this.incoming.get(uuid);
+    if (!cfg) throw new DomainNotFound(uuid);
+    this.incoming.delete(uuid);
+    return this.start(cfg, { paused: false });
+  }
+
+  async migrateOut(uuid: string, uri: string): Promise<MigrationStats> {
+    const d = this.dom(uuid);
+    if (d.state !== 'running' && d.state !== 'paused') throw new BadPowerState(uuid, d.state, 'migrate');
+    if (uri !== `sim:${uuid}`) throw new Error(`cannot migrate to ${uri}`);
+    this.doms.delete(uuid);
+    this.changed();
+    return { totalMs: 0, downtimeMs: 0, transferredBytes: d.config.memoryBytes };
+  }
+
   /** Simulated guests ignore the power button: a clean shutdown or reboot of a running one times out at once (as if its whole timeout had passed). */
   ignorePowerButton = false;
 
   async shutdown(uuid: string, mode: 'clean' | 'hard', timeoutMs = 60_000): Promise<void> {
     await this.tick();
+    if (this.incoming.delete(uuid)) return; // a migration that did not arrive
     const d = this.dom(uuid);
     if (mode === 'clean' && d.state !== 'running' && d.state !== 'shutdown' && d.state !== 'crashed') throw new BadPowerState(uuid, d.state, 'clean shutdown');
     if (mode === 'clean' && d.state === 'running' && this.ignorePowerButton) throw new OperationTimeout(uuid, 'clean shutdown', timeoutMs);
