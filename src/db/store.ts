@@ -231,19 +231,28 @@ export class Store {
   transact<T>(fn: (tx: Tx) => T): T {
     if (this.replica) throw new Error('this database is a replica of the pool master\'s: only replication writes it');
     if (this.pending) return fn(this.tx); // nested: part of the outer transaction
-    this.pending = [];
+    return this.committed(() => fn(this.tx));
+  }
+
+  /**
+   * Runs `change` with a fresh change list, then writes the changes to disk
+   * and publishes them as events; if anything throws they are undone in memory
+   * and nothing reaches disk or events.
+   */
+  private committed<T>(change: () => T): T {
+    const pending: Pending[] = [];
+    this.pending = pending;
     let result: T;
     try {
-      result = fn(this.tx);
-      this.persist(this.pending);
+      result = change();
+      this.persist(pending);
     } catch (e) {
-      this.undo(this.pending);
+      this.undo(pending);
       this.pending = null;
       throw e;
     }
-    const done = this.pending;
     this.pending = null;
-    this.publish(done);
+    this.publish(pending);
     return result;
   }
 
@@ -389,8 +398,7 @@ export class Store {
    */
   applyReplicated(rows: readonly ReplicatedRow[], full: boolean): void {
     if (this.pending) throw new Error('replication inside a transaction');
-    this.pending = [];
-    try {
+    this.committed(() => {
       const seen = new Set<string>();
       for (const { cls, ref, rec } of rows) {
         seen.add(ref);
@@ -402,15 +410,7 @@ export class Store {
           for (const ref of [...this.table(cls.name).keys()]) if (!seen.has(ref)) this.putRow(cls.name, ref, null);
         }
       }
-      this.persist(this.pending);
-    } catch (e) {
-      this.undo(this.pending);
-      this.pending = null;
-      throw e;
-    }
-    const done = this.pending;
-    this.pending = null;
-    this.publish(done);
+    });
   }
 
   private putRow(clsName: string, ref: string, rec: DbRecord | null): void {
