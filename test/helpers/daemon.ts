@@ -38,7 +38,8 @@ export async function spawnDaemon(dataDir: string, opts: { port?: number; args?:
   proc.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   proc.stderr!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  const deadline = Date.now() + 30_000;
+  // a restart re-adopts its guests and networks first: on a loaded 2-core machine that has taken over 30 s
+  const deadline = Date.now() + 90_000;
   while (!out.includes('listening on')) {
     if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`daemon did not start:\n${out}`);
     await new Promise((r) => setTimeout(r, 50));
