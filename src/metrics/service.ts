@@ -11,6 +11,7 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime } from '../datamodel/types.ts';
 import type { Services } from '../messages/context.ts';
 import type { HypervisorBackend } from '../xenops/backend.ts';
+import { Alarms } from './alarms.ts';
 import { sampleHost } from './host-collector.ts';
 import { RrdFiles } from './persist.ts';
 import { Rrd, standardRras } from './rrd.ts';
@@ -53,6 +54,7 @@ export class Metrics {
   private host?: Tracked;
   private readonly vms = new Map<string, Tracked>();
   private readonly log: Logger;
+  private readonly alarms: Alarms;
   private lastSave = Date.now();
   private running?: Promise<void>;
   /** After each step: alarms, Prometheus, tests. */
@@ -66,6 +68,7 @@ export class Metrics {
     this.step = opts.stepS ?? STEP_S;
     this.files = new RrdFiles(join(services.dataDir, 'rrd'));
     this.log = services.log.child({ subsystem: 'metrics' });
+    this.alarms = new Alarms(services.store, this.log, this.step);
   }
 
   hostUuid(): string {
@@ -122,6 +125,12 @@ export class Metrics {
     }
     for (const uuid of [...this.vms.keys()]) if (!live.has(uuid)) await this.archive(uuid);
     this.updateVmMetrics(vms, counters.map((c) => c?.memoryBytes));
+    const owners: Owner[] = [{ kind: 'host', uuid: this.hostUuid() }, ...vms.map(({ uuid }) => ({ kind: 'vm' as const, uuid }))];
+    try {
+      this.alarms.check(owners, (o) => this.latestOf(o), t);
+    } catch (err) {
+      this.log.warn({ err }, 'alarm check failed');
+    }
     if (Date.now() - this.lastSave > (this.opts.saveEveryMs ?? 3600_000)) await this.saveAll();
     for (const l of [...this.listeners]) {
       try {
@@ -247,6 +256,14 @@ export class Metrics {
     const t = this.tracked(owner);
     t.recorded.delete(name);
     t.rrd.removeDs(name);
+  }
+
+  /** Each recorded source's newest 5-second value. */
+  private latestOf(owner: Owner): Map<string, number> {
+    const rrd = this.rrdOf(owner);
+    const out = new Map<string, number>();
+    for (const name of rrd?.names() ?? []) out.set(name, rrd!.latest(name) ?? NaN);
+    return out;
   }
 
   /** The latest readings' definitions and RRD values, for Prometheus: every owner, every recorded source. */

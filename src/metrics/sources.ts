@@ -20,8 +20,14 @@ export interface DsDef extends DsSpec {
 
 export interface Reading { readonly def: DsDef; readonly value: number }
 
+/** Definitions made once (a step reads thousands of sources), by name and description: host and VM both have a `cpu0`. */
+const DEFS = new Map<string, DsDef>();
+
 function def(name: string, type: DsType, units: string, description: string, o: { min?: number; max?: number; standard?: boolean } = {}): DsDef {
-  return { name, type, units, description, min: o.min ?? 0, max: o.max ?? Infinity, standard: o.standard ?? true };
+  const key = `${name}\n${description}`;
+  let d = DEFS.get(key);
+  if (!d) DEFS.set(key, (d = Object.freeze({ name, type, units, description, min: o.min ?? 0, max: o.max ?? Infinity, standard: o.standard ?? true })));
+  return d;
 }
 
 const read = (d: DsDef, value: number): Reading => ({ def: d, value });

@@ -10,6 +10,12 @@ export function formatFloat(x: number): string {
   if (Number.isNaN(x)) return 'NaN';
   if (!Number.isFinite(x)) return x > 0 ? 'Infinity' : '-Infinity';
   if (x === 0) return '0.0';
+  const abs = Math.abs(x);
+  if (abs >= 1e-4 && abs < 1e15) {
+    // JavaScript's shortest form, when it has at most 15 significant digits, is what %0.15g prints
+    const short = String(x);
+    if (short.length <= 16) return short;
+  }
   const exp = Math.floor(Math.log10(Math.abs(x)));
   if (exp < -4 || exp >= 15) {
     const [mantissa, e] = x.toExponential(14).split('e') as [string, string];
@@ -20,7 +26,11 @@ export function formatFloat(x: number): string {
 }
 
 function trimZeros(s: string): string {
-  return s.includes('.') ? s.replace(/0+$/, '').replace(/\.$/, '') : s;
+  if (!s.includes('.')) return s;
+  let end = s.length;
+  while (s.charCodeAt(end - 1) === 48) end--; // '0'
+  if (s.charCodeAt(end - 1) === 46) end--; // '.'
+  return s.slice(0, end);
 }
 
 export interface Export {
@@ -71,12 +81,24 @@ export function exportRows(prefixed: readonly (readonly [string, Rrd])[], start:
   const legend = columns.flatMap(([prefix, r, rras]) => rras.flatMap((rra) => r.dss.map((ds) => `${rra.cf}:${prefix}${ds.name}`)));
   const rraStep = step * firstRra.pdpPerRow;
   const end = Math.floor(head.lastUpdated / rraStep) * rraStep;
+  // one ring per column, read row by row
+  const rings: Float64Array[] = [];
+  const heads: number[] = [];
+  for (const [, r, rras] of columns) {
+    for (const rra of rras) {
+      for (let d = 0; d < r.dss.length; d++) {
+        rings.push(rra.rings[d]!);
+        heads.push(rra.head);
+      }
+    }
+  }
+  const n = firstRra.rows;
   const rows: Export['rows'] = [];
-  for (let i = 0; i < firstRra.rows; i++) {
+  for (let i = 0; i < n; i++) {
     const t = end - i * rraStep;
     if (t < from) break;
-    const values: number[] = [];
-    for (const [, r, rras] of columns) for (const rra of rras) for (let d = 0; d < r.dss.length; d++) values.push(peek(rra, d, i));
+    const values = new Array<number>(rings.length);
+    for (let c = 0; c < rings.length; c++) values[c] = rings[c]![(heads[c]! - i + n) % n]!;
     rows.push({ t, values });
   }
   return { start: Math.floor(from / rraStep) * rraStep + rraStep, step: rraStep, end, legend, rows };
@@ -89,11 +111,7 @@ export function xportXml(e: Export): string {
   parts.push(`<start>${e.start}</start><step>${e.step}</step><end>${e.end}</end><rows>${e.rows.length}</rows><columns>${e.legend.length}</columns><legend>`);
   for (const l of e.legend) parts.push(`<entry>${escapeXml(l)}</entry>`);
   parts.push('</legend></meta><data>');
-  for (const row of e.rows) {
-    parts.push(`<row><t>${row.t}</t>`);
-    for (const v of row.values) parts.push(`<v>${formatFloat(v)}</v>`);
-    parts.push('</row>');
-  }
+  for (const row of e.rows) parts.push(`<row><t>${row.t}</t><v>${row.values.map(formatFloat).join('</v><v>')}</v></row>`);
   parts.push('</data></xport>');
   return parts.join('');
 }
@@ -106,7 +124,11 @@ export function xportXml(e: Export): string {
 export function xportJson(e: Export): string {
   const value = (v: number): string => (Number.isFinite(v) ? String(v) : `"${formatFloat(v)}"`);
   const parts: string[] = [`{"meta":{"start":${e.start},"step":${e.step},"end":${e.end},"rows":${e.rows.length},"columns":${e.legend.length},"legend":${JSON.stringify(e.legend)}},"data":[`];
-  e.rows.forEach((row, i) => parts.push(`${i ? ',' : ''}{"t":${row.t},"values":[${row.values.map(value).join(',')}]}`));
+  e.rows.forEach((row, i) => {
+    // the common case, every value a number, is written natively
+    const values = row.values.every(Number.isFinite) ? JSON.stringify(row.values) : `[${row.values.map(value).join(',')}]`;
+    parts.push(`${i ? ',' : ''}{"t":${row.t},"values":${values}}`);
+  });
   parts.push(']}');
   return parts.join('');
 }

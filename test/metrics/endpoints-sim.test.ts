@@ -154,3 +154,22 @@ test('/metrics: the same figures for Prometheus, with a session or basic credent
   const viaSession = await get(`/metrics?${session()}`);
   assert.equal(viaSession.status, 200);
 });
+
+test('perfmon alarms: a variable past its level for its trigger period raises one ALARM message, then is inhibited', async () => {
+  const config = '<config><variable><name value="mem_high"/><rrd_regex value="memory"/><alarm_trigger_level value="1024"/><alarm_trigger_period value="10"/></variable>'
+    + '<variable><name value="evil"/><rrd_regex value="(a+)+b"/><alarm_trigger_level value="0"/></variable></config>';
+  await t.client.api.VM.add_to_other_config(vm, 'perfmon', config);
+  const alarms = async (): Promise<{ name: string; cls: string; obj_uuid: string; body: string; priority: number }[]> =>
+    Object.values(await t.client.api.message.get_all_records()).filter((m) => m.name === 'ALARM' && m.obj_uuid === vmUuid);
+  await steps(1);
+  assert.equal((await alarms()).length, 0, 'not before the trigger period');
+  await steps(2);
+  const raised = await alarms();
+  assert.equal(raised.length, 1);
+  assert.equal(raised[0]!.cls, 'VM');
+  assert.equal(raised[0]!.priority, 3);
+  assert.match(raised[0]!.body, /^value: \d+\.\d{6}\nconfig:\n<variable><name value="mem_high"\/>/);
+  await steps(4);
+  assert.equal((await alarms()).length, 1, 'inhibited for an hour');
+  await t.client.api.VM.remove_from_other_config(vm, 'perfmon');
+});

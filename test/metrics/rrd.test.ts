@@ -1,6 +1,7 @@
 /** The RRD engine, its export formats and its files: cheap, no daemon. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { parseAlarmConfig } from '../../src/metrics/alarms.ts';
 import { deserialize, serialize } from '../../src/metrics/persist.ts';
 import { Rrd, standardRras, type DsSpec } from '../../src/metrics/rrd.ts';
 import { parseMeminfo, parseProcStat } from '../../src/metrics/host-collector.ts';
@@ -130,4 +131,17 @@ test('/proc parsing and disk names', () => {
   assert.equal(diskName('0'), 'xvda');
   assert.equal(diskName('3'), 'xvdd');
   assert.equal(diskName('26'), 'xvdaa');
+});
+
+test('perfmon configurations: defaults by variable, senses, refusals', () => {
+  const vm = parseAlarmConfig('vm', '<config><variable><name value="cpu_usage"/><alarm_trigger_level value="0.9"/></variable><variable><name value="memory_internal_free"/><alarm_trigger_level value="1024"/></variable><variable><name value="network_usage"/></variable></config>');
+  assert.equal(vm.length, 2, 'network_usage has no default level');
+  assert.equal(vm[0]!.consolidate, 'average');
+  assert.ok(vm[0]!.regex.test('cpu3') && !vm[0]!.regex.test('cpu_avg'));
+  assert.equal(vm[0]!.periodS, 60);
+  assert.equal(vm[1]!.high, false);
+  const host = parseAlarmConfig('host', "<config><variable><name value='network_usage'/><alarm_trigger_level value='1e6'/><alarm_trigger_sense value='low'/></variable></config>");
+  assert.ok(host[0]!.regex.test('pif_eth0_rx') && host[0]!.high === false && host[0]!.consolidate === 'sum');
+  assert.deepEqual(parseAlarmConfig('vm', '<config><variable><name value="x"/><rrd_regex value="(a+)+$"/><alarm_trigger_level value="1"/></variable></config>'), []);
+  assert.deepEqual(parseAlarmConfig('vm', `<config>${'<variable><name value="x"/></variable>'.repeat(1000)}</config>`), []);
 });
