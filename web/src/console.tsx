@@ -5,6 +5,7 @@
  */
 import RFB from '@novnc/novnc';
 import { Terminal } from '@xterm/xterm';
+import '@xterm/xterm/css/xterm.css';
 import { useEffect, useRef, useState } from 'react';
 import type { VM_record } from '../../src/client/generated.ts';
 import { useConsole } from './context.ts';

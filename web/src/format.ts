@@ -43,3 +43,11 @@ export const OPERATION_LABELS: Record<string, string> = {
   destroy: 'Delete',
   pool_migrate: 'Migrate',
 };
+
+/** xapi's datetimes (`20261206T03:34:33Z`) as local time. */
+export function dateText(xapi: string): string {
+  const m = /^(\d{4})(\d{2})(\d{2})T(\d{2}):(\d{2}):(\d{2})Z?$/.exec(xapi);
+  if (!m) return xapi;
+  const d = new Date(Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]));
+  return d.getUTCFullYear() < 1980 ? '—' : d.toLocaleString();
+}

@@ -4,6 +4,7 @@
  */
 import { useEffect, useRef, useState } from 'react';
 import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
 import type { VM_record } from '../../src/client/generated.ts';
 import { useConsole } from './context.ts';
 import { CHARTS, parseRrdUpdates, vmSource, type Series } from './rrd.ts';

@@ -8,10 +8,11 @@ import { useSyncExternalStore } from 'react';
 import { ConnectionError, XenApiClientError, type BrowserXenApiClient } from '../../src/client/browser.ts';
 import type { Records } from '../../src/client/generated.ts';
 
-export const LIVE_CLASSES = [
-  'pool', 'host', 'host_metrics', 'VM', 'VM_metrics', 'VM_guest_metrics', 'console',
-  'SR', 'PBD', 'VDI', 'VBD', 'VIF', 'network', 'PIF', 'VLAN', 'task',
-] as const satisfies readonly (keyof Records)[];
+/** What the tree and the overview pages show. */
+const TREE_CLASSES = ['pool', 'host', 'host_metrics', 'VM', 'SR', 'network', 'task'] as const satisfies readonly (keyof Records)[];
+/** What object pages show besides: in a big pool, most of the records. */
+const DETAIL_CLASSES = ['VM_metrics', 'VM_guest_metrics', 'console', 'PBD', 'VDI', 'VBD', 'VIF', 'PIF', 'VLAN'] as const satisfies readonly (keyof Records)[];
+export const LIVE_CLASSES = [...TREE_CLASSES, ...DETAIL_CLASSES] as const;
 export type LiveClass = (typeof LIVE_CLASSES)[number];
 export type Table<C extends LiveClass> = ReadonlyMap<string, Records[C]>;
 
@@ -85,16 +86,26 @@ export class LiveStore {
     this.tables = next;
   }
 
-  /** Runs until stop(): the first call (token '') brings every record, later ones what changed. */
+  /**
+   * Runs until stop(). The classes the tree needs come first, so the page is
+   * usable before the rest (metrics, consoles, devices: most of the records
+   * in a big pool) has arrived through a second stream.
+   */
   async run(): Promise<void> {
+    await this.follow(TREE_CLASSES, () => void this.follow(DETAIL_CLASSES));
+  }
+
+  /** One event.from stream: the first call (token '') brings every record of the classes, later ones what changed. */
+  private async follow(classes: readonly LiveClass[], onFirst?: () => void): Promise<void> {
     let token = '';
     let backoff = 1;
     while (!this.stopped) {
       try {
-        const batch = (await this.client.call('event.from', [this.client.session, [...LIVE_CLASSES], token, 30], this.abort.signal)) as EventBatch;
+        const batch = (await this.client.call('event.from', [this.client.session, classes, token, 30], this.abort.signal)) as EventBatch;
         if (this.stopped) return;
-        if (token === '') this.tables = new Map(LIVE_CLASSES.map((c) => [c, new Map()]));
+        if (token === '') this.clear(classes);
         this.apply(batch.events);
+        if (token === '' && onFirst) onFirst();
         token = batch.token;
         backoff = 1;
         this.loaded = true;
@@ -103,6 +114,7 @@ export class LiveStore {
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof XenApiClientError && e.code === 'SESSION_INVALID') {
+          this.stop();
           this.setLink({ kind: 'logged-out', error: 'Your session has ended (SESSION_INVALID): please log in again.' });
           return this.onLoggedOut('Your session has ended: please log in again.');
         }
@@ -114,6 +126,13 @@ export class LiveStore {
         backoff = Math.min(backoff * 2, 30);
       }
     }
+  }
+
+  /** A full load replaces what was there (objects deleted while away go). */
+  private clear(classes: readonly LiveClass[]): void {
+    const next = new Map(this.tables);
+    for (const c of classes) next.set(c, new Map());
+    this.tables = next;
   }
 
   stop(): void {

@@ -3,6 +3,7 @@ import { useCallback, useEffect, useState } from 'react';
 import type { Ref, VM_record } from '../../../src/client/generated.ts';
 import { deleteVm, viaTask } from '../actions.ts';
 import { useConsole } from '../context.ts';
+import { dateText } from '../format.ts';
 import { useTable } from '../live.ts';
 import { linkTo } from '../route.ts';
 
@@ -28,7 +29,7 @@ export function VmSnapshots({ vmRef, vm }: { vmRef: Ref<'VM'>; vm: VM_record }) 
           {snaps.map(([ref, s]) => (
             <tr key={ref}>
               <td><a href={linkTo('VM', ref)}>{s.name_label}</a></td>
-              <td>{s.snapshot_time}</td>
+              <td>{dateText(s.snapshot_time)}</td>
               <td>
                 <button className="small" disabled={!s.allowed_operations.includes('revert')} onClick={() => void c.run('Revert', () => viaTask(c, c.client.async.VM.revert(ref)))}>Revert</button>{' '}
                 <button className="small" onClick={() => void c.run('New VM from snapshot', () => viaTask(c, c.client.async.VM.clone(ref, `${vm.name_label} from ${s.name_label}`)))}>New VM</button>{' '}

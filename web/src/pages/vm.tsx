@@ -1,17 +1,19 @@
 /** A VM's page: lifecycle buttons that follow allowed_operations, and tabs for its properties and devices. */
-import { useState } from 'react';
+import { lazy, Suspense, useState } from 'react';
 import type { Ref, VM_record } from '../../../src/client/generated.ts';
 import { deleteVm, viaTask, vmOperation, VM_BUTTONS } from '../actions.ts';
-import { ConsoleView } from '../console.tsx';
 import { useConsole } from '../context.ts';
 import { bytes, isNull, OPERATION_LABELS } from '../format.ts';
-import { VmGraphs } from '../graphs.tsx';
 import { useTable } from '../live.ts';
 import { go } from '../route.ts';
 import { PowerIcon } from '../tree.tsx';
 import { Editable, Properties, RefLink, Tabs } from '../widgets.tsx';
 import { VmDisks, VmNics } from './vm-devices.tsx';
 import { VmLog, VmSnapshots } from './vm-snapshots.tsx';
+
+// noVNC, xterm and uPlot are most of the code: loaded when their tab is first opened
+const ConsoleView = lazy(() => import('../console.tsx').then((m) => ({ default: m.ConsoleView })));
+const VmGraphs = lazy(() => import('../graphs.tsx').then((m) => ({ default: m.VmGraphs })));
 
 const TABS = [
   { id: 'general', title: 'General' },
@@ -104,8 +106,10 @@ export function VmPage({ vmRef, tab }: { vmRef: Ref<'VM'>; tab: string }) {
         {current === 'storage' && <VmDisks vmRef={vmRef} vm={vm} />}
         {current === 'network' && <VmNics vmRef={vmRef} vm={vm} />}
         {current === 'snapshots' && <VmSnapshots vmRef={vmRef} vm={vm} />}
-        {current === 'performance' && <VmGraphs vm={vm} />}
-        {current === 'console' && <ConsoleView vm={vm} />}
+        <Suspense fallback={<p className="muted">Loading…</p>}>
+          {current === 'performance' && <VmGraphs vm={vm} />}
+          {current === 'console' && <ConsoleView vm={vm} />}
+        </Suspense>
         {current === 'logs' && <VmLog vm={vm} />}
       </section>
     </article>
