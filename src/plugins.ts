@@ -17,6 +17,7 @@ import { consoleSockets, type ConsoleSockets } from './web/console-socket.ts';
 import { Metrics } from './metrics/service.ts';
 import { hostRrd, rrdUpdates, vmRrd } from './metrics/http.ts';
 import { poolPlugin } from './pool/index.ts';
+import { haPlugin } from './ha/plugin.ts';
 import { metricsHandler, PrometheusExport } from './metrics/prometheus.ts';
 
 export interface PluginOptions {
@@ -172,5 +173,5 @@ export function metricsPlugin(o: { stepS?: number; intervalMs?: number } = {}): 
 
 export function defaultPlugins(o: PluginOptions): Plugin[] {
   const network = o.network === 'none' ? [] : [networkPlugin({ ...o, network: o.network })];
-  return [poolPlugin(), storagePlugin(o), ...network, xenopsPlugin(o), metricsPlugin()];
+  return [poolPlugin(), storagePlugin(o), ...network, xenopsPlugin(o), metricsPlugin(), haPlugin()];
 }

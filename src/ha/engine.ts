@@ -27,6 +27,8 @@ export interface HaEngineOptions {
   readonly wrapEtcd?: (argv: string[]) => string[];
   readonly ttlS?: number;
   readonly pollMs?: number;
+  /** Whether this host may stand for master besides being alive (default: always). */
+  readonly eligible?: () => boolean;
   readonly log: (msg: string, fields?: Record<string, unknown>) => void;
   /** A new master term (maybe this host's), or none for now. */
   readonly onTerm?: (term: Term | undefined, mine: boolean) => void;
@@ -116,7 +118,7 @@ export class HaEngine {
       key: this.keys.master,
       hostUuid: this.o.hostUuid,
       leaseId: () => this.leaseId,
-      eligible: () => !this.fenced && !this.stopped && (this.liveness?.alive ?? false),
+      eligible: () => !this.fenced && !this.stopped && (this.liveness?.alive ?? false) && (this.o.eligible?.() ?? true),
       pollMs: this.o.pollMs,
       onTerm: (t) => this.o.onTerm?.(t, t?.host === this.o.hostUuid),
     });
@@ -212,13 +214,20 @@ export class HaEngine {
 
   /**
    * Leaves cleanly: disarms the fencer, resigns, revokes the lease (its keys go
-   * at once). `stopMember` also stops the etcd member (HA disabled or the
-   * daemon going away for good); a daemon restart leaves it running.
+   * at once). `stopMember` also stops the etcd member (HA disabled); a daemon
+   * restart leaves it running, and `leaveArmed` leaves the lease to run out and
+   * the fencer armed (the guests keep running only if the daemon is back in time).
    */
-  async stop(o: { stopMember: boolean; wipe?: boolean }): Promise<void> {
+  async stop(o: { stopMember: boolean; wipe?: boolean; leaveArmed?: boolean }): Promise<void> {
     this.stopped = true;
     clearTimeout(this.peerTimer);
     this.election?.stop();
+    if (o.leaveArmed) {
+      // the daemon goes away while HA stays on: no one keeps the lease alive, so the fencer keeps its deadline
+      await this.liveness?.stop(false);
+      this.etcd.close();
+      return;
+    }
     await this.fencer.stop();
     await this.election?.resign().catch(() => undefined);
     await this.liveness?.stop(true);

@@ -22,7 +22,9 @@ export class RunLocks {
     const res = await this.etcd.call((c) => c.if(key, 'Create', '==', 0).then(c.put(key).value(host).lease(lease)).else(c.get(key)).commit());
     if (res.succeeded) return true;
     const kv = res.responses[0]?.response_range?.kvs[0];
-    return kv !== undefined && kv.value.toString() === host && kv.lease === lease;
+    if (kv === undefined || kv.value.toString() !== host) return false;
+    // the host's own lock under another lease (the master took it for a restart here): bound to this lease now
+    return kv.lease === lease || this.move(vmUuid, host, host, lease);
   }
 
   /** Moves the lock from one host to another in one step; false if `from` no longer holds it. */

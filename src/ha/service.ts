@@ -1,0 +1,278 @@
+/**
+ * HA in the daemon: `pool.enable_ha` on the master starts the engine on
+ * every host of the pool (the first three run etcd's voting members), each
+ * host remembers that in `<data-dir>/ha/config.json` and resumes it when it
+ * restarts. The pool master, elected HA master first, writes the redo log;
+ * when etcd deletes a host's liveness key, the master restarts that host's
+ * protected VMs on live hosts, each after taking its run lock. Every host
+ * keeps run locks for the VMs it runs.
+ */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PRIVATE_DIR, PRIVATE_FILE } from '../auth/private-files.ts';
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { Ref } from '../datamodel/generated/records.ts';
+import { NULL_REF } from '../datamodel/types.ts';
+import type { HaService, Services, XenopsService } from '../messages/context.ts';
+import { markStoppedRecords } from '../messages/vm-domains/records.ts';
+import { peerCall, type Peer } from '../pool/channel.ts';
+import { memberCertificate } from '../pool/eject.ts';
+import { possibleHosts } from '../pool/placement.ts';
+import type { Term } from './election.ts';
+import { HaEngine } from './engine.ts';
+import type { MemberAddress } from './etcd-member.ts';
+import { memberPaths } from './etcd-member.ts';
+import { RedoFeeder } from './redo-feeder.ts';
+
+export const HA_ROUTE = '/pool/ha';
+const VOTING_MEMBERS = 3;
+const RESTART = 'restart';
+
+/** What a host needs to run its part of HA (its `ha/config.json`). */
+export interface HaConfig {
+  readonly poolUuid: string;
+  readonly hostUuid: string;
+  /** This host's address on the pool network (no port). */
+  readonly address: string;
+  readonly members: readonly MemberAddress[];
+}
+
+/** A request on the channel from the master: start (with this host's configuration) or stop. */
+export type HaRequest = { readonly op: 'start'; readonly config: HaConfig } | { readonly op: 'stop' };
+
+const configFile = (dataDir: string): string => join(memberPaths(dataDir).dir, 'config.json');
+
+const isText = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length < 256;
+
+function checkConfig(v: unknown): HaConfig {
+  if (typeof v !== 'object' || v === null) throw new XenApiError('INVALID_VALUE', 'config', 'not an object');
+  const c = v as Record<string, unknown>;
+  const members = c.members;
+  if (!isText(c.poolUuid) || !isText(c.hostUuid) || !isText(c.address) || !Array.isArray(members) || members.length !== VOTING_MEMBERS) {
+    throw new XenApiError('INVALID_VALUE', 'config', 'malformed');
+  }
+  const checked = members.map((m: unknown): MemberAddress => {
+    const r = (typeof m === 'object' && m !== null ? m : {}) as Record<string, unknown>;
+    if (!isText(r.name) || !isText(r.address)) throw new XenApiError('INVALID_VALUE', 'config', 'malformed member');
+    return { name: r.name, address: r.address };
+  });
+  return { poolUuid: c.poolUuid, hostUuid: c.hostUuid, address: c.address, members: checked };
+}
+
+/** The request a member gets over the channel, checked as input. */
+export function checkHaRequest(body: unknown): HaRequest {
+  const b = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
+  if (b.op === 'stop') return { op: 'stop' };
+  if (b.op === 'start') return { op: 'start', config: checkConfig(b.config) };
+  throw new XenApiError('INVALID_VALUE', 'op', String(b.op));
+}
+
+/** A host's address on the pool network: host.address without a port. */
+function hostIp(address: string): string {
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(address);
+  if (v6) return v6[1];
+  return address.replace(/:\d+$/, '');
+}
+
+export class HaDaemon implements HaService {
+  private engine: HaEngine | undefined;
+  private feeder: RedoFeeder | undefined;
+  private lockTimer: NodeJS.Timeout | undefined;
+  private readonly log;
+
+  constructor(
+    private readonly services: Services,
+    /** The pool secret and the master's certificate store: how the master reaches members. */
+    private readonly peerOf: (host: string) => Peer,
+    private readonly isPoolMaster: () => boolean,
+  ) {
+    this.log = services.log.child({ subsystem: 'ha' });
+  }
+
+  /** At daemon start: resumes HA if this host was told to run it. */
+  async resume(): Promise<void> {
+    let config: HaConfig;
+    try {
+      config = checkConfig(JSON.parse(readFileSync(configFile(this.services.dataDir), 'utf8')));
+    } catch {
+      return; // HA is not on here
+    }
+    this.startEngine(config);
+  }
+
+  /** The master's pool.enable_ha: every host starts its part, the master first wins the election. */
+  async enable(configuration: Readonly<Record<string, string>>): Promise<void> {
+    const { store } = this.services;
+    const pool = this.services.poolRef();
+    const master = this.services.hostRef();
+    const hosts = store.refs('host').sort((a, b) => Number(b === master) - Number(a === master) || store.must('host', a).uuid.localeCompare(store.must('host', b).uuid));
+    const members = hosts.slice(0, VOTING_MEMBERS).map((h): MemberAddress => ({ name: store.must('host', h).uuid, address: hostIp(store.must('host', h).address) }));
+    const configOf = (h: string): HaConfig => ({ poolUuid: store.must('pool', pool).uuid, hostUuid: store.must('host', h).uuid, address: hostIp(store.must('host', h).address), members });
+    // the master stands alone at first: members stand only once they have seen a master
+    this.startEngine(configOf(master));
+    for (const h of hosts.filter((x) => x !== master)) {
+      await peerCall(this.peerOf(h), HA_ROUTE, { op: 'start', config: configOf(h) } satisfies HaRequest).catch((err: unknown) => {
+        throw new XenApiError('HA_HOST_CANNOT_SEE_PEERS', h, hosts.join(','), String(err));
+      });
+    }
+    const until = Date.now() + 60_000;
+    while (!this.engine?.isMaster || !this.feeder) {
+      if (Date.now() > until) {
+        await this.disable().catch(() => undefined);
+        throw new XenApiError('HA_FAILED_TO_FORM_LIVESET');
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    store.transact((tx) => tx.update('pool', pool, { ha_enabled: true, ha_configuration: { ...configuration } }));
+  }
+
+  /** The master's pool.disable_ha: every host stops its part and forgets it. */
+  async disable(): Promise<void> {
+    const { store } = this.services;
+    const master = this.services.hostRef();
+    for (const h of store.refs('host').filter((x) => x !== master)) {
+      await peerCall(this.peerOf(h), HA_ROUTE, { op: 'stop' } satisfies HaRequest).catch((err: unknown) => this.log.warn({ err, host: h }, 'a host did not stop HA'));
+    }
+    await this.stopEngine(true);
+    const pool = this.services.poolRef();
+    if (store.must('pool', pool).ha_enabled) store.transact((tx) => tx.update('pool', pool, { ha_enabled: false, ha_plan_exists_for: 0 }));
+  }
+
+  /** A member's side of the channel route. */
+  async serve(req: HaRequest): Promise<null> {
+    if (req.op === 'stop') await this.stopEngine(true);
+    else if (!this.engine) this.startEngine(req.config);
+    return null;
+  }
+
+  private startEngine(config: HaConfig): void {
+    mkdirSync(memberPaths(this.services.dataDir).dir, { recursive: true, mode: PRIVATE_DIR });
+    writeFileSync(configFile(this.services.dataDir), `${JSON.stringify(config)}\n`, { mode: PRIVATE_FILE });
+    let seenMaster = this.isPoolMaster();
+    const engine = new HaEngine({
+      ...config,
+      dataDir: this.services.dataDir,
+      runDir: join(this.services.dataDir, 'run', 'qemu'),
+      eligible: () => seenMaster,
+      log: (msg, fields) => this.log.info(fields ?? {}, msg),
+      onTerm: (term, mine) => {
+        if (term) seenMaster = true;
+        this.onTerm(term, mine);
+      },
+      onFenced: (why) => this.log.error({ why }, 'fenced: this host\'s guests were killed'),
+      onHostGone: (host) => void this.restartVmsOf(host).catch((err: unknown) => this.log.error({ err, host }, 'restarting a dead host\'s VMs failed')),
+    });
+    this.engine = engine;
+    engine.start().then(
+      () => {
+        this.log.info({ members: config.members.map((m) => m.address) }, 'HA running');
+        this.lockTimer = setInterval(() => void this.keepRunLocks(), 1000);
+        this.lockTimer.unref();
+      },
+      (err: unknown) => this.log.error({ err }, 'HA did not start'),
+    );
+  }
+
+  private async stopEngine(forget: boolean): Promise<void> {
+    clearInterval(this.lockTimer);
+    this.feeder?.stop();
+    this.feeder = undefined;
+    const engine = this.engine;
+    this.engine = undefined;
+    if (forget) rmSync(configFile(this.services.dataDir), { force: true });
+    await engine?.stop(forget ? { stopMember: true, wipe: true } : { stopMember: false, leaveArmed: true });
+  }
+
+  private onTerm(term: Term | undefined, mine: boolean): void {
+    if (!term || !mine) {
+      this.feeder?.stop();
+      this.feeder = undefined;
+      return;
+    }
+    if (!this.isPoolMaster()) {
+      // a member elected HA master: the pool master is gone, and taking its place is pool.emergency_transition_to_master's work
+      this.log.error({ term }, 'elected HA master on a pool member: taking over as pool master is not implemented');
+      return;
+    }
+    void this.startFeeder(term);
+  }
+
+  private async startFeeder(term: Term): Promise<void> {
+    const engine = this.engine;
+    if (!engine) return;
+    try {
+      const { nextSeq } = await engine.redo.read();
+      const feeder = new RedoFeeder(this.services.store, engine.redo, term, nextSeq, (err) => this.log.error({ err }, 'deposed: the redo log refused this master'));
+      await feeder.start();
+      this.feeder = feeder;
+      this.log.info({ term }, 'HA master: the redo log follows the database');
+    } catch (err) {
+      this.log.error({ err }, 'the redo log did not start');
+    }
+  }
+
+  /** Each host holds the run locks of the VMs it runs (bound to its lease, so they go with it). */
+  private async keepRunLocks(): Promise<void> {
+    const engine = this.engine;
+    if (!engine || engine.fenced || !engine.leaseId) return;
+    const here = this.services.hostRef();
+    const me = this.services.store.must('host', here).uuid;
+    for (const [, vm] of this.services.store.where('VM', (v) => v.resident_on === here && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused'))) {
+      const held = await engine.locks.claim(vm.uuid, me, engine.leaseId).catch(() => true);
+      if (!held) this.log.error({ vm: vm.uuid }, 'another host holds the run lock of a VM running here');
+    }
+  }
+
+  /** etcd deleted a host's key: it is dead and fenced. The master restarts its protected VMs. */
+  private async restartVmsOf(deadUuid: string): Promise<void> {
+    const engine = this.engine;
+    if (!engine?.isMaster || !this.isPoolMaster()) return;
+    const { store } = this.services;
+    const dead = store.byUuid('host', deadUuid);
+    if (!dead) return;
+    const live = new Set(await engine.liveHosts());
+    const victims = store.where('VM', (v) => v.resident_on === dead && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused'));
+    this.log.warn({ host: deadUuid, vms: victims.length }, 'a host is dead: its VMs are halted, the protected ones restarted');
+    for (const [ref] of victims) markStoppedRecords(this.services, ref, 'Halted');
+    for (const [ref, vm] of victims.filter(([, v]) => v.ha_restart_priority === RESTART)) {
+      const target = possibleHosts(store, ref).find((h) => h !== dead && live.has(store.must('host', h).uuid));
+      const xenops = target === undefined ? undefined : this.xenopsOn(target);
+      if (!target || !xenops) {
+        this.log.error({ vm: vm.uuid }, 'no live host can restart a protected VM');
+        continue;
+      }
+      const owner = store.must('host', target).uuid;
+      // the lock is taken for the target host under the master's lease; the target's own loop re-binds it to its lease
+      if (!(await engine.locks.claim(vm.uuid, owner, engine.leaseId))) {
+        this.log.error({ vm: vm.uuid }, 'the run lock of a protected VM is held: not restarted');
+        continue;
+      }
+      try {
+        await xenops.start(ref, false);
+        this.log.info({ vm: vm.uuid, host: owner }, 'protected VM restarted');
+      } catch (err) {
+        await engine.locks.release(vm.uuid, owner).catch(() => undefined);
+        this.log.error({ err, vm: vm.uuid }, 'restarting a protected VM failed');
+      }
+    }
+  }
+
+  private xenopsOn(host: Ref<'host'> | string): XenopsService | undefined {
+    return host === this.services.hostRef() ? this.services.xenops : this.services.pool?.xenopsOn(host);
+  }
+
+  async close(): Promise<void> {
+    // a daemon stopping keeps HA on: the next start resumes it (the etcd member keeps running, like guests,
+    // but without keepalives the fencer kills the guests at the deadline unless the daemon is back first)
+    await this.stopEngine(false);
+  }
+}
+
+/** How the master reaches a member on the pool channel. */
+export function peerOfHost(services: Services, secret: string): (host: string) => Peer {
+  return (host) => {
+    const address = services.store.must('host', host).address;
+    if (address === '' || address === NULL_REF) throw new XenApiError('CANNOT_CONTACT_HOST', host);
+    return { address, cert: memberCertificate(services, host), secret };
+  };
+}
