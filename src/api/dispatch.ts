@@ -101,6 +101,8 @@ export class Dispatcher {
       if (!handler) throw new XenApiError('NOT_IMPLEMENTED', m.wireName);
       if (isAsync) return { ok: true, type: { kind: 'ref', cls: 'task' }, value: this.startAsync(m, session!, args, handler, origin) };
       const value = await handler({ services: this.services, session: session!, origin, message: m, task: null }, args);
+      // with HA on, a reply follows its writes into the redo log: what a deposed master did is refused, not lost
+      await this.services.ha?.barrier();
       return { ok: true, type: m.result, value: m.result.kind === 'void' ? '' : value };
     } catch (e) {
       const error = toApiError(e);
@@ -155,6 +157,7 @@ export class Dispatcher {
     setImmediate(async () => {
       try {
         const value = await handler(ctx, args);
+        await this.services.ha?.barrier();
         tasks.succeed(task.ref, m.result.kind === 'void' ? '' : toXml(m.result, value));
       } catch (e) {
         const error = toApiError(e);

@@ -27,6 +27,8 @@ import { RedoFeeder } from './redo-feeder.ts';
 export const HA_ROUTE = '/pool/ha';
 const VOTING_MEMBERS = 3;
 const RESTART = 'restart';
+/** Past this, a master that cannot write its redo log has fenced itself (its deadline is at most 4 s away). */
+const BARRIER_TIMEOUT_MS = 10_000;
 
 /** What a host needs to run its part of HA (its `ha/config.json`). */
 export interface HaConfig {
@@ -136,6 +138,24 @@ export class HaDaemon implements HaService {
     await this.stopEngine(true);
     const pool = this.services.poolRef();
     if (store.must('pool', pool).ha_enabled) store.transact((tx) => tx.update('pool', pool, { ha_enabled: false, ha_plan_exists_for: 0 }));
+  }
+
+  /** Waits for the redo log to hold every write so far; a deposed or cut-off master's write is refused. */
+  async barrier(): Promise<void> {
+    const feeder = this.feeder;
+    if (!feeder) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('the redo log did not take the write in time')), BARRIER_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([feeder.barrier(), late]);
+    } catch (err) {
+      this.log.error({ err }, 'a write did not reach the redo log');
+      throw new XenApiError('HA_SHOULD_BE_FENCED', this.services.hostRef());
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** A member's side of the channel route. */

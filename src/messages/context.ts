@@ -114,6 +114,8 @@ export interface MemberInfo {
 export interface HaService {
   enable(configuration: Readonly<Record<string, string>>): Promise<void>;
   disable(): Promise<void>;
+  /** Resolves once every write committed so far is in HA's redo log (at once with HA off); rejects when this host may no longer write. */
+  barrier(): Promise<void>;
 }
 
 export interface Services {
