@@ -151,6 +151,35 @@ test('log in, create a VM with the wizard, console, serial, graph, snapshot, shu
   await screenshot('deleted');
 });
 
+test('a slow or broken connection is said in words, never a blank page', { timeout: 90_000 }, async () => {
+  const context = await browser.newContext();
+  try {
+    // the app's script never arrives: the page says so
+    const p = await context.newPage();
+    await p.route('**/assets/**', (r) => r.abort());
+    await p.goto(t.url);
+    await p.getByText('the connection to the server may be slow or broken').waitFor({ state: 'visible', timeout: 20_000 });
+    await p.screenshot({ path: `${ARTIFACTS}broken-script.png` });
+    await p.unroute('**/assets/**');
+
+    // logged in, then the server cannot be reached: a banner, then live again
+    await p.goto(t.url);
+    await p.getByLabel('Password').fill(ROOT_PASSWORD);
+    await p.getByRole('button', { name: 'Log in' }).click();
+    await p.getByText('● live').waitFor();
+    await p.route('**/jsonrpc', (r) => r.abort());
+    const [pool] = await t.client.api.pool.get_all();
+    await t.client.api.pool.set_name_description(pool, 'wakes the event streams'); // the next event.from fails
+    await p.getByRole('alert').getByText(/Lost the connection to the server/).waitFor({ timeout: 20_000 });
+    await p.screenshot({ path: `${ARTIFACTS}broken-connection.png` });
+    await p.unroute('**/jsonrpc');
+    await p.getByText('● live').waitFor({ timeout: 30_000 });
+    assert.equal(await p.getByText(/Lost the connection/).count(), 0, 'the banner goes once the server answers again');
+  } finally {
+    await context.close();
+  }
+});
+
 /** Opens the console WebSocket as a browser would; resolves with the first bytes, or the HTTP refusal. */
 function openConsole(url: string, headers: Record<string, string> = {}): Promise<{ ok: true; first: Buffer } | { ok: false; status: number }> {
   return new Promise((resolve) => {

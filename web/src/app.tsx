@@ -5,6 +5,7 @@ import { ConsoleContext, useConsole, type Console, type Notice } from './context
 import { errorText } from './format.ts';
 import { LiveStore, useLink } from './live.ts';
 import { Login } from './login.tsx';
+import { PageErrorBoundary } from './error-boundary.tsx';
 import { Page } from './pages/index.tsx';
 import { useRoute } from './route.ts';
 import { TasksPanel } from './tasks.tsx';
@@ -96,7 +97,9 @@ function Shell({ onLogout, notices, dismiss }: { onLogout: () => void; notices: 
           <Tree selected={route.path} />
         </nav>
         <main className="page" id="main">
-          {c.store.loaded || link.kind === 'live' ? <Page route={route} /> : <p className="muted">Loading the pool…</p>}
+          <PageErrorBoundary resetKey={route.path}>
+            {c.store.loaded || link.kind === 'live' ? <Page route={route} /> : <p className="muted">Loading the pool…</p>}
+          </PageErrorBoundary>
         </main>
       </div>
       <div className="notices" aria-live="polite">

@@ -1,4 +1,5 @@
 /** The pool's overview and a host's page, with usage bars. */
+import { useState, type FormEvent } from 'react';
 import type { Ref } from '../../../src/client/generated.ts';
 import { useConsole } from '../context.ts';
 import { byName, isNull } from '../format.ts';
@@ -6,6 +7,34 @@ import { useTable } from '../live.ts';
 import { linkTo } from '../route.ts';
 import { PowerIcon } from '../tree.tsx';
 import { Editable, Properties, UsageBar } from '../widgets.tsx';
+
+/** Uploads an XVA to PUT /import with a task of ours, whose progress the tasks panel shows. */
+function ImportVm() {
+  const c = useConsole();
+  const srs = useTable(c.store, 'SR');
+  const targets = [...srs].filter(([, s]) => s.content_type !== 'iso' && s.allowed_operations.includes('vdi_create')).sort((a, b) => byName(a[1], b[1]));
+  const [sr, setSr] = useState('');
+  const [file, setFile] = useState<File | null>(null);
+  async function submit(e: FormEvent) {
+    e.preventDefault();
+    if (!file) return;
+    await c.run('Importing', async () => {
+      const task = await c.client.api.task.create(`Import ${file.name}`, '');
+      const q = new URLSearchParams({ session_id: c.client.session, task_id: task, sr_id: sr || targets[0]?.[0] || '' });
+      const done = c.store.waitTask(task);
+      const res = await fetch(`/import?${q}`, { method: 'PUT', body: file });
+      if (!res.ok) throw new Error(`import refused: ${res.status} ${(await res.text()).trim()}`);
+      await done;
+    });
+  }
+  return (
+    <form className="inline" onSubmit={submit} aria-label="Import a VM">
+      <label>Import a VM (XVA) <input type="file" accept=".xva" onChange={(e) => setFile(e.target.files?.[0] ?? null)} required /></label>
+      <label>to <select value={sr} onChange={(e) => setSr(e.target.value)}>{targets.map(([r, s]) => <option key={r} value={r}>{s.name_label}</option>)}</select></label>
+      <button type="submit" disabled={!file}>Import</button>
+    </form>
+  );
+}
 
 function HostUsage({ hostRef }: { hostRef: string }) {
   const { store } = useConsole();
@@ -34,6 +63,7 @@ export function PoolPage() {
           ['VMs', `${guests.length} (${running} running)`],
         ]} />
       )}
+      <ImportVm />
       <h2>Hosts</h2>
       <ul className="cards">
         {[...hosts].sort((a, b) => byName(a[1], b[1])).map(([hr, h]) => (

@@ -30,6 +30,8 @@ function Lifecycle({ vmRef, vm }: { vmRef: Ref<'VM'>; vm: VM_record }) {
   const allowed = new Set<string>(vm.allowed_operations);
   const busy = Object.values(vm.current_operations);
   const [confirmDelete, setConfirmDelete] = useState(false);
+  const hosts = useTable(c.store, 'host');
+  const others = [...hosts].filter(([r]) => r !== vm.resident_on);
   const [withDisks, setWithDisks] = useState(true);
   const act = (label: string, f: () => Promise<unknown>) => () => void c.run(label, f);
   const buttons = vm.is_a_template ? [] : VM_BUTTONS.filter((op) => allowed.has(op) || op === 'start' || op === 'clean_shutdown');
@@ -44,6 +46,12 @@ function Lifecycle({ vmRef, vm }: { vmRef: Ref<'VM'>; vm: VM_record }) {
       <button disabled={!allowed.has('copy')} onClick={act('Copy', async () => go('VM', await viaTask(c, c.client.async.VM.copy(vmRef, `${vm.name_label} (copy)`, 'OpaqueRef:NULL'))))}>Copy</button>
       <a className={`button ${allowed.has('export') ? '' : 'disabled'}`} aria-disabled={!allowed.has('export')}
         href={allowed.has('export') ? `/export?ref=${encodeURIComponent(vmRef)}&session_id=${encodeURIComponent(c.client.session)}` : undefined} download={`${vm.name_label}.xva`}>Export</a>
+      {others.length > 0 && allowed.has('pool_migrate') && (
+        <select aria-label="Migrate to host" value="" onChange={(e) => void c.run('Migrate', () => viaTask(c, c.client.async.VM.pool_migrate(vmRef, e.target.value, {})))}>
+          <option value="">Migrate to…</option>
+          {others.map(([r, h]) => <option key={r} value={r}>{h.name_label}</option>)}
+        </select>
+      )}
       <button className="danger" disabled={!allowed.has('destroy')} onClick={() => setConfirmDelete(true)}>Delete</button>
       {busy.length > 0 && <span className="busy" role="status">{busy.join(', ')}…</span>}
       {confirmDelete && (
