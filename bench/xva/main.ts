@@ -9,12 +9,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import * as tarStream from 'tar-stream';
 import { xxh64Reference } from '../../test/helpers/xxh64-reference.ts';
 import { diskMembers, receiveDisks, tarArchive, TarReader, xxh64, type DiskSource } from '../../src/storage/xva/index.ts';
 import { exportQcow2Raw, openQcow2, qcow2Create } from '../../src/storage/sr/qcow2.ts';
 
 const MiB = 1024 * 1024;
+const run = promisify(execFile);
 const size = Number(process.argv[2] ?? 64) * MiB;
 const disk = randomBytes(size);
 const source: DiskSource = { size, hasData: () => true, readInto: async (t, o, l) => void disk.copy(t, 0, o, o + l), close: async () => undefined };
@@ -100,6 +103,10 @@ try {
     for await (const _ of exportQcow2Raw(file)) void _;
   });
   console.log(`qcow2 raw export (qemu-nbd + our NBD client): ${rate(size, nbd)}`);
+  // baseline: qemu-img itself reading the same image into a raw file
+  const raw = join(dir, 'd.raw');
+  const convert = await time(() => run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', file, raw]));
+  console.log(`baseline qcow2 → raw (qemu-img convert to a file): ${rate(size, convert)}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
