@@ -231,15 +231,37 @@ export class HaDaemon implements HaService {
     }
   }
 
-  /** Each host holds the run locks of the VMs it runs (bound to its lease, so they go with it). */
+  /**
+   * Each host holds the run locks of the VMs the database says it runs, bound
+   * to its lease: it takes a free lock, re-binds one the master took for it (a
+   * restart here), takes over one another host held (the VM migrated here: the
+   * database moves resident_on only once the source's domain is gone), and lets
+   * go of its locks for VMs that no longer run here.
+   */
   private async keepRunLocks(): Promise<void> {
     const engine = this.engine;
     if (!engine || engine.fenced || !engine.leaseId) return;
+    const lease = engine.leaseId;
     const here = this.services.hostRef();
     const me = this.services.store.must('host', here).uuid;
-    for (const [, vm] of this.services.store.where('VM', (v) => v.resident_on === here && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused'))) {
-      const held = await engine.locks.claim(vm.uuid, me, engine.leaseId).catch(() => true);
-      if (!held) this.log.error({ vm: vm.uuid }, 'another host holds the run lock of a VM running here');
+    const running = new Set(
+      this.services.store
+        .where('VM', (v) => v.resident_on === here && !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused'))
+        .map(([, v]) => v.uuid),
+    );
+    try {
+      const locks = await engine.locks.all();
+      for (const vm of running) {
+        const held = locks.get(vm);
+        if (!held) await engine.locks.claim(vm, me, lease);
+        else if (held.host !== me || held.lease !== lease) {
+          if (held.host !== me) this.log.info({ vm, from: held.host }, 'run lock follows the VM here');
+          await engine.locks.move(vm, held.host, me, lease);
+        }
+      }
+      for (const [vm, held] of locks) if (held.host === me && held.lease === lease && !running.has(vm)) await engine.locks.release(vm, me);
+    } catch (err) {
+      this.log.debug({ err }, 'run locks not refreshed (etcd unreachable)');
     }
   }
 

@@ -1,7 +1,7 @@
 /**
  * HA in a pool of three daemons in three network namespaces (simulated
  * guests): pool.enable_ha starts an etcd member on each host, a protected
- * agile VM runs on a member, the member host dies (daemon and etcd member
+ * agile VM runs on a member and migrates to another (its run lock follows), that member host dies (daemon and etcd member
  * killed), and the master restarts the VM on a survivor; pool.disable_ha
  * stops it all.
  */
@@ -54,7 +54,7 @@ test('enable_ha runs etcd on the three hosts; a member host dies and the master 
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
   const vm = await master.api.VM.clone(template, 'protected');
   await master.api.VM.set_is_a_template(vm, false);
-  const disk = await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: 'protected', type: 'user', sharable: false, read_only: false, other_config: {} } as never);
+  const disk = await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: 'protected', type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: { type: 'qcow2' } } as never);
   await master.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
   await master.api.VM.set_ha_restart_priority(vm, 'restart');
 
@@ -62,8 +62,12 @@ test('enable_ha runs etcd on the three hosts; a member host dies and the master 
   assert.equal(await master.api.pool.get_ha_enabled(pool), true);
   for (const h of [h1, h2, h3]) assert.ok(alive(etcdPid(h)), `${h.name} runs an etcd member`);
 
-  await master.api.VM.start_on(vm, r2, false, false);
-  await new Promise((r) => setTimeout(r, 2000)); // h2 takes the VM's run lock (once a second)
+  await master.api.VM.start_on(vm, r3, false, false);
+  await new Promise((r) => setTimeout(r, 2000)); // h3 takes the VM's run lock (once a second)
+  // the run lock follows a migration: were it still h3's, the master would not restart the VM when h2 dies
+  await master.api.VM.pool_migrate(vm, r2, { live: 'true' });
+  assert.equal(await master.api.VM.get_resident_on(vm), r2);
+  await new Promise((r) => setTimeout(r, 2000));
 
   const killed = Date.now();
   h2.daemon.proc.kill('SIGKILL');
