@@ -24,7 +24,7 @@ export interface Daemon {
   exited: Promise<number | null>;
 }
 
-export async function spawnDaemon(dataDir: string, opts: { port?: number; args?: string[]; env?: Record<string, string>; netns?: string; socketPath?: string } = {}): Promise<Daemon> {
+export async function spawnDaemon(dataDir: string, opts: { port?: number; args?: string[]; env?: Record<string, string>; netns?: string; socketPath?: string; startTimeoutMs?: number } = {}): Promise<Daemon> {
   const port = opts.port ?? (await freePort());
   const argv = [process.execPath, '--import', 'tsx', `${ROOT_DIR}src/cli/xenon.ts`, 'server', '--data-dir', dataDir, '--http', opts.socketPath ?? `127.0.0.1:${port}`, ...(opts.args ?? [])];
   // `ip netns exec` execs the command in place: the child's pid stays the daemon's
@@ -39,7 +39,7 @@ export async function spawnDaemon(dataDir: string, opts: { port?: number; args?:
   proc.stderr!.on('data', (c: Buffer) => (out += c.toString()));
   const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
   // a restart re-adopts its guests and networks first: on a loaded 2-core machine that has taken over 30 s
-  const deadline = Date.now() + 90_000;
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 90_000);
   while (!out.includes('listening on')) {
     if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`daemon did not start:\n${out}`);
     await new Promise((r) => setTimeout(r, 50));

@@ -16,6 +16,8 @@ export const ROOT_PASSWORD = 'xenon-test-root';
 export interface LabHost {
   readonly name: string;
   readonly ip: string;
+  /** The network namespace the daemon runs in. */
+  readonly ns: string;
   readonly dataDir: string;
   readonly socket: string;
   daemon: Daemon;
@@ -48,9 +50,9 @@ export class PoolLab {
     await must('ip', ['-n', this.net.ns, 'link', 'set', name, 'master', 'br0']);
     const dataDir = join(this.dir, name);
     const socket = join(this.dir, `${name}.sock`);
-    const daemon = await spawnDaemon(dataDir, { netns: ns, socketPath: socket, args: ['--https', `${ip}:443`, ...args] });
+    const daemon = await spawnDaemon(dataDir, { netns: ns, socketPath: socket, args: ['--https', `${ip}:443`, ...args], startTimeoutMs: 120_000 });
     const host: LabHost = {
-      name, ip, dataDir, socket, daemon,
+      name, ip, ns, dataDir, socket, daemon,
       client: async () => {
         const c = this.track(new XenApiClient('http://localhost/', { socketPath: socket, timeoutMs: 120_000 }));
         await c.login('root', ROOT_PASSWORD);
