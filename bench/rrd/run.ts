@@ -14,6 +14,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pino from 'pino';
 import { XenApiClient } from '../../src/client/client.ts';
 import type { Metrics } from '../../src/metrics/service.ts';
@@ -69,6 +70,15 @@ try {
   for (let i = 0; i < 3; i++) await metrics.collect((clock += STEP_S));
   const cpu: number[] = [];
   const wall: number[] = [];
+  // the longest the daemon's event loop waited (ms) during a measured phase
+  const loopDelay = async (phase: () => Promise<void>): Promise<number> => {
+    const h = monitorEventLoopDelay({ resolution: 5 });
+    h.enable();
+    await phase();
+    h.disable();
+    return h.max / 1e6;
+  };
+  const stepLoopMax = await loopDelay(async () => { for (let i = 0; i < 3; i++) await metrics.collect((clock += STEP_S)); });
   for (let i = 0; i < STEPS; i++) {
     const u0 = process.cpuUsage();
     const w0 = performance.now();
@@ -98,7 +108,8 @@ try {
     return { ms, bytes };
   };
   const xoStart = clock - 120 * STEP_S + STEP_S;
-  const json = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${xoStart}`);
+  let json = { ms: [] as number[], bytes: 0 };
+  const jsonLoopMax = await loopDelay(async () => { json = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${xoStart}`); });
   const xml = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&start=${xoStart}`);
   const recent = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${clock - 10}`);
   const prom = await timed('/metrics?x=1');
@@ -108,7 +119,7 @@ try {
   for (const [name, r] of [['json', json], ['xml', xml], ['recent', recent], ['prometheus', prom]] as const) {
     console.log(`${name}: median ${median(r.ms).toFixed(0)} ms, p95 ${pct(r.ms, 0.95).toFixed(0)} ms, ${(r.bytes / 2 ** 20).toFixed(2)} MiB`);
   }
-  console.log(`saving every RRD: ${saveMs.toFixed(0)} ms; rss ${(rss / 2 ** 20).toFixed(0)} MiB`);
+  console.log(`saving every RRD: ${saveMs.toFixed(0)} ms; rss ${(rss / 2 ** 20).toFixed(0)} MiB; event loop held at most ${stepLoopMax.toFixed(0)} ms by a step, ${jsonLoopMax.toFixed(0)} ms while serving /rrd_updates`);
 
   if (WRITE) {
     const load = os.loadavg()[0]!;
@@ -125,6 +136,8 @@ try {
       `| **as a fraction of one core** (target < 5%) | **${(share * 100).toFixed(2)}%** |`,
       `| collector wall time per step, median | ${median(wall).toFixed(1)} ms |`,
       `| \`/rrd_updates\` as Xen Orchestra asks (10 min at 5 s, AVERAGE, host + all VMs, JSON): median / p95 | ${median(json.ms).toFixed(0)} / ${pct(json.ms, 0.95).toFixed(0)} ms, ${(json.bytes / 2 ** 20).toFixed(1)} MiB |`,
+      `| longest event-loop stall while serving it (streamed a row at a time) | ${jsonLoopMax.toFixed(0)} ms |`,
+      `| longest event-loop stall during a collection step | ${stepLoopMax.toFixed(0)} ms |`,
       `| the same as XML: median / p95 | ${median(xml.ms).toFixed(0)} / ${pct(xml.ms, 0.95).toFixed(0)} ms, ${(xml.bytes / 2 ** 20).toFixed(1)} MiB |`,
       `| the last 10 s only (a poller's refresh), JSON: median | ${median(recent.ms).toFixed(0)} ms, ${(recent.bytes / 1024).toFixed(0)} KiB |`,
       `| \`/metrics\` (Prometheus text, every source): median | ${median(prom.ms).toFixed(0)} ms, ${(prom.bytes / 2 ** 20).toFixed(1)} MiB |`,

@@ -12,6 +12,7 @@ import type { XenApiClient } from '../client/client.ts';
 import { CliError, connect, parseConnection, ServerError, Transport } from './xe/conn.ts';
 import type { Command, Ctx } from './xe/context.ts';
 import { recordBlock, Resolver } from './xe/format.ts';
+import { dataSourceCommands } from './xe/data-sources.ts';
 import { genericCommands } from './xe/generic.ts';
 import { specificCommands } from './xe/ops.ts';
 
@@ -30,7 +31,7 @@ const COMMON = new Set([
 
 export function allCommands(): Map<string, Command> {
   const m = new Map<string, Command>();
-  for (const c of [...genericCommands(), ...specificCommands()]) m.set(c.name, c);
+  for (const c of [...genericCommands(), ...specificCommands(), ...dataSourceCommands()]) m.set(c.name, c);
   m.set('help', { name: 'help', reqd: [], optn: ['all', 'minimal'], help: 'Prints help: the common commands, every command (--all), or one command (xe help <command>).', noSession: true, freeParams: true, run: async () => undefined });
   return m;
 }

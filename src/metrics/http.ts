@@ -10,7 +10,7 @@ import { authorize } from '../messages/http-handlers.ts';
 import type { Cf, Rrd } from './rrd.ts';
 import { rrdJson, rrdXml } from './rrd-xml.ts';
 import type { Metrics } from './service.ts';
-import { exportRows, xportJson, xportXml, type Export } from './xport.ts';
+import { exportRows, xportJsonChunks, xportXmlChunks, type Export } from './xport.ts';
 
 const CFS: readonly string[] = ['AVERAGE', 'MIN', 'MAX'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -42,26 +42,52 @@ function intParam(url: URL, name: string, fallback?: number): number {
   return Number(raw.trim());
 }
 
+const headers = (json: boolean): http.OutgoingHttpHeaders => ({
+  'Content-Type': json ? 'application/json' : 'text/xml',
+  'Access-Control-Allow-Origin': '*',
+  'Access-Control-Allow-Headers': 'X-Requested-With',
+});
+
 function send(res: http.ServerResponse, json: boolean, body: string): void {
-  res.writeHead(200, {
-    'Content-Type': json ? 'application/json' : 'text/xml',
-    'Content-Length': Buffer.byteLength(body),
-    'Access-Control-Allow-Origin': '*',
-    'Access-Control-Allow-Headers': 'X-Requested-With',
-  });
+  res.writeHead(200, { ...headers(json), 'Content-Length': Buffer.byteLength(body) });
   res.end(body);
+}
+
+/**
+ * A large reply written a piece at a time (chunked), giving the event loop
+ * back between pieces and waiting while the client is slow to read; a
+ * client that goes away stops it.
+ */
+async function stream(res: http.ServerResponse, json: boolean, chunks: Iterable<string>): Promise<void> {
+  res.writeHead(200, headers(json));
+  let since = 0;
+  for (const chunk of chunks) {
+    if (res.destroyed) return;
+    since += chunk.length;
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => { res.off('drain', done); res.off('close', done); resolve(); };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    } else if (since > 64 * 1024) {
+      since = 0;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+  res.end();
 }
 
 /** Nothing to export (no host asked for, no VM running): no rows rather than an error. */
 function empty(start: number, interval: number, now: number): Export {
   const step = Math.max(5, interval);
   const end = Math.floor(now / step) * step;
-  return { start: start < 0 ? end + start : start, step, end, legend: [], rows: [] };
+  return { start: start < 0 ? end + start : start, step, end, legend: [], times: [], values: () => [] };
 }
 
 /** GET /rrd_updates?start=&cf=&interval=&host=true&vm_uuid=…&json */
 export function rrdUpdates(services: Services, metrics: Metrics) {
-  return (req: http.IncomingMessage, res: http.ServerResponse, url: URL): void => {
+  return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
     authorize(services, req, url);
     const start = intParam(url, 'start');
     const interval = Math.max(0, intParam(url, 'interval', 0));
@@ -71,7 +97,7 @@ export function rrdUpdates(services: Services, metrics: Metrics) {
     const sources = metrics.exportable({ host: url.searchParams.get('host') === 'true', vmUuids: vmUuids.length ? vmUuids : undefined });
     const e = sources.length ? exportRows(sources, start, interval, cf) : empty(start, interval, Date.now() / 1000);
     const json = wantsJson(req, url);
-    send(res, json, json ? xportJson(e) : xportXml(e));
+    await stream(res, json, json ? xportJsonChunks(e) : xportXmlChunks(e));
   };
 }
 

@@ -122,6 +122,8 @@ export class Metrics {
       const tracked = this.vms.get(uuid) ?? (await this.revive(uuid, t));
       const c = counters[i];
       feed(tracked, c ? vmReadings(c) : [], t);
+      // thousands of VMs: give the event loop back now and then
+      if (i % 200 === 199) await new Promise<void>((resolve) => setImmediate(resolve));
     }
     for (const uuid of [...this.vms.keys()]) if (!live.has(uuid)) await this.archive(uuid);
     this.updateVmMetrics(vms, counters.map((c) => c?.memoryBytes));
@@ -230,7 +232,8 @@ export class Metrics {
       const v = enabled ? t.rrd.latest(d.name) ?? NaN : NaN;
       return {
         name_label: d.name, name_description: d.description, enabled, standard: d.standard, units: d.units,
-        min: d.min, max: d.max, value: Number.isNaN(v) ? 0 : v,
+        // the wire carries no infinities: an unbounded maximum travels as the largest double
+        min: d.min, max: Number.isFinite(d.max) ? d.max : Number.MAX_VALUE, value: Number.isNaN(v) ? 0 : v,
       };
     });
   }

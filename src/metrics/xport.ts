@@ -33,13 +33,25 @@ function trimZeros(s: string): string {
   return s.slice(0, end);
 }
 
+/**
+ * An export whose rows are read on demand (newest first), so that writers
+ * can stream them: the ring positions are fixed when it is made, and the
+ * oldest row, the only one a collection step could overwrite meanwhile, is
+ * copied then.
+ */
 export interface Export {
   start: number;
   step: number;
   end: number;
   legend: string[];
-  rows: { t: number; values: number[] }[];
+  /** The time of each row, newest first. */
+  times: number[];
+  /** The values of row `i`, one per legend entry. */
+  values(i: number): number[];
 }
+
+/** Every row at once (tests, small exports). */
+export const rowsOf = (e: Export): { t: number; values: number[] }[] => e.times.map((t, i) => ({ t, values: e.values(i) }));
 
 export class NoRraAvailable extends Error {
   constructor() { super('No RRA available'); this.name = 'NoRraAvailable'; }
@@ -93,42 +105,46 @@ export function exportRows(prefixed: readonly (readonly [string, Rrd])[], start:
     }
   }
   const n = firstRra.rows;
-  const rows: Export['rows'] = [];
-  for (let i = 0; i < n; i++) {
-    const t = end - i * rraStep;
-    if (t < from) break;
+  const times: number[] = [];
+  for (let i = 0; i < n && end - i * rraStep >= from; i++) times.push(end - i * rraStep);
+  const read = (i: number): number[] => {
     const values = new Array<number>(rings.length);
     for (let c = 0; c < rings.length; c++) values[c] = rings[c]![(heads[c]! - i + n) % n]!;
-    rows.push({ t, values });
-  }
-  return { start: Math.floor(from / rraStep) * rraStep + rraStep, step: rraStep, end, legend, rows };
+    return values;
+  };
+  const oldest = times.length === n ? read(n - 1) : undefined;
+  return {
+    start: Math.floor(from / rraStep) * rraStep + rraStep, step: rraStep, end, legend, times,
+    values: (i) => (i === n - 1 && oldest ? oldest : read(i)),
+  };
 }
 
 const escapeXml = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 
-export function xportXml(e: Export): string {
-  const parts: string[] = ['<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta>'];
-  parts.push(`<start>${e.start}</start><step>${e.step}</step><end>${e.end}</end><rows>${e.rows.length}</rows><columns>${e.legend.length}</columns><legend>`);
-  for (const l of e.legend) parts.push(`<entry>${escapeXml(l)}</entry>`);
-  parts.push('</legend></meta><data>');
-  for (const row of e.rows) parts.push(`<row><t>${row.t}</t><v>${row.values.map(formatFloat).join('</v><v>')}</v></row>`);
-  parts.push('</data></xport>');
-  return parts.join('');
+/** The XML form, in pieces: the head, then a row at a time. */
+export function* xportXmlChunks(e: Export): Generator<string> {
+  yield `<?xml version="1.0" encoding="UTF-8"?>\n<xport><meta><start>${e.start}</start><step>${e.step}</step><end>${e.end}</end><rows>${e.times.length}</rows><columns>${e.legend.length}</columns><legend>${e.legend.map((l) => `<entry>${escapeXml(l)}</entry>`).join('')}</legend></meta><data>`;
+  for (let i = 0; i < e.times.length; i++) yield `<row><t>${e.times[i]}</t><v>${e.values(i).map(formatFloat).join('</v><v>')}</v></row>`;
+  yield '</data></xport>';
 }
 
 /**
- * The JSON form. Times and counts are numbers and values numbers too (what
- * Xen Orchestra's parser compares and computes with); a value that is not a
- * finite number travels as xapi spells it ("NaN"), so the document stays JSON.
+ * The JSON form, in pieces. Times and counts are numbers and values numbers
+ * too (what Xen Orchestra's parser compares and computes with); a value that
+ * is not a finite number travels as xapi spells it ("NaN"), so the document
+ * stays JSON.
  */
-export function xportJson(e: Export): string {
+export function* xportJsonChunks(e: Export): Generator<string> {
   const value = (v: number): string => (Number.isFinite(v) ? String(v) : `"${formatFloat(v)}"`);
-  const parts: string[] = [`{"meta":{"start":${e.start},"step":${e.step},"end":${e.end},"rows":${e.rows.length},"columns":${e.legend.length},"legend":${JSON.stringify(e.legend)}},"data":[`];
-  e.rows.forEach((row, i) => {
+  yield `{"meta":{"start":${e.start},"step":${e.step},"end":${e.end},"rows":${e.times.length},"columns":${e.legend.length},"legend":${JSON.stringify(e.legend)}},"data":[`;
+  for (let i = 0; i < e.times.length; i++) {
+    const row = e.values(i);
     // the common case, every value a number, is written natively
-    const values = row.values.every(Number.isFinite) ? JSON.stringify(row.values) : `[${row.values.map(value).join(',')}]`;
-    parts.push(`${i ? ',' : ''}{"t":${row.t},"values":${values}}`);
-  });
-  parts.push(']}');
-  return parts.join('');
+    const values = row.every(Number.isFinite) ? JSON.stringify(row) : `[${row.map(value).join(',')}]`;
+    yield `${i ? ',' : ''}{"t":${e.times[i]},"values":${values}}`;
+  }
+  yield ']}';
 }
+
+export const xportXml = (e: Export): string => [...xportXmlChunks(e)].join('');
+export const xportJson = (e: Export): string => [...xportJsonChunks(e)].join('');

@@ -9,6 +9,7 @@ import type { Ref } from '../../src/client/client.ts';
 import { metricsPlugin, xenopsPlugin } from '../../src/plugins.ts';
 import type { Metrics } from '../../src/metrics/service.ts';
 import { failsWith, ROOT_PASSWORD, startTestServer, type TestServer } from '../helpers/server.ts';
+import { connArgs, runXe, type XeResult } from '../cli/xe-helpers.ts';
 
 let t: TestServer;
 let vm: Ref<'VM'>;
@@ -172,4 +173,27 @@ test('perfmon alarms: a variable past its level for its trigger period raises on
   await steps(4);
   assert.equal((await alarms()).length, 1, 'inhibited for an hour');
   await t.client.api.VM.remove_from_other_config(vm, 'perfmon');
+});
+
+test('xe vm-/host-data-source-list, -query, -record, -forget', async () => {
+  const xe = (...args: string[]): Promise<XeResult> => runXe([...connArgs(t.url), ...args]);
+  const ok = (r: XeResult): string => {
+    assert.equal(r.code, 0, `xe failed: ${r.stderr}${r.stdout}`);
+    return r.stdout;
+  };
+  await steps(2);
+  const list = ok(await xe('vm-data-source-list', `uuid=${vmUuid}`));
+  assert.match(list, /^name_label *: cpu0\n *name_description: Use of virtual CPU 0\n *enabled: true\n *standard: true\n *min: 0\.\n *max: 1\.\n *units: \(fraction\)\n/m);
+  assert.match(list, /name_label *: memory\n(.*\n){3} *min: 0\.\n *max: inf\n/);
+    const value = ok(await xe('vm-data-source-query', `uuid=${vmUuid}`, 'data-source=memory')).trim();
+  assert.match(value, /^\d+\.\d{6}$/);
+  assert.equal(Number(value), Number(await t.client.api.VM.get_memory_static_max(vm)));
+  const hostList = ok(await xe('host-data-source-list', `uuid=${hostUuid}`));
+  assert.match(hostList, /name_label *: memory_total_kib\n.*\n *enabled: true/);
+  assert.match(ok(await xe('host-data-source-query', `uuid=${hostUuid}`, 'data-source=memory_total_kib')), /^\d+\.\d{6}\n$/);
+  ok(await xe('vm-data-source-forget', `uuid=${vmUuid}`, 'data-source=memory_target'));
+  assert.match(ok(await xe('vm-data-source-list', `uuid=${vmUuid}`)), /name_label *: memory_target\n.*\n *enabled: false/);
+  ok(await xe('vm-data-source-record', `uuid=${vmUuid}`, 'data-source=memory_target'));
+  const missing = await xe('host-data-source-query', `uuid=${hostUuid}`, 'data-source=nothing_like_it');
+  assert.notEqual(missing.code, 0);
 });

@@ -69,7 +69,7 @@ async function forEach(ctx: Ctx, objs: Selected[], op: (o: Selected) => Promise<
   }
 }
 
-function vmCmd(name: string, reqd: string[], optn: string[], help: string, op: (ctx: Ctx, vm: Selected) => Promise<void>): Command {
+export function vmCmd(name: string, reqd: string[], optn: string[], help: string, op: (ctx: Ctx, vm: Selected) => Promise<void>): Command {
   const cmd: Command = {
     name, reqd, optn, help, vmSelectors: true,
     run: async (ctx) => forEach(ctx, await select(ctx, cmd, 'vm'), (vm) => op(ctx, vm)),
@@ -77,9 +77,9 @@ function vmCmd(name: string, reqd: string[], optn: string[], help: string, op: (
   return cmd;
 }
 
-function hostCmd(name: string, optn: string[], help: string, op: (ctx: Ctx, h: Selected) => Promise<void>): Command {
+export function hostCmd(name: string, optn: string[], help: string, op: (ctx: Ctx, h: Selected) => Promise<void>, reqd: string[] = []): Command {
   const cmd: Command = {
-    name, reqd: [], optn, help, hostSelectors: true,
+    name, reqd, optn, help, hostSelectors: true,
     run: async (ctx) => forEach(ctx, await select(ctx, cmd, 'host'), (h) => op(ctx, h)),
   };
   return cmd;
