@@ -30,7 +30,8 @@ done
 if [ ${#TESTS[@]} -eq 0 ]; then
   TESTS=(test/network/ovs.test.ts test/network/bridge.test.ts test/network/host-nics.test.ts
          test/storage/sr-vdi.test.ts test/storage/qcow2.test.ts test/storage/vhd-interop.test.ts
-         test/clients/xenapi-py.test.ts test/xenops/qemu.test.ts test/cli/xenon-stop.test.ts)
+         test/clients/xenapi-py.test.ts test/xenops/qemu.test.ts test/cli/xenon-stop.test.ts
+         test/ha/engine.test.ts)
 fi
 [ "$(id -u)" = 0 ] || { echo "check-fresh: run as root" >&2; exit 1; }
 command -v debootstrap >/dev/null || { apt-get update -qq; apt-get install -y -qq debootstrap >/dev/null; }
