@@ -88,6 +88,8 @@ test('log in, create a VM with the wizard, console, serial, graph, snapshot, shu
   await page.getByLabel('Template', { exact: true }).selectOption({ label: 'Xenon test guest' });
   await page.getByLabel('Name', { exact: true }).fill('web-e2e');
   await page.getByLabel('Memory (MiB)').fill('192');
+  await page.getByRole('button', { name: 'Add a disk' }).click();
+  await page.getByLabel('Disk 0 size (GiB)').fill('0.0625');
   await page.getByLabel('From a kernel on the host').check();
   await page.getByLabel('Kernel', { exact: true }).fill(kernel);
   await page.getByLabel('Initrd').fill(initrd);
@@ -101,6 +103,9 @@ test('log in, create a VM with the wizard, console, serial, graph, snapshot, shu
   const vm = await vmNamed('web-e2e');
   assert.equal(await t.client.api.VM.get_power_state(vm), 'Running');
   assert.equal(await t.client.api.VM.get_memory_static_max(vm), 192 * 1024 * 1024);
+  const [vbd] = await t.client.api.VM.get_VBDs(vm);
+  const disk = await t.client.api.VBD.get_VDI(vbd);
+  assert.equal(await t.client.api.VDI.get_virtual_size(disk), 64 * 1024 * 1024, 'the disk the wizard planned, on the SR');
   await waitSerial(t.client, vm, MARKER);
   let screen = await litFraction(page);
   for (let i = 0; i < 50 && screen.lit < 0.01; i++) {
@@ -148,6 +153,10 @@ test('log in, create a VM with the wizard, console, serial, graph, snapshot, shu
   await page.getByRole('heading', { name: /Pool|^$/ }).first().waitFor();
   await page.waitForFunction(() => !document.querySelector('nav')?.textContent?.includes('web-e2e'), undefined, { timeout: 30_000 });
   assert.equal((await t.client.api.VM.get_by_name_label('web-e2e')).length, 0);
+  for (let i = 0; i < 100 && (await t.client.api.VDI.get_all()).includes(disk); i++) await new Promise((r) => setTimeout(r, 100));
+  assert.ok(!(await t.client.api.VDI.get_all()).includes(disk), 'its disk went with it');
+  const left = await t.client.api.VM.get_all_records();
+  assert.ok(!Object.values(left).some((r) => r.is_a_snapshot && r.name_label.startsWith('web-e2e')), 'and its snapshot');
   await screenshot('deleted');
 });
 

@@ -38,22 +38,27 @@ export function vmOperation(c: Console, vm: Ref<'VM'>, op: VmButton): Promise<st
   }
 }
 
-/**
- * Deletes a halted VM, as XenCenter does: its own disks (not CDs, not disks
- * another VM also uses) go with it when asked, then the record.
- */
-export async function deleteVm(c: Console, vm: Ref<'VM'>, withDisks: boolean): Promise<void> {
+/** The VM's own disks: not CDs, not disks another VM also uses. */
+function ownDisks(c: Console, vm: Ref<'VM'>): string[] {
   const { store } = c;
-  const rec = store.get('VM', vm);
-  const disks: string[] = [];
-  if (withDisks && rec) {
-    for (const vbdRef of rec.VBDs) {
-      const vbd = store.get('VBD', vbdRef);
-      if (!vbd || vbd.type !== 'Disk') continue;
-      const vdi = store.get('VDI', vbd.VDI);
-      if (vdi && vdi.VBDs.every((other) => store.get('VBD', other)?.VM === vm)) disks.push(vbd.VDI);
-    }
+  const out: string[] = [];
+  for (const vbdRef of store.get('VM', vm)?.VBDs ?? []) {
+    const vbd = store.get('VBD', vbdRef);
+    if (!vbd || vbd.type !== 'Disk') continue;
+    const vdi = store.get('VDI', vbd.VDI);
+    if (vdi && vdi.VBDs.every((other) => store.get('VBD', other)?.VM === vm)) out.push(vbd.VDI);
   }
+  return out;
+}
+
+/**
+ * Deletes a halted VM, as XenCenter does: with `everything`, also its own
+ * disks and its snapshots (with theirs); then the record.
+ */
+export async function deleteVm(c: Console, vm: Ref<'VM'>, everything: boolean): Promise<void> {
+  const snapshots = everything ? [...(c.store.get('VM', vm)?.snapshots ?? [])] : [];
+  const disks = everything ? ownDisks(c, vm) : [];
   await viaTask(c, c.client.async.VM.destroy(vm));
   for (const vdi of disks) await viaTask(c, c.client.async.VDI.destroy(vdi));
+  for (const snap of snapshots) await deleteVm(c, snap, true);
 }

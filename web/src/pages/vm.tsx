@@ -57,7 +57,7 @@ function Lifecycle({ vmRef, vm }: { vmRef: Ref<'VM'>; vm: VM_record }) {
       {confirmDelete && (
         <div className="confirm" role="dialog" aria-label="Delete the VM">
           <p>Delete {vm.name_label}?</p>
-          <label><input type="checkbox" checked={withDisks} onChange={(e) => setWithDisks(e.target.checked)} /> also delete its disks</label>
+          <label><input type="checkbox" checked={withDisks} onChange={(e) => setWithDisks(e.target.checked)} /> also delete its disks and snapshots</label>
           <button className="danger" onClick={act('Delete', async () => { await deleteVm(c, vmRef, withDisks); go(''); })}>Delete</button>
           <button onClick={() => setConfirmDelete(false)}>Cancel</button>
         </div>
