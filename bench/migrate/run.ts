@@ -16,7 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -116,12 +116,16 @@ try {
     const dir = path.join(lab.dir, `bare-${h.name}-${round++}`);
     mkdirSync(dir, { recursive: true });
     const args = buildQemuArgs(bareCfg, { accel: 'tcg', paused: false, incoming, taps: new Map() });
-    const p = spawn('ip', ['netns', 'exec', hostNs(h), 'qemu-system-x86_64', ...args], { cwd: dir, stdio: 'ignore' });
+    const log = openSync(path.join(dir, 'qemu.log'), 'a');
+    const p = spawn('ip', ['netns', 'exec', hostNs(h), 'qemu-system-x86_64', ...args], { cwd: dir, stdio: ['ignore', log, log] });
+    closeSync(log);
     return { dir, done: new Promise((r) => p.on('exit', () => r())) };
   };
   let bareAt = { host: h1, ...launchBare(h1) };
   const bareLogs: string[] = [path.join(bareAt.dir, 'serial.log')];
-  await until('the bare guest to boot', () => read(bareLogs[0]).includes('XENON-TESTGUEST-READY'));
+  await until('the bare guest to boot', () => read(bareLogs[0]).includes('XENON-TESTGUEST-READY'), 300_000).catch((e: unknown) => {
+    throw new Error(`${String(e)}: ${read(path.join(bareAt.dir, 'qemu.log')).slice(-500)}`);
+  });
   await new Promise<void>((resolve, reject) => {
     const s = net.createConnection(path.join(bareAt.dir, 'serial.sock'), () => s.end(`${TICK_LOOP}\n`, () => resolve()));
     s.on('error', reject);

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XenApiClient } from '../../src/client/client.ts';
 import { spawnDaemon, type Daemon } from '../helpers/daemon.ts';
-import { must, TestNet } from '../network/helpers.ts';
+import { must, sh, TestNet } from '../network/helpers.ts';
 
 export const ROOT_PASSWORD = 'xenon-test-root';
 
@@ -40,7 +40,19 @@ export class PoolLab {
     await this.net.setup();
     await must('ip', ['-n', this.net.ns, 'link', 'add', 'br0', 'type', 'bridge']);
     await must('ip', ['-n', this.net.ns, 'link', 'set', 'br0', 'up']);
+    // the switch namespace has an address too: clients run there reach every host by its address
+    await must('ip', ['-n', this.net.ns, 'addr', 'add', `${this.clientIp}/24`, 'dev', 'br0']);
     return this;
+  }
+
+  /** The address of the switch namespace, where runInSwitch's commands run. */
+  get clientIp(): string {
+    return `10.${this.subnet}.0.254`;
+  }
+
+  /** Runs a command in the switch namespace (a client of the pool over its network). */
+  runInSwitch(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    return sh('ip', ['netns', 'exec', this.net.ns, cmd, ...args], { timeoutMs: 120_000 });
   }
 
   /** Starts host `name` (h1, h2, …) with the given extra daemon arguments (default: the simulator, no networking). */

@@ -111,6 +111,24 @@ function runsOn(host: LabHost, vmUuid: string): boolean {
   return existsSync(file) && readFileSync(file, 'utf8').includes(vmUuid);
 }
 
+test('Xen Orchestra\'s xen-api, pointed at a member, follows HOST_IS_SLAVE to the master', async () => {
+  // xen-api retries a login that answers HOST_IS_SLAVE at the address it names (over the hosts' network: run in the switch namespace)
+  const script = `
+    import { createClient } from 'xen-api';
+    const xapi = createClient({ url: 'https://${h2.ip}', allowUnauthorized: true, auth: { user: 'root', password: '${ROOT_PASSWORD}' } });
+    await xapi.connect();
+    const hosts = await xapi.call('host.get_all_records');
+    console.log(JSON.stringify({ url: xapi._url.hostname, hosts: Object.values(hosts).map((h) => h.address).sort() }));
+    await xapi.disconnect();
+    process.exit(0);
+  `;
+  const r = await lab.runInSwitch(process.execPath, ['--input-type=module', '-e', script]);
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { url: string; hosts: string[] };
+  assert.equal(out.url, h1.ip, 'the client moved to the master');
+  assert.deepEqual(out.hosts, [h1.ip, h2.ip, h3.ip].sort());
+});
+
 test('a shared SR is plugged on every host; placement and VMs on members', async () => {
   const master = await h1.client();
   const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
