@@ -20,7 +20,19 @@ before(async () => {
 });
 after(async () => {
   await t.close();
-  execFileSync('umount', [mnt]);
+  // a helper process of the closed server (qemu-img, qemu-nbd) may still be leaving: wait for it, then detach lazily
+  for (let i = 0; ; i++) {
+    try {
+      execFileSync('umount', [mnt], { stdio: 'pipe' });
+      break;
+    } catch (e) {
+      if (i >= 50) {
+        execFileSync('umount', ['-l', mnt]);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
   rmSync(mnt, { recursive: true, force: true });
 });
 

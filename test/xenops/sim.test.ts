@@ -140,6 +140,7 @@ test('sim: 10,000 domains start, list and stop quickly', async () => {
   await Promise.all(cfgs.map((c) => b.shutdown(c.uuid, 'hard')));
   const ms = performance.now() - t0;
   assert.equal((await b.list()).length, 0);
-  assert.ok(ms < 5000, `took ${ms} ms`);
+  // linear work takes ~1 s here; the bound catches a quadratic path, not a loaded machine
+  assert.ok(ms < 15_000, `took ${ms} ms`);
   await b.close();
 });

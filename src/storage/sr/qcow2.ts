@@ -114,28 +114,54 @@ export interface NbdImage {
   close(): Promise<void>;
 }
 
+/** How long qemu-nbd may take to open its socket (a loaded host has needed more than 5 s). */
+const QEMU_NBD_START_MS = 60_000;
+/** How long qemu-nbd has to leave after SIGTERM before it is killed. */
+const QEMU_NBD_TERM_GRACE_MS = 2_000;
+
+/**
+ * Connects to qemu-nbd's socket once it listens: the file appears at bind(),
+ * a moment before listen(), so a refused connection is tried again.
+ */
+async function connectWhenListening(path: string, deadline: number, gone: () => string | undefined): Promise<Socket> {
+  for (;;) {
+    const why = gone();
+    if (why !== undefined) throw new Error(`qemu-nbd: ${why}`);
+    if (existsSync(path)) {
+      const s = connect(path);
+      const refused = await new Promise<boolean>((res, rej) =>
+        s.once('connect', () => res(false)).once('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNREFUSED' || e.code === 'ENOENT' ? res(true) : rej(e))),
+      );
+      if (!refused) return s;
+      s.destroy();
+    }
+    if (Date.now() > deadline) throw new Error('qemu-nbd: did not start');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /** Opens a qcow2 image (its whole backing chain) through a private qemu-nbd. */
 export async function openQcow2(path: string, opts: { readOnly: boolean }): Promise<NbdImage> {
   const dir = mkdtempSync(join(tmpdir(), 'xenon-qnbd-'));
   const sock = join(dir, 's');
   const args = ['-f', 'qcow2', '-k', sock, '--cache=writeback', ...(opts.readOnly ? ['-r'] : ['--detect-zeroes=on']), path];
-  const proc: ChildProcess = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // it dies with the daemon: a SIGKILLed daemon leaves no qemu-nbd holding an image open
+  const proc: ChildProcess = spawn('setpriv', ['--pdeathsig', 'KILL', 'qemu-nbd', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
   let exited = false;
   const gone = new Promise<void>((r) => proc.on('close', () => ((exited = true), r())));
   const cleanup = async (): Promise<void> => {
+    // qemu-nbd drops a SIGTERM that arrives while it is still starting up,
+    // so one that has not gone after a grace period is killed outright
     if (!exited) proc.kill('SIGTERM');
+    const grace = setTimeout(() => exited || proc.kill('SIGKILL'), QEMU_NBD_TERM_GRACE_MS);
     await gone;
+    clearTimeout(grace);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    for (let i = 0; !existsSync(sock); i++) {
-      if (exited || i > 500) throw new Error(`qemu-nbd: ${stderr.trim() || 'did not start'}`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    const s = connect(sock);
-    await new Promise<void>((res, rej) => s.once('connect', res).once('error', rej));
+    const s = await connectWhenListening(sock, Date.now() + QEMU_NBD_START_MS, () => (exited ? stderr.trim() || 'exited' : undefined));
     const rd = new Reader(s);
     // fixed newstyle handshake, NBD_OPT_EXPORT_NAME ""
     const hello = await rd.read(18);
