@@ -94,21 +94,26 @@ try {
 
   const rss = process.memoryUsage().rss;
   const session = encodeURIComponent(c.session);
-  const timed = async (query: string): Promise<{ ms: number[]; bytes: number }> => {
+  /** Wall time per request, and the process's CPU time per request (server and in-process client: the figure a loaded host does not inflate). */
+  const timed = async (query: string): Promise<{ ms: number[]; cpu: number[]; bytes: number }> => {
     const ms: number[] = [];
+    const cpu: number[] = [];
     let bytes = 0;
     for (let i = 0; i < REQUESTS; i++) {
       const s = performance.now();
+      const u0 = process.cpuUsage();
       const res = await fetch(`${server.httpUrl}${query}&session_id=${session}`);
       const body = await res.text();
       if (res.status !== 200) throw new Error(`${query}: ${res.status} ${body.slice(0, 200)}`);
+      const u = process.cpuUsage(u0);
       ms.push(performance.now() - s);
+      cpu.push((u.user + u.system) / 1000);
       bytes = body.length;
     }
-    return { ms, bytes };
+    return { ms, cpu, bytes };
   };
   const xoStart = clock - 120 * STEP_S + STEP_S;
-  let json = { ms: [] as number[], bytes: 0 };
+  let json = { ms: [] as number[], cpu: [] as number[], bytes: 0 };
   const jsonLoopMax = await loopDelay(async () => { json = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${xoStart}`); });
   const xml = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&start=${xoStart}`);
   const recent = await timed(`/rrd_updates?cf=AVERAGE&host=true&interval=5&json=true&start=${clock - 10}`);
@@ -117,7 +122,7 @@ try {
   await metrics.saveAll();
   const saveMs = performance.now() - s0;
   for (const [name, r] of [['json', json], ['xml', xml], ['recent', recent], ['prometheus', prom]] as const) {
-    console.log(`${name}: median ${median(r.ms).toFixed(0)} ms, p95 ${pct(r.ms, 0.95).toFixed(0)} ms, ${(r.bytes / 2 ** 20).toFixed(2)} MiB`);
+    console.log(`${name}: median ${median(r.ms).toFixed(0)} ms, p95 ${pct(r.ms, 0.95).toFixed(0)} ms, CPU ${median(r.cpu).toFixed(0)} ms, ${(r.bytes / 2 ** 20).toFixed(2)} MiB`);
   }
   console.log(`saving every RRD: ${saveMs.toFixed(0)} ms; rss ${(rss / 2 ** 20).toFixed(0)} MiB; event loop held at most ${stepLoopMax.toFixed(0)} ms by a step, ${jsonLoopMax.toFixed(0)} ms while serving /rrd_updates`);
 
@@ -136,16 +141,18 @@ try {
       `| **as a fraction of one core** (target < 5%) | **${(share * 100).toFixed(2)}%** |`,
       `| collector wall time per step, median | ${median(wall).toFixed(1)} ms |`,
       `| \`/rrd_updates\` as Xen Orchestra asks (10 min at 5 s, AVERAGE, host + all VMs, JSON): median / p95 | ${median(json.ms).toFixed(0)} / ${pct(json.ms, 0.95).toFixed(0)} ms, ${(json.bytes / 2 ** 20).toFixed(1)} MiB |`,
+      `| the same: CPU per request (server and the in-process client), median | ${median(json.cpu).toFixed(0)} ms |`,
       `| longest event-loop stall while serving it (streamed a row at a time) | ${jsonLoopMax.toFixed(0)} ms |`,
       `| longest event-loop stall during a collection step | ${stepLoopMax.toFixed(0)} ms |`,
-      `| the same as XML: median / p95 | ${median(xml.ms).toFixed(0)} / ${pct(xml.ms, 0.95).toFixed(0)} ms, ${(xml.bytes / 2 ** 20).toFixed(1)} MiB |`,
+      `| the same as XML: median / p95; CPU | ${median(xml.ms).toFixed(0)} / ${pct(xml.ms, 0.95).toFixed(0)} ms, ${(xml.bytes / 2 ** 20).toFixed(1)} MiB; ${median(xml.cpu).toFixed(0)} ms |`,
       `| the last 10 s only (a poller's refresh), JSON: median | ${median(recent.ms).toFixed(0)} ms, ${(recent.bytes / 1024).toFixed(0)} KiB |`,
-      `| \`/metrics\` (Prometheus text, every source): median | ${median(prom.ms).toFixed(0)} ms, ${(prom.bytes / 2 ** 20).toFixed(1)} MiB |`,
+      `| \`/metrics\` (Prometheus text, every source): median; CPU | ${median(prom.ms).toFixed(0)} ms, ${(prom.bytes / 2 ** 20).toFixed(1)} MiB; ${median(prom.cpu).toFixed(0)} ms |`,
       `| saving every RRD (hourly and on stop) | ${(saveMs / 1000).toFixed(1)} s |`,
       `| daemon RSS with ${VMS} VMs and their RRDs | ${(rss / 2 ** 20).toFixed(0)} MiB |`,
       '',
       `Each VM RRD holds xapi's archives (120 × 5 s AVERAGE; 120 × 1 min, 168 × 1 h, 366 × 1 day in AVERAGE, MIN and MAX: 2,082 doubles,`,
-      `16 KiB a source). Host load average ${load.toFixed(1)} on ${os.cpus().length} CPUs at the end (a machine shared with other suites).`,
+      `16 KiB a source). Host load average ${load.toFixed(1)} on ${os.cpus().length} CPUs at the end (a machine shared with other suites): wall times and`,
+      'event-loop stalls include the time this process waited for a core; the CPU figures do not.',
       '',
       `Measured ${new Date().toISOString().slice(0, 10)}. Reproduce: \`npx tsx bench/rrd/run.ts\` (options: \`--vms N --steps N --requests N --no-write\`).`,
       '',

@@ -4,7 +4,7 @@
  * starts again; the host's is written periodically and on stop. Anything
  * unreadable is ignored (a fresh RRD starts), never trusted.
  */
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Rrd, type Cf, type Ds, type DsType, type Rra } from './rrd.ts';
 
@@ -89,5 +89,11 @@ export class RrdFiles {
 
   async forget(uuid: string): Promise<void> {
     await rm(this.path(uuid), { force: true });
+  }
+
+  /** The uuids that have a file. */
+  async uuids(): Promise<string[]> {
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    return names.filter((n) => /^[0-9a-f-]{36}\.json$/i.test(n)).map((n) => n.slice(0, 36));
   }
 }

@@ -163,6 +163,9 @@ export class Metrics {
     this.lastSave = Date.now();
     if (this.host) await this.files.save(this.hostUuid(), this.host.rrd).catch((err: unknown) => this.log.warn({ err }, 'could not save the host RRD'));
     for (const [uuid, tracked] of this.vms) await this.files.save(uuid, tracked.rrd).catch((err: unknown) => this.log.warn({ err, vm: uuid }, 'could not save a VM RRD'));
+    // the archives of VMs that no longer exist go too
+    const host = this.hostUuid();
+    for (const uuid of await this.files.uuids()) if (uuid !== host && !this.services.store.byUuid('VM', uuid)) await this.files.forget(uuid);
   }
 
   /**

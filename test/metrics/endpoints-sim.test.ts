@@ -4,6 +4,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import JSON5 from 'json5';
 import type { Ref } from '../../src/client/client.ts';
 import { metricsPlugin, xenopsPlugin } from '../../src/plugins.ts';
@@ -196,4 +198,21 @@ test('xe vm-/host-data-source-list, -query, -record, -forget', async () => {
   ok(await xe('vm-data-source-record', `uuid=${vmUuid}`, 'data-source=memory_target'));
   const missing = await xe('host-data-source-query', `uuid=${hostUuid}`, 'data-source=nothing_like_it');
   assert.notEqual(missing.code, 0);
+});
+
+test('archives are private files, and go when their VM is destroyed', async () => {
+  const [tpl] = await t.client.api.VM.get_by_name_label('Xenon test guest');
+  const other = await t.client.api.VM.clone(tpl!, 'metrics-gone');
+  await t.client.api.VM.set_is_a_template(other, false);
+  await t.client.api.VM.start(other, false, false);
+  const uuid = await t.client.api.VM.get_uuid(other);
+  await steps(2);
+  await t.client.api.VM.hard_shutdown(other);
+  await steps(1);
+  const file = join(t.dataDir, 'rrd', `${uuid}.json`);
+  assert.equal(statSync(file).mode & 0o777, 0o600);
+  await t.client.api.VM.destroy(other);
+  await metrics().saveAll();
+  assert.equal(existsSync(file), false);
+  assert.ok(existsSync(join(t.dataDir, 'rrd', `${vmUuid}.json`)), 'the others stay');
 });
