@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PRIVATE_DIR, PRIVATE_FILE } from '../auth/private-files.ts';
-import { processAlive } from '../cli/xenon/pidfile.ts';
+import { processAlive } from '../host/processes.ts';
 
 export const ETCD_CLIENT_PORT = 2379;
 export const ETCD_PEER_PORT = 2380;
@@ -139,4 +139,42 @@ export class EtcdMember {
   wipe(): void {
     rmSync(memberPaths(this.o.dataDir).data, { recursive: true, force: true });
   }
+}
+
+/** Whether HA runs on this data directory (its configuration is there). */
+export const haConfigured = (dataDir: string): boolean => existsSync(join(memberPaths(dataDir).dir, 'config.json'));
+
+/**
+ * For `xenon stop --guests`: stops what HA leaves running after its daemon —
+ * the fencer and the etcd member — by their pid files, each only if its
+ * command line is what this data directory started. Returns what was stopped.
+ */
+export async function stopHaProcesses(dataDir: string): Promise<string[]> {
+  const p = memberPaths(dataDir);
+  const stopped: string[] = [];
+  const ours = (file: string, mark: string): number | undefined => {
+    if (!existsSync(file)) return undefined;
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 1 || !processAlive(pid)) return undefined;
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(mark) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const fencer = ours(join(p.dir, 'fencer.pid'), 'fencer.ts');
+  if (fencer !== undefined) {
+    process.kill(fencer, 'SIGKILL');
+    stopped.push('fencer');
+  }
+  rmSync(join(p.dir, 'fencer.pid'), { force: true });
+  const etcd = ours(p.pid, p.data);
+  if (etcd !== undefined) {
+    process.kill(etcd, 'SIGTERM');
+    for (let i = 0; i < 100 && processAlive(etcd); i++) await new Promise((r) => setTimeout(r, 50));
+    if (processAlive(etcd)) process.kill(etcd, 'SIGKILL');
+    stopped.push('etcd member');
+  }
+  rmSync(p.pid, { force: true });
+  return stopped;
 }

@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, test } from 'node:test';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { stopHaProcesses } from '../../src/ha/etcd-member.ts';
 import { Agent, alive, HaNet, sh, type AgentEvent } from './helpers.ts';
 
 const net = new HaNet();
@@ -119,4 +121,14 @@ test('killing the master host (its agent, etcd member and guest) brings a new ma
   const up = ms(killed, at(restarted)) - 1500;
   t.diagnostic(`kill → new master ${ms(killed, at(term)).toFixed(0)} ms, → guest started ${up.toFixed(0)} ms`);
   assert.ok(up <= 15_000, `guest up ${up} ms after the kill`);
+});
+
+test('what HA leaves running after its daemon (fencer, etcd member) is stopped by xenon stop --guests\'s hook', { timeout: 30_000 }, async () => {
+  const host = agents.find((a) => a.proc.exitCode === null && a.proc.signalCode === null)!;
+  const pids = ['fencer.pid', 'etcd.pid'].map((f) => Number(readFileSync(join(host.config.dataDir, 'ha', f), 'utf8').trim()));
+  host.proc.kill('SIGKILL');
+  await new Promise((r) => host.proc.once('exit', r));
+  assert.ok(pids.every(alive), 'the fencer and the etcd member outlive the daemon');
+  assert.deepEqual(await stopHaProcesses(host.config.dataDir), ['fencer', 'etcd member']);
+  assert.ok(!pids.some(alive));
 });

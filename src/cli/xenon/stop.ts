@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { CLAIM_DIR, namespaceClaimant, namespaceId } from '../../network/claim.ts';
 import { BridgeBackend } from '../../network/bridge/bridge-backend.ts';
 import { OvsBackend } from '../../network/ovs/ovs-backend.ts';
+import { haConfigured, stopHaProcesses } from '../../ha/etcd-member.ts';
 import { daemonPid, processAlive } from './pidfile.ts';
 
 export interface StopOptions {
@@ -94,8 +95,12 @@ export async function stopXenon(opts: StopOptions): Promise<void> {
   await stopDaemon(o);
   if (!o.guests) {
     o.say('its guests, bridges and Open vSwitch daemons keep running (stop them too with --guests)');
+    // with HA on no one renews the host's lease now: its fencer kills the guests at the deadline
+    if (haConfigured(o.dataDir)) o.say('HA is on: its fencer kills the guests within seconds unless the daemon is back first; its etcd member keeps running');
     return;
   }
   await stopGuests(o);
   await removeNetworking(o);
+  const ha = await stopHaProcesses(o.dataDir);
+  if (ha.length > 0) o.say(`stopped HA's ${ha.join(' and ')}`);
 }
