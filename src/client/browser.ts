@@ -2,8 +2,7 @@
  * The typed client for browsers (the web console): the same generated
  * methods as client.ts, over `fetch` to the page's own origin. No node imports.
  */
-import type { Ref, XenApiAsyncClasses, XenApiClasses } from './generated.ts';
-import { asyncProxy, classProxy, decodeReply, encodeCall, XenApiClientError } from './rpc.ts';
+import { decodeReply, encodeCall, TypedClient } from './rpc.ts';
 
 export type { Ref } from './generated.ts';
 export type * as types from './generated.ts';
@@ -17,31 +16,10 @@ export class ConnectionError extends Error {
   }
 }
 
-export class BrowserXenApiClient {
-  private sessionRef: string | null = null;
-  private nextId = 0;
-  readonly api: XenApiClasses;
-  readonly async: XenApiAsyncClasses;
-
+export class BrowserXenApiClient extends TypedClient {
   /** `base`: the server's origin ('' for the page's own). */
   constructor(private readonly base = '') {
-    const call = (method: string, params: readonly unknown[]): Promise<unknown> => this.call(method, params);
-    this.api = classProxy(call, () => this.session, '');
-    this.async = asyncProxy(call, () => this.session);
-  }
-
-  get session(): string {
-    if (!this.sessionRef) throw new Error('not logged in');
-    return this.sessionRef;
-  }
-
-  get loggedIn(): boolean {
-    return this.sessionRef !== null;
-  }
-
-  async login(user: string, password: string, originator = 'xenon-web'): Promise<Ref<'session'>> {
-    this.sessionRef = (await this.call('session.login_with_password', [user, password, '2.21', originator])) as string;
-    return this.sessionRef;
+    super('xenon-web');
   }
 
   /** Resumes a session kept from an earlier page load. */

@@ -5,8 +5,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import type { Ref, XenApiAsyncClasses, XenApiClasses } from './generated.ts';
-import { asyncProxy, classProxy, decodeReply, encodeCall, XenApiClientError } from './rpc.ts';
+import { decodeReply, encodeCall, TypedClient, XenApiClientError } from './rpc.ts';
 
 export type { Ref } from './generated.ts';
 export * as types from './generated.ts';
@@ -27,34 +26,16 @@ export interface ClientOptions {
   onCall?: (method: string) => void;
 }
 
-export class XenApiClient {
+export class XenApiClient extends TypedClient {
   readonly url: URL;
   private readonly agent: http.Agent;
-  private sessionRef: string | null = null;
-  private nextId = 0;
-  /** `client.api.VM.get_all()` — every message that takes a session, typed. */
-  readonly api: XenApiClasses;
-  /** `client.async.VM.start(…)` → a task ref. */
-  readonly async: XenApiAsyncClasses;
 
   constructor(url: string, private readonly opts: ClientOptions = {}) {
+    super('xenon-client');
     this.url = new URL(url);
     this.agent = opts.agent ?? (this.url.protocol === 'https:'
       ? new https.Agent({ keepAlive: true, rejectUnauthorized: opts.rejectUnauthorized ?? true, ca: opts.ca })
       : new http.Agent({ keepAlive: true }));
-    const call = (method: string, params: readonly unknown[]): Promise<unknown> => this.call(method, params);
-    this.api = classProxy(call, () => this.session, '');
-    this.async = asyncProxy(call, () => this.session);
-  }
-
-  get session(): string {
-    if (!this.sessionRef) throw new Error('not logged in');
-    return this.sessionRef;
-  }
-
-  async login(user: string, password: string, originator = 'xenon-client'): Promise<Ref<'session'>> {
-    this.sessionRef = (await this.call('session.login_with_password', [user, password, '2.21', originator])) as string;
-    return this.sessionRef;
   }
 
   async logout(): Promise<void> {
@@ -66,7 +47,6 @@ export class XenApiClient {
     }
   }
 
-  /** A raw call: method name and every parameter, session included. */
   call(method: string, params: readonly unknown[]): Promise<unknown> {
     const body = encodeCall(method, params, this.nextId++);
     const mod = this.url.protocol === 'https:' ? https : http;

@@ -3,7 +3,7 @@
  * the proxy that turns `api.VM.start(vm, false, false)` into a call. No node
  * imports, so the browser client (browser.ts) shares it with the node one.
  */
-import type { XenApiAsyncClasses, XenApiClasses } from './generated.ts';
+import type { Ref, XenApiAsyncClasses, XenApiClasses } from './generated.ts';
 
 export class XenApiClientError extends Error {
   constructor(
@@ -56,3 +56,41 @@ export function classProxy(call: RawCall, session: () => string, prefix: string)
 
 export const asyncProxy = (call: RawCall, session: () => string): XenApiAsyncClasses =>
   classProxy(call, session, 'Async.') as unknown as XenApiAsyncClasses;
+
+/**
+ * What both typed clients share: the session, the typed `api` and `async`
+ * proxies and the login; a client only says how one raw call travels.
+ */
+export abstract class TypedClient {
+  protected sessionRef: string | null = null;
+  protected nextId = 0;
+  /** `client.api.VM.get_all()` — every message that takes a session, typed. */
+  readonly api: XenApiClasses;
+  /** `client.async.VM.start(…)` → a task ref. */
+  readonly async: XenApiAsyncClasses;
+
+  constructor(private readonly defaultOriginator: string) {
+    const call: RawCall = (method, params) => this.call(method, params);
+    this.api = classProxy(call, () => this.session, '');
+    this.async = asyncProxy(call, () => this.session);
+  }
+
+  /** A raw call: method name and every parameter, session included. */
+  abstract call(method: string, params: readonly unknown[]): Promise<unknown>;
+
+  get session(): string {
+    if (!this.sessionRef) throw new Error('not logged in');
+    return this.sessionRef;
+  }
+
+  get loggedIn(): boolean {
+    return this.sessionRef !== null;
+  }
+
+  async login(user: string, password: string, originator = this.defaultOriginator): Promise<Ref<'session'>> {
+    const ref = await this.call('session.login_with_password', [user, password, '2.21', originator]);
+    if (typeof ref !== 'string') throw new XenApiClientError('INTERNAL_ERROR', ['session.login_with_password returned no reference']);
+    this.sessionRef = ref;
+    return ref;
+  }
+}
