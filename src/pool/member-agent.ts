@@ -28,8 +28,8 @@ class EventQueue {
   }
 
   async next(after: number, waitMs: number): Promise<{ next: number; events: DomainEvent[] }> {
-    // a master that restarted asks from 0 after events it has not seen: it reconciles instead
-    if (after > this.seq) after = 0;
+    // a new link (a master that started, or came back) asks from beyond: it reconciles instead of replaying
+    if (after > this.seq) return { next: this.seq, events: [] };
     if (this.seq === after && waitMs > 0) {
       await new Promise<void>((resolve) => {
         const done = (): void => {

@@ -51,7 +51,8 @@ export class RemoteHost {
     let first = true;
     while (!this.stopped) {
       try {
-        const r = await this.call('events.next', { after: first ? Number.MAX_SAFE_INTEGER : after, waitMs: 20_000 }, 40_000);
+        // until the member is known live, ask without waiting: the answer itself is the news
+        const r = await this.call('events.next', { after: first ? Number.MAX_SAFE_INTEGER : after, waitMs: this.live ? 20_000 : 0 }, 40_000);
         first = false;
         after = r.next;
         this.setLive(true);
@@ -65,8 +66,12 @@ export class RemoteHost {
     }
   }
 
+  /** Whether live has been written since this link was made (the record may say otherwise from before). */
+  private recorded = false;
+
   private setLive(live: boolean): void {
-    if (this.live === live) return;
+    if (this.recorded && this.live === live) return;
+    this.recorded = true;
     this.live = live;
     const metrics = this.store.get('host', this.host)?.metrics;
     if (metrics && this.store.get('host_metrics', metrics) && !this.store.isReplica) {

@@ -236,3 +236,17 @@ test('eject: the member leaves, its records go, it comes back as a pool of one',
   assert.notEqual(await alone.api.host.get_uuid(hosts[0]), h3Host[h3Ref].uuid, 'a fresh pool of one');
   await until('the member replicas to forget it', () => replicaUuids(h2, 'host').length === 2);
 });
+
+test('a member that stops answering is not live: placement leaves it out', async () => {
+  const master = await h1.client();
+  const [r2] = Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h2.ip}"`));
+  const vm = await master.api.VM.get_by_name_label('agile').then((r) => r[0]);
+  await master.api.VM.set_memory_limits(vm, 256 * 2 ** 20, 256 * 2 ** 20, 256 * 2 ** 20, 256 * 2 ** 20);
+  assert.ok((await master.api.VM.get_possible_hosts(vm)).includes(r2));
+  h2.daemon.proc.kill('SIGTERM');
+  await h2.daemon.exited;
+  const metrics = await master.api.host.get_metrics(r2);
+  await until('the member to be seen dead', async () => !(await master.api.host_metrics.get_live(metrics)));
+  assert.ok(!(await master.api.VM.get_possible_hosts(vm)).includes(r2));
+  await failsWith(master.api.VM.start_on(vm, r2, false, false), 'HOST_NOT_LIVE');
+});
