@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { AuditLog } from '../auth/audit.ts';
 import type { Sessions, SessionInfo } from '../auth/sessions.ts';
-import type { Ref, VM_record } from '../datamodel/generated/records.ts';
+import type { data_source_record, Ref, VM_record } from '../datamodel/generated/records.ts';
 import type { ModelMessage } from '../datamodel/model.ts';
 import type { Store } from '../db/store.ts';
 import type { NetworkBackend } from '../network/backend.ts';
@@ -76,7 +76,7 @@ export interface MetricsOwner { readonly kind: 'host' | 'vm'; readonly uuid: str
 
 /** The RRDs behind the data-source messages (metrics/service.ts). */
 export interface MetricsService {
-  dataSources(owner: MetricsOwner): { name_label: string; name_description: string; enabled: boolean; standard: boolean; units: string; min: number; max: number; value: number }[];
+  dataSources(owner: MetricsOwner): data_source_record[];
   query(owner: MetricsOwner, name: string): number;
   record(owner: MetricsOwner, name: string): void;
   forget(owner: MetricsOwner, name: string): void;

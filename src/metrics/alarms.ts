@@ -16,7 +16,7 @@
 import type { Logger } from 'pino';
 import { formatDateTime } from '../datamodel/types.ts';
 import type { Store } from '../db/store.ts';
-import type { Owner } from './service.ts';
+import type { MetricsOwner as Owner } from '../messages/context.ts';
 
 export interface AlarmVariable {
   name: string;

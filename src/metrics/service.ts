@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime } from '../datamodel/types.ts';
-import type { Services } from '../messages/context.ts';
+import type { data_source_record } from '../datamodel/generated/records.ts';
+import type { MetricsOwner, Services } from '../messages/context.ts';
 import type { HypervisorBackend } from '../xenops/backend.ts';
 import { Alarms } from './alarms.ts';
 import { sampleHost } from './host-collector.ts';
@@ -20,19 +21,7 @@ import { hostReadings, vmReadings, type DsDef, type Reading } from './sources.ts
 export const STEP_S = 5;
 
 /** Whose RRD: the host's or a VM's, by uuid. */
-export interface Owner { readonly kind: 'host' | 'vm'; readonly uuid: string }
-
-/** A data source as `get_data_sources` lists it. */
-export interface DataSourceView {
-  name_label: string;
-  name_description: string;
-  enabled: boolean;
-  standard: boolean;
-  units: string;
-  min: number;
-  max: number;
-  value: number;
-}
+export type Owner = MetricsOwner;
 
 interface Tracked {
   rrd: Rrd;
@@ -228,7 +217,7 @@ export class Metrics {
     return this.files.load(uuid).catch(() => undefined);
   }
 
-  dataSources(owner: Owner): DataSourceView[] {
+  dataSources(owner: Owner): data_source_record[] {
     const t = this.tracked(owner);
     return [...t.defs.values()].map((d) => {
       const enabled = t.rrd.has(d.name);
