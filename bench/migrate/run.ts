@@ -26,7 +26,7 @@ import { tcpUri } from '../../src/xenops/qemu/migration.ts';
 import { QmpClient } from '../../src/xenops/qemu/qmp.ts';
 import type { DomainConfig } from '../../src/xenops/backend.ts';
 import { makeTestGuestVm, typeOnConsole } from '../../test/helpers/guest.ts';
-import { PoolLab, ROOT_PASSWORD, type LabHost } from '../../test/pool/helpers.ts';
+import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from '../../test/pool/helpers.ts';
 import { testGuestCmdline, testGuestPaths } from '../../tools/testguest/index.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -85,6 +85,7 @@ try {
   await (await h2.client()).api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
   await lab.restarted(h2);
   const c = await h1.client();
+  await allLive(c);
   const hostOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
   const refs = new Map([[h1, await hostOf(h1)], [h2, await hostOf(h2)]]);
   const sharedDir = path.join(lab.dir, 'shared');

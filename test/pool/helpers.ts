@@ -105,6 +105,17 @@ export class PoolLab {
   }
 }
 
+/** Waits until the master sees every host live (a member that just joined is, once the master has heard from it). */
+export async function allLive(master: XenApiClient, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const metrics = await Promise.all((await master.api.host.get_all()).map((h) => master.api.host.get_metrics(h)));
+    if ((await Promise.all(metrics.map((m) => master.api.host_metrics.get_live(m)))).every(Boolean)) return;
+    if (Date.now() > deadline) throw new Error('not every host became live');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Expects a XenAPI failure with this code; returns its parameters. */
 export async function failsWith(p: Promise<unknown>, code: string): Promise<readonly string[]> {
   try {

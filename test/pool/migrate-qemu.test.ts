@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeTestGuestVm, typeOnConsole } from '../helpers/guest.ts';
-import { PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
 const lab = new PoolLab();
@@ -55,6 +55,7 @@ test('an agile guest migrates live twice; its serial console keeps counting', { 
     await lab.restarted(h);
   }
   const c = await h1.client();
+  await allLive(c);
   const hostOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
   const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
   const sr = await c.api.SR.create(r1, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -76,6 +76,7 @@ test('three hosts become one pool; members answer HOST_IS_SLAVE and follow the m
 
   const hosts = await master.api.host.get_all();
   assert.equal(hosts.length, 3);
+  await allLive(master);
   const pool = (await master.api.pool.get_all())[0];
   assert.equal(await master.api.pool.get_master(pool), masterHost);
   const byUuid = await master.api.host.get_by_uuid(h3HostUuid);
