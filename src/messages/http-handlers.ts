@@ -40,6 +40,8 @@ export function authorize(services: Services, req: http.IncomingMessage, url: UR
   const address = req.socket.remoteAddress ?? '';
   try {
     if (!action) throw new XenApiError('RBAC_PERMISSION_DENIED', permission, 'No HTTP action is declared here');
+    // imports and exports (the actions that take a task) work on the pool's records: the master's job
+    if (action.task && services.member) throw new XenApiError('HOST_IS_SLAVE', services.member.master);
     const session = services.sessions.check(sessionRef);
     if (!session.isLocalSuperuser && !action.roles.some((r) => session.roles.has(r))) {
       throw new XenApiError('RBAC_PERMISSION_DENIED', permission, 'No permission in the role of this session to perform this operation');

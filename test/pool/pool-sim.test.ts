@@ -6,6 +6,7 @@
  * through the host interface, eject.
  */
 import { after, before, test } from 'node:test';
+import http from 'node:http';
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync } from 'node:fs';
@@ -90,6 +91,17 @@ test('three hosts become one pool; members answer HOST_IS_SLAVE and follow the m
   assert.deepEqual(params, [h1.ip]);
   await failsWith(h3.anonymous().login('root', ROOT_PASSWORD), 'HOST_IS_SLAVE');
   await failsWith(c2.api.host.get_all(), 'HOST_IS_SLAVE');
+  // imports and exports, too, belong to the master
+  const upload = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ socketPath: h2.socket, path: `/import_raw_vdi?session_id=${c2.session}&vdi=OpaqueRef:none`, method: 'PUT', headers: { 'Content-Length': 0 } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.match(upload.body, /^HOST_IS_SLAVE/, `${upload.status} ${upload.body}`);
 
   // members follow the master's database
   await master.api.pool.set_name_label(pool, 'lab pool');
