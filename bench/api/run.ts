@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { encodeMethodCall } from '../../src/wire/xmlrpc.ts';
+import { writeBenchmarkSection } from '../benchmarks-doc.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const argv = process.argv.slice(2);
@@ -475,16 +476,7 @@ async function main(): Promise<void> {
   log(md);
 
   if (WRITE) {
-    const docPath = path.join(REPO, 'docs', 'benchmarks.md');
-    const doc = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '# Benchmarks\n';
-    const start = doc.indexOf('## API (bench/api)');
-    let out: string;
-    if (start < 0) out = `${doc.replace(/\n*$/, '\n\n')}${md}`;
-    else {
-      const rest = doc.indexOf('\n## ', start + 1);
-      out = doc.slice(0, start) + md + (rest < 0 ? '' : `\n${doc.slice(rest + 1)}`);
-    }
-    writeFileSync(docPath, out);
+    const docPath = writeBenchmarkSection('## API (bench/api)', md);
     log(`wrote ${path.relative(REPO, docPath)}`);
   }
 }

@@ -16,7 +16,7 @@
  */
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,6 +28,7 @@ import type { DomainConfig } from '../../src/xenops/backend.ts';
 import { makeTestGuestVm, typeOnConsole } from '../../test/helpers/guest.ts';
 import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from '../../test/pool/helpers.ts';
 import { testGuestCmdline, testGuestPaths } from '../../tools/testguest/index.ts';
+import { writeBenchmarkSection } from '../benchmarks-doc.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const argv = process.argv.slice(2);
@@ -239,12 +240,5 @@ const section = [
 ].join('\n');
 process.stdout.write(`\n${section}\n`);
 if (WRITE) {
-  const file = path.join(REPO, 'docs', 'benchmarks.md');
-  let doc = read(file);
-  const start = doc.indexOf('## Live migration (bench/migrate)');
-  if (start >= 0) {
-    const next = doc.indexOf('\n## ', start + 5);
-    doc = doc.slice(0, start) + section + (next >= 0 ? doc.slice(next + 1) : '');
-  } else doc = `${doc.trimEnd()}\n\n${section}`;
-  writeFileSync(file, doc);
+  writeBenchmarkSection('## Live migration (bench/migrate)', section);
 }

@@ -9,11 +9,12 @@
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir, cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { OvsBackend } from '../../src/network/ovs/ovs-backend.ts';
+import { writeBenchmarkSection } from '../benchmarks-doc.ts';
 
 const args = process.argv.slice(2);
 const SECONDS = Number(args[args.indexOf('--seconds') + 1]) || 5;
@@ -179,7 +180,6 @@ async function main() {
 
 async function writeDocs(table: string, tool: string) {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-  const file = join(root, 'docs', 'benchmarks.md');
   const section = [
     '## Network (bench/net)',
     '',
@@ -193,16 +193,7 @@ async function writeDocs(table: string, tool: string) {
     'The user-space datapath moves every packet through ovs-vswitchd (AF_PACKET on the veth ports), so it costs latency and throughput compared with the in-kernel veth path; on hosts with the OVS kernel module (`datapath_type=system`) the gap is much smaller.',
     '',
   ].join('\n');
-  let doc = existsSync(file) ? await readFile(file, 'utf8') : '# Benchmarks\n\n';
-  const start = doc.indexOf('## Network (bench/net)');
-  if (start >= 0) {
-    const next = doc.indexOf('\n## ', start + 1);
-    doc = doc.slice(0, start) + section + (next >= 0 ? doc.slice(next + 1) : '');
-  } else {
-    doc = doc.replace(/\n*$/, '\n\n') + section;
-  }
-  await writeFile(file, doc);
-  console.log(`wrote ${file}`);
+  console.log(`wrote ${writeBenchmarkSection('## Network (bench/net)', section)}`);
 }
 
 let cleaning: Promise<void> | null = null;

@@ -9,8 +9,7 @@
  * Run: npx tsx bench/rrd/run.ts [--vms N] [--steps N] [--requests N] [--no-write]
  * Writes its figures into docs/benchmarks.md under "## Metrics (bench/rrd)".
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +20,7 @@ import type { Metrics } from '../../src/metrics/service.ts';
 import { metricsPlugin, storagePlugin, xenopsPlugin } from '../../src/plugins.ts';
 import { exportRows, xportJsonChunks } from '../../src/metrics/xport.ts';
 import { startServer, type Plugin } from '../../src/server.ts';
+import { writeBenchmarkSection } from '../benchmarks-doc.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const argv = process.argv.slice(2);
@@ -170,17 +170,7 @@ try {
       `Measured ${new Date().toISOString().slice(0, 10)}. Reproduce: \`npx tsx bench/rrd/run.ts\` (options: \`--vms N --steps N --requests N --no-write\`).`,
       '',
     ].join('\n');
-    const file = path.join(REPO, 'docs', 'benchmarks.md');
-    let doc = existsSync(file) ? await readFile(file, 'utf8') : '# Benchmarks\n\n';
-    const start = doc.indexOf('## Metrics (bench/rrd)');
-    if (start >= 0) {
-      const next = doc.indexOf('\n## ', start + 1);
-      doc = doc.slice(0, start) + section + (next >= 0 ? '\n' + doc.slice(next + 1) : '');
-    } else {
-      doc = doc.replace(/\n*$/, '\n\n') + section;
-    }
-    await writeFile(file, doc);
-    console.log(`wrote ${file}`);
+    console.log(`wrote ${writeBenchmarkSection('## Metrics (bench/rrd)', section)}`);
   }
 } finally {
   c.close();

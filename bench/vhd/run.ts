@@ -10,13 +10,14 @@ import { promisify } from 'node:util';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { randomFillSync } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
-import { mkdtemp, rm, open, readFile, writeFile, copyFile, type FileHandle } from 'node:fs/promises';
+import { mkdtemp, rm, open, copyFile, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { coalesce, createDifferencing, exportRaw, exportVhd, importRaw, openVhd } from '../../src/storage/vhd/index.ts';
+import { writeBenchmarkSection } from '../benchmarks-doc.ts';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -238,7 +239,6 @@ async function main(): Promise<void> {
 
     if (writeDocs) {
       const here = dirname(fileURLToPath(import.meta.url));
-      const docPath = join(here, '..', '..', 'docs', 'benchmarks.md');
       const { stdout: qv } = await run('qemu-img', ['--version']);
       const section = [
         '## VHD (bench/vhd)',
@@ -252,21 +252,7 @@ async function main(): Promise<void> {
         table,
         '',
       ].join('\n');
-      let doc = '';
-      try {
-        doc = await readFile(docPath, 'utf8');
-      } catch {
-        doc = '# Benchmarks\n\n';
-      }
-      const start = doc.indexOf('## VHD (bench/vhd)');
-      if (start >= 0) {
-        const next = doc.indexOf('\n## ', start + 1);
-        doc = doc.slice(0, start) + section + (next >= 0 ? '\n' + doc.slice(next + 1) : '');
-      } else {
-        doc = doc.replace(/\n*$/, '\n\n') + section;
-      }
-      await writeFile(docPath, doc);
-      process.stderr.write(`wrote ${docPath}\n`);
+      process.stderr.write(`wrote ${writeBenchmarkSection('## VHD (bench/vhd)', section)}\n`);
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

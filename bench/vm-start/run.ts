@@ -7,8 +7,7 @@
  * Writes its figures into docs/benchmarks.md under "## VM start (bench/vm-start)".
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, mkdir, rm, readFile, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { mkdtemp, mkdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -17,6 +16,7 @@ import { QemuBackend } from '../../src/xenops/qemu/index.ts';
 import { buildQemuArgs } from '../../src/xenops/qemu/args.ts';
 import type { DomainConfig } from '../../src/xenops/backend.ts';
 import { testGuestPaths, testGuestCmdline, waitForText, READY_MARKER } from '../../tools/testguest/index.ts';
+import { writeBenchmarkSection } from '../benchmarks-doc.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const argv = process.argv.slice(2);
@@ -122,17 +122,7 @@ try {
       `Measured ${new Date().toISOString().slice(0, 10)}. Reproduce: \`npx tsx bench/vm-start/run.ts\` (options: \`--runs N --concurrent N --no-write\`).`,
       '',
     ].join('\n');
-    const file = path.join(REPO, 'docs', 'benchmarks.md');
-    let doc = existsSync(file) ? await readFile(file, 'utf8') : '# Benchmarks\n\n';
-    const start = doc.indexOf('## VM start (bench/vm-start)');
-    if (start >= 0) {
-      const next = doc.indexOf('\n## ', start + 1);
-      doc = doc.slice(0, start) + section + (next >= 0 ? '\n' + doc.slice(next + 1) : '');
-    } else {
-      doc = doc.replace(/\n*$/, '\n\n') + section;
-    }
-    await writeFile(file, doc);
-    console.log(`wrote ${file}`);
+    console.log(`wrote ${writeBenchmarkSection('## VM start (bench/vm-start)', section)}`);
   }
 } finally {
   for (const d of await backend.list()) await backend.shutdown(d.uuid, 'hard').catch(() => {});

@@ -116,14 +116,4 @@ export async function allLive(master: XenApiClient, timeoutMs = 60_000): Promise
   }
 }
 
-/** Expects a XenAPI failure with this code; returns its parameters. */
-export async function failsWith(p: Promise<unknown>, code: string): Promise<readonly string[]> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as { code?: string; params?: readonly string[] };
-    if (err.code === code) return err.params ?? [];
-    throw new Error(`expected ${code}, got ${String(e)}`);
-  }
-  throw new Error(`expected ${code}, but the call succeeded`);
-}
+export { failsWith } from '../helpers/server.ts';
