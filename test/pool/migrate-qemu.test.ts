@@ -68,6 +68,11 @@ test('an agile guest migrates live twice; its serial console keeps counting', { 
   const disk = await c.api.VDI.create({ SR: sr, virtual_size: 8 * 1024 * 1024, name_label: 'counter', type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: { type: 'qcow2' } } as never);
   await c.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: false, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
   const uuid = await c.api.VM.get_uuid(vm);
+  // a member's liveness is the master's poll of it: wait for the poll of every member to have answered since the SR work
+  const whyNot = async (h: string): Promise<string> => c.api.VM.assert_can_boot_here(vm, h).then(() => 'ok', (e: unknown) => String(e));
+  await until('every host to be possible', async () => (await c.api.VM.get_possible_hosts(vm)).length === 3, 60_000).catch(async (e: unknown) => {
+    throw new Error(`${String(e)}: ${(await Promise.all([r1, r2, r3].map(whyNot))).join('; ')}`);
+  });
   assert.deepEqual((await c.api.VM.get_possible_hosts(vm)).sort(), [r1, r2, r3].sort());
 
   await c.api.VM.start_on(vm, r1, false, false);
