@@ -74,6 +74,9 @@ fi
   || { echo "check-fresh: this machine's node is not Node 20 ($(node --version)); give the chroot Node 20 another way" >&2; exit 1; }
 dpkg -L nodejs | while read -r f; do if [ -f "$f" ] || [ -L "$f" ]; then printf '%s\n' "$f"; fi; done \
   | tar -cf - --no-recursion -T - 2>/dev/null | tar -xf - -C "$DIR"
+# npm as it is now, whole: an npm updated in place has files its package does not list
+NPM_DIR="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")"
+rm -rf "$DIR$NPM_DIR" && mkdir -p "$DIR$(dirname "$NPM_DIR")" && cp -a "$NPM_DIR" "$DIR$NPM_DIR"
 for rc in /usr/etc/npmrc /etc/npmrc /root/.npmrc; do
   [ ! -f "$rc" ] || { mkdir -p "$DIR$(dirname "$rc")"; cp "$rc" "$DIR$rc"; }
 done
