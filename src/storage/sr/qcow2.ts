@@ -12,6 +12,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
+import { SocketReader } from '../nbd/socket-reader.ts';
 
 export interface Qcow2Info {
   virtualSize: number;
@@ -75,38 +76,6 @@ const CMD = { read: 0, write: 1, disc: 2, flush: 3 } as const;
 /** qemu-nbd accepts requests up to 32 MiB. */
 export const NBD_CHUNK = 4 * 1024 * 1024;
 
-/** A byte reader over a socket: exact-length reads, in order. */
-class Reader {
-  private buf: Buffer[] = [];
-  private have = 0;
-  private wait?: () => void;
-  private error?: Error;
-  constructor(sock: Socket) {
-    sock.on('data', (c: Buffer) => {
-      this.buf.push(c);
-      this.have += c.length;
-      this.wait?.();
-    });
-    const end = (e?: Error): void => {
-      this.error ??= e ?? new Error('NBD connection closed');
-      this.wait?.();
-    };
-    sock.on('error', end);
-    sock.on('close', () => end());
-  }
-  async read(n: number): Promise<Buffer> {
-    while (this.have < n) {
-      if (this.error) throw this.error;
-      await new Promise<void>((r) => (this.wait = r));
-      this.wait = undefined;
-    }
-    const all = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf);
-    this.buf = all.length > n ? [all.subarray(n)] : [];
-    this.have -= n;
-    return all.subarray(0, n);
-  }
-}
-
 export interface NbdImage {
   size: number;
   read(offset: number, length: number): Promise<Buffer>;
@@ -162,7 +131,7 @@ export async function openQcow2(path: string, opts: { readOnly: boolean }): Prom
   };
   try {
     const s = await connectWhenListening(sock, Date.now() + QEMU_NBD_START_MS, () => (exited ? stderr.trim() || 'exited' : undefined));
-    const rd = new Reader(s);
+    const rd = new SocketReader(s);
     // fixed newstyle handshake, NBD_OPT_EXPORT_NAME ""
     const hello = await rd.read(18);
     if (hello.toString('latin1', 0, 16) !== 'NBDMAGICIHAVEOPT') throw new Error('qemu-nbd: not an NBD newstyle server');
