@@ -115,7 +115,7 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
   const address = cfg.https?.host && cfg.https.host !== '0.0.0.0' ? cfg.https.host : '127.0.0.1';
   // a pool member's database is the master's, replicated: it writes nothing of its own
   const membership = await openMembership(cfg.dataDir, store, log);
-  const identity = membership.identity ?? firstStart(store, readHostFacts(), address);
+  const identity = membership.identity ?? firstStart(store, readHostFacts(), address, membership.self);
   const sessions = new Sessions(store, accounts, () => identity.host, cfg.sessionIdleMs ?? 24 * 3600_000, log);
   const tasks = new Tasks(store, () => identity.host);
   if (!membership.member) tasks.failOrphans();
@@ -127,7 +127,10 @@ export async function startServer(cfg: ServerConfig, plugins: Plugin[] = []): Pr
     hostRef: () => identity.host,
     poolRef: () => identity.pool,
     implemented: (message) => dispatcher?.implementedByName(message) ?? false,
-    member: membership.member,
+    // a getter: a master that hands over to a new master answers as a member from then on
+    get member() {
+      return membership.member;
+    },
     restart: () => void setTimeout(restart, 200).unref(),
   };
   const routes: HttpRoutes = { routes: new Map(), connect: new Map(), upgrade: new Map() };

@@ -23,7 +23,7 @@ const STRING_SET: XType = { kind: 'set', of: STRING };
 type CheckedHandler = (ctx: CallContext, args: Args) => unknown;
 /** Handlers are typed per message (messages/generated/handlers.ts); dispatch checks their arguments first. */
 /** What a pool member still answers itself: everything else belongs to the master (HOST_IS_SLAVE, as xapi). */
-const ON_MEMBERS = new Set(['pool.emergency_transition_to_master', 'pool.emergency_reset_master', 'session.slave_local_login_with_password']);
+const ON_MEMBERS = new Set(['pool.emergency_transition_to_master', 'pool.emergency_reset_master', 'session.slave_local_login_with_password', 'session.local_logout']);
 
 const isHandler = (v: unknown): v is CheckedHandler => typeof v === 'function';
 

@@ -3,6 +3,7 @@
  * Session records live in the database (so they survive a restart); how
  * recently each was used is kept in memory only, to keep reads off the disk.
  */
+import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Role } from '../datamodel/dsl.ts';
 import { ROLE_LADDER } from '../datamodel/dsl.ts';
@@ -49,6 +50,8 @@ const ALL_ROLES: Role[] = [...ROLE_LADDER, 'client-cert'];
 export class Sessions {
   private readonly lastUsed = new Map<string, number>();
   private readonly cache = new Map<string, SessionInfo>();
+  /** Sessions good on this host alone (slave_local_login): kept in memory, never in the replicated database. */
+  private readonly local = new Map<string, SessionInfo>();
   private readonly throttle: LoginThrottle;
 
   constructor(
@@ -73,6 +76,25 @@ export class Sessions {
     const ok = await this.throttle.attempt(user, origin.address, known, async () => (await this.accounts.check(user, password)) && known);
     if (!ok || subject === undefined) throw new XenApiError('SESSION_AUTHENTICATION_FAILED', user, 'Authentication failure');
     return this.open(user, subject, user === ROOT, originator);
+  }
+
+  /**
+   * session.slave_local_login_with_password: root's password on this host
+   * (its own accounts, also on a pool member whose master is gone) gives a
+   * session that exists only in this daemon's memory, as xapi's local sessions.
+   */
+  async loginLocal(user: string, password: string, origin: LoginOrigin): Promise<string> {
+    const known = user === ROOT && this.accounts.has(user);
+    const ok = origin.localRoot || (await this.throttle.attempt(user, origin.address, known, async () => (await this.accounts.check(user, password)) && known));
+    if (!ok) throw new XenApiError('SESSION_AUTHENTICATION_FAILED', user, 'Authentication failure');
+    const ref = `OpaqueRef:${randomUUID()}`;
+    this.local.set(ref, { ref, roles: new Set(ALL_ROLES), isLocalSuperuser: true, userName: user, subject: NULL_REF });
+    return ref;
+  }
+
+  /** session.local_logout. */
+  localLogout(ref: string): void {
+    this.local.delete(ref);
   }
 
   private open(user: string, subject: string, superuser: boolean, originator: string): string {
@@ -116,6 +138,8 @@ export class Sessions {
   /** The session behind a ref, or SESSION_INVALID. Marks it as used. */
   check(ref: unknown): SessionInfo {
     if (typeof ref !== 'string') throw new XenApiError('SESSION_INVALID', String(ref));
+    const local = this.local.get(ref);
+    if (local) return local;
     let info = this.cache.get(ref);
     if (!info) {
       const rec = this.store.get('session', ref);

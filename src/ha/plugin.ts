@@ -7,7 +7,8 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { answer, hasSecret, readJson } from '../pool/channel.ts';
 import { membershipOf } from '../pool/membership.ts';
 import type { Plugin } from '../server.ts';
-import { checkHaRequest, HA_ROUTE, HaDaemon, peerOfHost } from './service.ts';
+import { peerOfHost } from '../pool/peers.ts';
+import { checkHaRequest, HA_ROUTE, HaDaemon } from './service.ts';
 
 export function haPlugin(): Plugin {
   let ha: HaDaemon | undefined;

@@ -16,7 +16,6 @@ import { NULL_REF } from '../datamodel/types.ts';
 import type { HaService, Services, XenopsService } from '../messages/context.ts';
 import { markStoppedRecords } from '../messages/vm-domains/records.ts';
 import { peerCall, type Peer } from '../pool/channel.ts';
-import { memberCertificate } from '../pool/eject.ts';
 import { possibleHosts } from '../pool/placement.ts';
 import type { Term } from './election.ts';
 import { HaEngine } from './engine.ts';
@@ -89,6 +88,10 @@ export class HaDaemon implements HaService {
     private readonly isPoolMaster: () => boolean,
   ) {
     this.log = services.log.child({ subsystem: 'ha' });
+  }
+
+  get armed(): boolean {
+    return this.engine !== undefined;
   }
 
   /** At daemon start: resumes HA if this host was told to run it. */
@@ -308,13 +311,4 @@ export class HaDaemon implements HaService {
     // but without keepalives the fencer kills the guests at the deadline unless the daemon is back first)
     await this.stopEngine(false);
   }
-}
-
-/** How the master reaches a member on the pool channel. */
-export function peerOfHost(services: Services, secret: string): (host: string) => Peer {
-  return (host) => {
-    const address = services.store.must('host', host).address;
-    if (address === '' || address === NULL_REF) throw new XenApiError('CANNOT_CONTACT_HOST', host);
-    return { address, cert: memberCertificate(services, host), secret };
-  };
 }

@@ -103,6 +103,11 @@ export interface PoolService {
   /** Plugs or unplugs a member's PBD on that member. */
   plugOn(pbd: string): Promise<void>;
   unplugOn(pbd: string): Promise<void>;
+  /** Master changes (pool/master-change.ts). */
+  designateNewMaster(host: string): Promise<void>;
+  emergencyTransitionToMaster(): void;
+  emergencyResetMaster(address: string): Promise<void>;
+  recoverSlaves(): Promise<string[]>;
 }
 
 /** On a pool member: where its master is (the database is a read-only replica, the API answers HOST_IS_SLAVE). */
@@ -116,6 +121,8 @@ export interface HaService {
   disable(): Promise<void>;
   /** Resolves once every write committed so far is in HA's redo log (at once with HA off); rejects when this host may no longer write. */
   barrier(): Promise<void>;
+  /** Whether this host runs its part of HA (xapi's "HA armed"): the master is then chosen by the HA election alone. */
+  readonly armed: boolean;
 }
 
 export interface Services {

@@ -24,7 +24,7 @@ export const sessionHandlers: session_handlers = {
     for (const [ref] of store.where('session', (s) => s.auth_user_sid === a.subject_identifier)) sessions.logout(ref);
   },
 
-  local_logout: notImplemented,
+  local_logout: ({ services, session }) => services.sessions.localLogout(session.ref),
   create_from_db_file: notImplemented,
-  slave_local_login_with_password: notImplemented,
+  slave_local_login_with_password: ({ services, origin }, a) => services.sessions.loginLocal(a.uname, a.pwd, origin ?? UNKNOWN_ORIGIN),
 };

@@ -13,6 +13,7 @@ import { RELATIONS } from '../datamodel/relations.ts';
 import type { Tx } from '../db/store.ts';
 import type { Services } from '../messages/context.ts';
 import { unmarshal } from '../wire/marshal.ts';
+import { certificateDir } from './certs.ts';
 
 export interface ImportedRow {
   readonly cls: string;
@@ -35,7 +36,6 @@ const REF = /^OpaqueRef:[0-9a-f-]{36}$/i;
 const OWNER_SETS = new Map<string, Set<string>>();
 for (const r of RELATIONS) OWNER_SETS.set(r.owner.cls, (OWNER_SETS.get(r.owner.cls) ?? new Set()).add(r.owner.field));
 
-export const certificateDir = (dataDir: string): string => join(dataDir, 'pool-certs');
 
 /** The request, checked: known classes, well-formed refs, every field of its declared type. */
 export function checkJoinRequest(body: unknown): JoinRequest {

@@ -4,14 +4,15 @@
  * removes its records — the host, its CPUs and NICs, its storage connections,
  * its local SRs with their disks and the VMs that need them, its control domain.
  */
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { Tx } from '../db/store.ts';
 import type { Services } from '../messages/context.ts';
-import { certificateDir } from './admission.ts';
+import { certificateDir } from './certs.ts';
 import { peerCall } from './channel.ts';
+import { memberCertificate } from './peers.ts';
 import { newSecret, writeRole } from './role.ts';
 
 /** On the member: the next start begins a pool of one (the local accounts stay). */
@@ -19,15 +20,6 @@ export function forgetPool(dataDir: string): void {
   writeRole(dataDir, { role: 'master', secret: newSecret(), reset: true });
 }
 
-/** The member's certificate, as pinned when it joined. */
-export function memberCertificate(services: Services, host: string): string {
-  const uuid = services.store.must('host', host).uuid;
-  try {
-    return readFileSync(join(certificateDir(services.dataDir), `${uuid}.pem`), 'utf8');
-  } catch {
-    throw new XenApiError('CANNOT_CONTACT_HOST', host);
-  }
-}
 
 export async function ejectHost(services: Services, secret: string, host: string): Promise<void> {
   const { store } = services;

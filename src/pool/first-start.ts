@@ -27,8 +27,9 @@ const ROLE_DESCRIPTIONS: Record<string, string> = {
   'client-cert': 'Clients that authenticate with a certificate.',
 };
 
-export function firstStart(store: Store, facts: HostFacts, address: string): Identity {
-  const existing = store.refs('host')[0];
+/** `self`: this host's record when the role names it (a member that became master); else the first host's. */
+export function firstStart(store: Store, facts: HostFacts, address: string, self?: string): Identity {
+  const existing = self ?? store.refs('host')[0];
   if (existing) {
     refreshHost(store, existing, facts);
     return { host: existing, pool: store.refs('pool')[0] };

@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Services, XenopsService } from '../messages/context.ts';
 import { Xenops } from '../messages/vm-domains/index.ts';
-import { memberCertificate } from './eject.ts';
+import { memberCertificate } from './peers.ts';
 import { RemoteHost } from './remote-host.ts';
 import type { ReplicationSource } from './replication.ts';
 

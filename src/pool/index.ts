@@ -18,7 +18,9 @@ import { ejectHost, forgetPool } from './eject.ts';
 import { joinPool } from './join.ts';
 import { membershipOf, type Membership } from './membership.ts';
 import { PoolHosts } from './hosts.ts';
+import { checkMasterChange, designateNewMaster, becomeMaster, followMaster, MASTER_ROUTE, recoverSlaves, serveMasterChange } from './master-change.ts';
 import { MemberAgent } from './member-agent.ts';
+import { peerOfHost } from './peers.ts';
 import type { ReplicationAsk } from './replication.ts';
 
 /** A channel route: the outcome of `fn` as the reply, XenAPI errors as such. */
@@ -46,7 +48,7 @@ function requireMaster(m: Membership): void {
 function checkAsk(body: unknown): ReplicationAsk {
   const b = body as Partial<ReplicationAsk> | null;
   if (!b || typeof b.epoch !== 'string' || !Number.isSafeInteger(b.since) || !Number.isFinite(b.waitMs)) throw new XenApiError('INVALID_VALUE', 'ask', 'malformed');
-  return { epoch: b.epoch, since: Number(b.since), waitMs: Math.max(0, Number(b.waitMs)) };
+  return { epoch: b.epoch, since: Number(b.since), waitMs: Math.max(0, Number(b.waitMs)), certs: typeof b.certs === 'string' ? b.certs : '' };
 }
 
 export function poolPlugin(): Plugin {
@@ -89,6 +91,11 @@ export function poolPlugin(): Plugin {
         hosts?.link(host);
         return { secret: m.role.secret, host };
       }));
+      routes.routes.set(MASTER_ROUTE, route((req, body) => {
+        requireSecret(req, m);
+        if (services.ha?.armed) throw new XenApiError('HA_IS_ENABLED');
+        return serveMasterChange(services, m, checkMasterChange(body));
+      }));
       routes.routes.set('/pool/eject', route((req) => {
         if (m.role.role !== 'member') throw new XenApiError('OPERATION_NOT_ALLOWED', 'this host is not a pool member');
         requireSecret(req, m);
@@ -117,6 +124,19 @@ export function poolPlugin(): Plugin {
         unplugOn: async (pbd) => {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.unplug(pbd);
+        },
+        designateNewMaster: (host) => designateNewMaster(services, m, host, peerOfHost(services, m.role.secret), (address) => m.handOver(address)),
+        emergencyTransitionToMaster: () => {
+          if (services.ha?.armed) throw new XenApiError('HA_IS_ENABLED');
+          becomeMaster(services, m);
+        },
+        emergencyResetMaster: async (address) => {
+          if (services.ha?.armed) throw new XenApiError('HA_IS_ENABLED');
+          await followMaster(services, m, address);
+        },
+        recoverSlaves: () => {
+          requireMaster(m);
+          return recoverSlaves(services, peerOfHost(services, m.role.secret));
         },
       };
     },

@@ -11,12 +11,15 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { getClass, MODEL } from '../datamodel/model.ts';
 import type { ReplicatedRow, Store } from '../db/store.ts';
+import { bundleDigest, checkBundle, type CertBundle } from './certs.ts';
 import { peerCall, type Peer } from './channel.ts';
 
 export interface ReplicationAsk {
   readonly epoch: string;
   readonly since: number;
   readonly waitMs: number;
+  /** The digest of the certificate bundle the member holds ('' for none). */
+  readonly certs: string;
 }
 
 export interface ReplicationBatch {
@@ -24,6 +27,8 @@ export interface ReplicationBatch {
   readonly generation: number;
   readonly full: boolean;
   readonly rows: ReplicatedRow[];
+  /** The pool's certificate bundle, when the member's differs. */
+  readonly certs?: CertBundle;
 }
 
 const persistent = (cls: string): boolean => getClass(cls)?.decl.persistent === true;
@@ -32,18 +37,24 @@ const persistent = (cls: string): boolean => getClass(cls)?.decl.persistent === 
 export class ReplicationSource {
   readonly epoch = randomUUID();
 
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    /** The pool's certificate bundle as the master holds it now. */
+    private readonly bundle: () => CertBundle = () => ({}),
+  ) {}
 
   async answer(ask: ReplicationAsk, signal: AbortSignal): Promise<ReplicationBatch> {
     const { events } = this.store;
+    const bundle = this.bundle();
+    const certs = bundleDigest(bundle) === ask.certs ? {} : { certs: bundle };
     const fresh = ask.epoch === this.epoch && ask.since <= events.current && !events.isStale(ask.since);
-    if (!fresh) return this.full();
-    if (ask.since === events.current && ask.waitMs > 0) await events.wait(null, Math.min(ask.waitMs, 60_000), signal);
+    if (!fresh) return { ...this.full(), ...certs };
+    if (ask.since === events.current && ask.waitMs > 0 && !certs.certs) await events.wait(null, Math.min(ask.waitMs, 60_000), signal);
     const generation = events.current;
     const rows = events.since(ask.since, null)
       .filter((c) => persistent(c.cls))
       .map((c): ReplicatedRow => ({ cls: c.cls, ref: c.ref, rec: c.op === 'del' ? null : c.snapshot }));
-    return { epoch: this.epoch, generation, full: false, rows };
+    return { epoch: this.epoch, generation, full: false, rows, ...certs };
   }
 
   private full(): ReplicationBatch {
@@ -67,13 +78,14 @@ function checkBatch(v: unknown): ReplicationBatch {
       throw new Error('malformed replicated row');
     }
   }
-  return b as ReplicationBatch;
+  return { epoch: b.epoch, generation: b.generation, full: b.full, rows: b.rows, ...(b.certs === undefined ? {} : { certs: checkBundle(b.certs) }) };
 }
 
 /** A member's side: follows the master, applying what it sends, until stopped. */
 export class Replica {
   private epoch = '';
   private generation = 0;
+  private certs = '';
   private stopped = false;
   private waiters = new Set<() => void>();
   private loop?: Promise<void>;
@@ -84,6 +96,8 @@ export class Replica {
     private readonly store: Store,
     private readonly master: () => Peer,
     private readonly log: Logger,
+    /** Keeps the pool's certificate bundle when the master sends a new one. */
+    private readonly onCerts: (bundle: CertBundle) => void = () => undefined,
   ) {}
 
   /** Starts following; resolves after the first full copy, or after `firstWithinMs` without one. */
@@ -96,10 +110,14 @@ export class Replica {
     let failures = 0;
     while (!this.stopped) {
       try {
-        const ask: ReplicationAsk = { epoch: this.epoch, since: this.generation, waitMs: 20_000 };
+        const ask: ReplicationAsk = { epoch: this.epoch, since: this.generation, waitMs: 20_000, certs: this.certs };
         const batch = checkBatch(await peerCall(this.master(), '/pool/replicate', ask, 45_000));
         if (this.stopped) return;
         this.store.applyReplicated(batch.rows, batch.full);
+        if (batch.certs) {
+          this.onCerts(batch.certs);
+          this.certs = bundleDigest(batch.certs);
+        }
         this.epoch = batch.epoch;
         this.generation = batch.generation;
         this.lastContact = Date.now();
@@ -108,7 +126,8 @@ export class Replica {
       } catch (err) {
         if (this.stopped) return;
         if (failures++ === 0) this.log.warn({ err }, 'replication from the master failed; retrying');
-        await new Promise((r) => setTimeout(r, Math.min(5000, 200 * failures)));
+        // at most a second apart: a new master (after a master change) is found quickly
+        await new Promise((r) => setTimeout(r, Math.min(1000, 200 * failures)));
       }
     }
   }

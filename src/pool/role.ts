@@ -14,6 +14,8 @@ export interface MasterRole {
   readonly secret: string;
   /** Left a pool (ejected): the next start forgets the pool's records and begins a pool of one. */
   readonly reset?: boolean;
+  /** This host's record, once a member became master (a first master's is the database's first host). */
+  readonly host?: string;
 }
 
 export interface MemberRole {
@@ -45,7 +47,9 @@ export function readRole(dataDir: string): PoolRole {
   if (r.role === 'member' && isString(r.master) && isString(r.masterCert) && isString(r.secret) && isString(r.host)) {
     return { role: 'member', master: r.master, masterCert: r.masterCert, secret: r.secret, host: r.host };
   }
-  if (r.role === 'master' && isString(r.secret)) return { role: 'master', secret: r.secret, ...(r.reset === true ? { reset: true } : {}) };
+  if (r.role === 'master' && isString(r.secret)) {
+    return { role: 'master', secret: r.secret, ...(r.reset === true ? { reset: true } : {}), ...(isString(r.host) ? { host: r.host } : {}) };
+  }
   throw new Error(`${fileOf(dataDir)} is not a pool role this daemon understands`);
 }
 

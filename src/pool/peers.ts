@@ -1,0 +1,27 @@
+/** How one host of the pool reaches another on the channel: its address, its pinned certificate, the pool secret. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { XenApiError } from '../datamodel/api-error.ts';
+import { NULL_REF } from '../datamodel/types.ts';
+import type { Services } from '../messages/context.ts';
+import { certificateDir } from './certs.ts';
+import type { Peer } from './channel.ts';
+
+/** Another host's certificate, as pinned when it joined or as the pool's bundle has it. */
+export function memberCertificate(services: Services, host: string): string {
+  const uuid = services.store.must('host', host).uuid;
+  try {
+    return readFileSync(join(certificateDir(services.dataDir), `${uuid}.pem`), 'utf8');
+  } catch {
+    throw new XenApiError('CANNOT_CONTACT_HOST', host);
+  }
+}
+
+/** How this host reaches another host of the pool. */
+export function peerOfHost(services: Services, secret: string): (host: string) => Peer {
+  return (host) => {
+    const address = services.store.must('host', host).address;
+    if (address === '' || address === NULL_REF) throw new XenApiError('CANNOT_CONTACT_HOST', host);
+    return { address, cert: memberCertificate(services, host), secret };
+  };
+}
