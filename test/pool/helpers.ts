@@ -20,6 +20,8 @@ export interface LabHost {
   readonly ns: string;
   readonly dataDir: string;
   readonly socket: string;
+  /** The daemon's extra arguments (for a respawn). */
+  readonly args: readonly string[];
   daemon: Daemon;
   /** A client logged in as root (re-made after a restart). */
   client(): Promise<XenApiClient>;
@@ -64,7 +66,7 @@ export class PoolLab {
     const socket = join(this.dir, `${name}.sock`);
     const daemon = await spawnDaemon(dataDir, { netns: ns, socketPath: socket, args: ['--https', `${ip}:443`, ...args], startTimeoutMs: 120_000 });
     const host: LabHost = {
-      name, ip, ns, dataDir, socket, daemon,
+      name, ip, ns, dataDir, socket, daemon, args,
       client: async () => {
         const c = this.track(new XenApiClient('http://localhost/', { socketPath: socket, timeoutMs: 120_000 }));
         await c.login('root', ROOT_PASSWORD);
@@ -79,6 +81,11 @@ export class PoolLab {
   private track(c: XenApiClient): XenApiClient {
     this.clients.push(c);
     return c;
+  }
+
+  /** Starts a host's daemon again after it died (same namespace, data and arguments). */
+  async respawn(host: LabHost): Promise<void> {
+    host.daemon = await spawnDaemon(host.dataDir, { netns: host.ns, socketPath: host.socket, args: ['--https', `${host.ip}:443`, ...host.args], startTimeoutMs: 120_000 });
   }
 
   /** Waits until the daemon of `host` has restarted `times` times in all (pool membership changed). */
