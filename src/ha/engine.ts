@@ -58,8 +58,11 @@ export class HaEngine {
   private peerTimer: NodeJS.Timeout | undefined;
   private fencedWhy: string | undefined;
   private stopped = false;
+  private o: HaEngineOptions;
 
-  constructor(private readonly o: HaEngineOptions) {
+  constructor(options: HaEngineOptions) {
+    const o = options;
+    this.o = o;
     this.keys = haKeys(o.poolUuid);
     const self = o.members.find((m) => m.name === o.hostUuid);
     this.member = self
@@ -74,11 +77,25 @@ export class HaEngine {
       runDir: o.runDir,
       stateDir: memberPaths(o.dataDir).dir,
       onFenced: (n) => {
-        o.log('fencer killed this host\'s guests', { killed: n });
-        o.onGuestsKilled?.(n);
+        this.o.log('fencer killed this host\'s guests', { killed: n });
+        this.o.onGuestsKilled?.(n);
       },
-      log: (m) => o.log(m),
+      log: (m) => this.o.log(m),
     });
+  }
+
+  /**
+   * Hands the running engine to another owner (the daemon restarting in place
+   * after a master change): its lease, fencer and term go on, only the
+   * callbacks change.
+   */
+  rebind(handlers: Pick<HaEngineOptions, 'log' | 'eligible' | 'onTerm' | 'onFenced' | 'onGuestsKilled' | 'onRecovered' | 'onHostGone'>): void {
+    this.o = { ...this.o, ...handlers };
+  }
+
+  /** Whether this engine was built for these options (the same pool, host and members). */
+  sameAs(o: Pick<HaEngineOptions, 'poolUuid' | 'hostUuid' | 'members'>): boolean {
+    return this.o.poolUuid === o.poolUuid && this.o.hostUuid === o.hostUuid && JSON.stringify(this.o.members) === JSON.stringify(o.members);
   }
 
   get leaseId(): string {

@@ -7,6 +7,7 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { answer, hasSecret, readJson } from '../pool/channel.ts';
 import { membershipOf } from '../pool/membership.ts';
 import type { Plugin } from '../server.ts';
+import { becomeMaster, followMaster } from '../pool/master-change.ts';
 import { peerOfHost } from '../pool/peers.ts';
 import { checkHaRequest, HA_ROUTE, HaDaemon } from './service.ts';
 
@@ -18,7 +19,10 @@ export function haPlugin(): Plugin {
       const m = membershipOf(services.store);
       if (!m) return; // a daemon without pool membership (tests of single subsystems) has no HA
       const secret = m.role.secret;
-      const daemon = new HaDaemon(services, peerOfHost(services, secret), () => m.role.role === 'master');
+      const daemon = new HaDaemon(services, peerOfHost(services, secret), () => m.role.role === 'master', {
+        becomeMaster: () => becomeMaster(services, m),
+        follow: (address) => followMaster(services, m, address),
+      });
       ha = daemon;
       services.ha = daemon;
       routes.routes.set(HA_ROUTE, async (req, res) => {

@@ -22,6 +22,7 @@ import { HaEngine } from './engine.ts';
 import type { MemberAddress } from './etcd-member.ts';
 import { memberPaths } from './etcd-member.ts';
 import { RedoFeeder } from './redo-feeder.ts';
+import type { RedoContents, RedoRow } from './redo-log.ts';
 
 export const HA_ROUTE = '/pool/ha';
 const VOTING_MEMBERS = 3;
@@ -75,10 +76,30 @@ function hostIp(address: string): string {
   return address.replace(/:\d+$/, '');
 }
 
+/** What HA asks of the pool when the election names another master (pool/master-change.ts). */
+export interface MasterRoles {
+  /** This member becomes the pool master: it restarts in place as one. */
+  becomeMaster(): void;
+  /** This host follows the master at `address`; a master restarts in place as its member. */
+  follow(address: string): Promise<void>;
+}
+
+/**
+ * Engines that go on running while their daemon restarts in place after a
+ * master change, by data directory: the lease, the fencer's deadline and the
+ * term must not lapse for a restart (the guests would be fenced).
+ */
+const parked = new Map<string, { engine: HaEngine; tookOver: boolean }>();
+
 export class HaDaemon implements HaService {
   private engine: HaEngine | undefined;
   private feeder: RedoFeeder | undefined;
   private lockTimer: NodeJS.Timeout | undefined;
+  /** Set when this daemon restarts for a master change: close() parks the engine instead of stopping it. */
+  private parkOnClose: { tookOver: boolean } | undefined;
+  /** This host took the master's place after a failover: hosts without a liveness key are dead. */
+  private tookOver = false;
+  private followedTerm = '';
   private readonly log;
 
   constructor(
@@ -86,6 +107,7 @@ export class HaDaemon implements HaService {
     /** The pool secret and the master's certificate store: how the master reaches members. */
     private readonly peerOf: (host: string) => Peer,
     private readonly isPoolMaster: () => boolean,
+    private readonly roles: MasterRoles,
   ) {
     this.log = services.log.child({ subsystem: 'ha' });
   }
@@ -145,7 +167,7 @@ export class HaDaemon implements HaService {
 
   /** Waits for the redo log to hold every write so far; a deposed or cut-off master's write is refused. */
   async barrier(): Promise<void> {
-    const feeder = this.feeder;
+    const feeder = this.feeder ?? (await this.feederOfHaMaster());
     if (!feeder) return;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
@@ -161,6 +183,22 @@ export class HaDaemon implements HaService {
     }
   }
 
+  /**
+   * With HA on, the pool master writes only as HA master, its redo log
+   * following: while it is not (yet) that, a write waits for it, and is
+   * refused if it does not come — it may be a deposed master.
+   */
+  private async feederOfHaMaster(): Promise<RedoFeeder | undefined> {
+    const { store } = this.services;
+    if (!this.engine || !this.isPoolMaster() || !store.must('pool', this.services.poolRef()).ha_enabled) return undefined;
+    const until = Date.now() + BARRIER_TIMEOUT_MS;
+    while (!this.feeder) {
+      if (Date.now() > until || !this.engine) throw new XenApiError('HA_SHOULD_BE_FENCED', this.services.hostRef());
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return this.feeder;
+  }
+
   /** A member's side of the channel route. */
   async serve(req: HaRequest): Promise<null> {
     if (req.op === 'stop') await this.stopEngine(true);
@@ -171,29 +209,46 @@ export class HaDaemon implements HaService {
   private startEngine(config: HaConfig): void {
     mkdirSync(memberPaths(this.services.dataDir).dir, { recursive: true, mode: PRIVATE_DIR });
     writeFileSync(configFile(this.services.dataDir), `${JSON.stringify(config)}\n`, { mode: PRIVATE_FILE });
-    let seenMaster = this.isPoolMaster();
-    const engine = new HaEngine({
-      ...config,
-      dataDir: this.services.dataDir,
-      runDir: join(this.services.dataDir, 'run', 'qemu'),
+    const kept = parked.get(this.services.dataDir);
+    parked.delete(this.services.dataDir);
+    let seenMaster = this.isPoolMaster() || kept !== undefined;
+    const handlers = {
       eligible: () => seenMaster,
-      log: (msg, fields) => this.log.info(fields ?? {}, msg),
-      onTerm: (term, mine) => {
+      log: (msg: string, fields?: Record<string, unknown>) => this.log.info(fields ?? {}, msg),
+      onTerm: (term: Term | undefined, mine: boolean) => {
         if (term) seenMaster = true;
         this.onTerm(term, mine);
       },
-      onFenced: (why) => this.log.error({ why }, 'fenced: this host\'s guests were killed'),
-      onHostGone: (host) => void this.restartVmsOf(host).catch((err: unknown) => this.log.error({ err, host }, 'restarting a dead host\'s VMs failed')),
-    });
+      onFenced: (why: string) => this.log.error({ why }, 'fenced: this host\'s guests were killed'),
+      onHostGone: (host: string) => void this.restartVmsOf(host).catch((err: unknown) => this.log.error({ err, host }, 'restarting a dead host\'s VMs failed')),
+    };
+    if (kept?.engine.sameAs(config)) {
+      // back from a restart in place: the same lease, fencer and term go on
+      kept.engine.rebind(handlers);
+      this.engine = kept.engine;
+      this.tookOver = kept.tookOver;
+      this.log.info({ term: kept.engine.term }, 'HA engine kept across the restart');
+      this.keepLocks();
+      const term = kept.engine.term;
+      this.onTerm(term, term?.host === config.hostUuid);
+      return;
+    }
+    if (kept) void kept.engine.stop({ stopMember: false }).catch(() => undefined);
+    const engine = new HaEngine({ ...config, dataDir: this.services.dataDir, runDir: join(this.services.dataDir, 'run', 'qemu'), ...handlers });
     this.engine = engine;
     engine.start().then(
       () => {
         this.log.info({ members: config.members.map((m) => m.address) }, 'HA running');
-        this.lockTimer = setInterval(() => void this.keepRunLocks(), 1000);
-        this.lockTimer.unref();
+        this.keepLocks();
       },
       (err: unknown) => this.log.error({ err }, 'HA did not start'),
     );
+  }
+
+  private keepLocks(): void {
+    clearInterval(this.lockTimer);
+    this.lockTimer = setInterval(() => void this.keepRunLocks(), 1000);
+    this.lockTimer.unref();
   }
 
   private async stopEngine(forget: boolean): Promise<void> {
@@ -210,14 +265,58 @@ export class HaDaemon implements HaService {
     if (!term || !mine) {
       this.feeder?.stop();
       this.feeder = undefined;
+      if (term) void this.followTerm(term);
       return;
     }
-    if (!this.isPoolMaster()) {
-      // a member elected HA master: the pool master is gone, and taking its place is pool.emergency_transition_to_master's work
-      this.log.error({ term }, 'elected HA master on a pool member: taking over as pool master is not implemented');
-      return;
+    if (!this.isPoolMaster()) void this.takeOver(term);
+    else void this.startFeeder(term);
+  }
+
+  /** The uuid of the pool master this host's database names. */
+  private poolMasterUuid(): string {
+    const { store } = this.services;
+    if (this.isPoolMaster()) return store.must('host', this.services.hostRef()).uuid;
+    const master = store.get('pool', this.services.poolRef())?.master;
+    return master === undefined ? '' : (store.get('host', master)?.uuid ?? '');
+  }
+
+  /** Another host is HA master: this host follows it (a deposed pool master becomes its member). */
+  private async followTerm(term: Term): Promise<void> {
+    if (term.host === this.poolMasterUuid() || this.followedTerm === term.revision) return;
+    const host = this.services.store.byUuid('host', term.host);
+    const address = host === undefined ? '' : this.services.store.must('host', host).address;
+    if (address === '') return void this.log.error({ term }, 'the HA master is a host this database does not know');
+    this.followedTerm = term.revision;
+    this.log.warn({ master: term.host, address }, 'another host is HA master: following it as pool master');
+    if (this.isPoolMaster()) this.parkOnClose = { tookOver: false };
+    try {
+      await this.roles.follow(address);
+    } catch (err) {
+      this.parkOnClose = undefined;
+      this.followedTerm = '';
+      this.log.error({ err }, 'could not follow the new master');
     }
-    void this.startFeeder(term);
+  }
+
+  /**
+   * A member elected HA master: the pool master is dead (its lease is gone).
+   * This host rebuilds the database from the redo log — which holds every
+   * write the old master confirmed — and restarts in place as pool master;
+   * then it restarts the protected VMs of every host without a liveness key.
+   */
+  private async takeOver(term: Term): Promise<void> {
+    const engine = this.engine;
+    if (!engine || this.parkOnClose) return;
+    this.log.warn({ term }, 'elected HA master: taking over as pool master');
+    let rows: RedoRow[] | undefined;
+    try {
+      rows = replay(await engine.redo.read());
+    } catch (err) {
+      this.log.error({ err }, 'the redo log could not be read: taking over with this host\'s replica');
+    }
+    this.parkOnClose = { tookOver: true };
+    this.roles.becomeMaster(); // stops the replica; the restart comes after this turn
+    if (rows) this.services.store.applyReplicated(rows, true);
   }
 
   private async startFeeder(term: Term): Promise<void> {
@@ -229,6 +328,10 @@ export class HaDaemon implements HaService {
       await feeder.start();
       this.feeder = feeder;
       this.log.info({ term }, 'HA master: the redo log follows the database');
+      if (this.tookOver) {
+        this.tookOver = false;
+        await this.restartVmsOfDeadHosts();
+      }
     } catch (err) {
       this.log.error({ err }, 'the redo log did not start');
     }
@@ -265,6 +368,16 @@ export class HaDaemon implements HaService {
       for (const [vm, held] of locks) if (held.host === me && held.lease === lease && !running.has(vm)) await engine.locks.release(vm, me);
     } catch (err) {
       this.log.debug({ err }, 'run locks not refreshed (etcd unreachable)');
+    }
+  }
+
+  /** After a failover: every host without a liveness key is dead and fenced (the old master among them). */
+  private async restartVmsOfDeadHosts(): Promise<void> {
+    const engine = this.engine;
+    if (!engine) return;
+    const live = new Set(await engine.liveHosts());
+    for (const [ref, host] of this.services.store.all('host')) {
+      if (ref !== this.services.hostRef() && !live.has(host.uuid)) await this.restartVmsOf(host.uuid).catch((err: unknown) => this.log.error({ err, host: host.uuid }, 'restarting a dead host\'s VMs failed'));
     }
   }
 
@@ -307,8 +420,27 @@ export class HaDaemon implements HaService {
   }
 
   async close(): Promise<void> {
+    const park = this.parkOnClose;
+    if (park && this.engine) {
+      // restarting in place for a master change: the engine goes on and the next start takes it back
+      clearInterval(this.lockTimer);
+      this.feeder?.stop();
+      this.feeder = undefined;
+      this.engine.rebind({ log: (msg, fields) => this.log.info(fields ?? {}, msg), eligible: () => false });
+      parked.set(this.services.dataDir, { engine: this.engine, tookOver: park.tookOver });
+      this.engine = undefined;
+      return;
+    }
     // a daemon stopping keeps HA on: the next start resumes it (the etcd member keeps running, like guests,
     // but without keepalives the fencer kills the guests at the deadline unless the daemon is back first)
     await this.stopEngine(false);
   }
+}
+
+/** The database the redo log holds: the snapshot's rows, each entry's rows applied in order, deletions dropped. */
+export function replay(contents: RedoContents): RedoRow[] {
+  const rows = new Map<string, RedoRow>();
+  for (const r of contents.snapshot) rows.set(`${r.cls}\0${r.ref}`, r);
+  for (const entry of contents.entries) for (const r of entry) rows.set(`${r.cls}\0${r.ref}`, r);
+  return [...rows.values()].filter((r) => r.rec !== null);
 }
