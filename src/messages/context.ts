@@ -16,7 +16,14 @@ import type { DiskConfig, DomainConfig, DomainInfo, HypervisorBackend } from '..
 
 /** What storage provides the domain manager: a disk image to boot a guest from. */
 export interface DiskProvider {
-  attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: DiskConfig['format'] }>;
+  /**
+   * `standby`: for a domain receiving a live migration, whose disks another
+   * host still writes: a VHD chain is exported with its image left closed
+   * until `activate` (the sender has flushed and let go by then).
+   */
+  attach(vdi: string, readOnly: boolean, opts?: { standby?: boolean }): Promise<{ path: string; format: DiskConfig['format'] }>;
+  /** Opens what a standby attach left closed (nothing to do for other disks). */
+  activate(vdi: string): Promise<void>;
   detach(vdi: string): Promise<void>;
 }
 
@@ -30,7 +37,10 @@ export interface NicProvider {
 export interface XenopsService {
   readonly backend: HypervisorBackend;
   vmByUuid(uuid: string): string | undefined;
-  domainConfig(vm: string): Promise<DomainConfig>;
+  /** `incoming`: for a domain receiving a live migration (its disks attached in standby, see DiskProvider). */
+  domainConfig(vm: string, opts?: { incoming?: boolean }): Promise<DomainConfig>;
+  /** Opens the disks a domainConfig for an incoming domain attached in standby. */
+  activateDisks(vm: string): Promise<void>;
   diskFor(vbd: string, index?: number): Promise<DiskConfig | undefined>;
   freeMemory(): number;
   assertMemory(vm: Readonly<VM_record>): void;

@@ -42,7 +42,7 @@ export function storageError(e: unknown, vdi = ''): unknown {
 export class Storage implements DiskProvider {
   private readonly drivers = new Map<string, SrDriver>();
   /** NBD exports serving VHD VDIs to QEMU, by VDI uuid. */
-  private readonly exports = new Map<string, { socketPath: string; close(): Promise<void>; device: { reopen(change: () => Promise<void>): Promise<void> } }>();
+  private readonly exports = new Map<string, { socketPath: string; close(): Promise<void>; device: { reopen(change: () => Promise<void>): Promise<void>; activate(): Promise<void> } }>();
   /** VDIs (by uuid) handed to a guest and not detached since: the collector leaves their chains alone. */
   readonly attached = new Set<string>();
   readonly locks = new ChainLocks();
@@ -259,17 +259,18 @@ export class Storage implements DiskProvider {
 
   // ------------------------------------------------------------- disk provider
 
-  async attach(vdi: string, readOnly: boolean): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
+  async attach(vdi: string, readOnly: boolean, opts: { standby?: boolean } = {}): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
     const sr = String(this.store.must('VDI', vdi).SR);
     this.assertPlugged(sr);
     // never half-way through a coalesce of this chain: the guest would write to a file about to be replaced
-    return this.locks.exclusive(sr, () => this.attachLocked(vdi, sr, readOnly));
+    return this.locks.exclusive(sr, () => this.attachLocked(vdi, sr, readOnly, opts.standby === true));
   }
 
-  private async attachLocked(vdi: string, sr: string, readOnly: boolean): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
+  private async attachLocked(vdi: string, sr: string, readOnly: boolean, standby: boolean): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
     const rec = this.store.must('VDI', vdi);
     const driver = this.bareDriver(sr);
-    if (rec.on_boot === 'reset' && !this.inUse(vdi)) await driver.resetLeaf(String(rec.uuid)).catch(() => undefined);
+    // a standby attach is of a disk another host's guest still uses: never reset under it
+    if (rec.on_boot === 'reset' && !standby && !this.inUse(vdi)) await driver.resetLeaf(String(rec.uuid)).catch(() => undefined);
     let info: VolumeInfo;
     try {
       info = await driver.info(String(rec.uuid));
@@ -278,15 +279,24 @@ export class Storage implements DiskProvider {
     }
     this.attached.add(String(rec.uuid));
     if (info.format !== 'vpc') return { path: driver.path(String(rec.uuid)), format: info.format };
-    return { path: await this.serveVhd(String(rec.uuid), driver.path(String(rec.uuid)), readOnly || rec.read_only === true), format: 'raw' };
+    return { path: await this.serveVhd(String(rec.uuid), driver.path(String(rec.uuid)), readOnly || rec.read_only === true, standby), format: 'raw' };
+  }
+
+  /** Opens the chain of a VHD exported in standby (live migration's receiving end); nothing for other disks. */
+  async activate(vdi: string): Promise<void> {
+    const rec = this.store.get('VDI', vdi);
+    const exp = rec ? this.exports.get(String(rec.uuid)) : undefined;
+    if (exp) await exp.device.activate();
   }
 
   /**
    * QEMU's vpc driver ignores a VHD's parent, so Xenon serves VHDs to QEMU
    * itself, over NBD: reads go through the chain, writes to the leaf, and a
-   * live snapshot can swap the leaf under a running guest.
+   * live snapshot can swap the leaf under a running guest. In standby (a
+   * domain receiving a live migration) the export answers the handshake with
+   * the disk's size and holds I/O back until `activate`.
    */
-  private async serveVhd(uuid: string, leaf: string, readOnly: boolean): Promise<string> {
+  private async serveVhd(uuid: string, leaf: string, readOnly: boolean, standby: boolean): Promise<string> {
     const existing = this.exports.get(uuid);
     if (existing) return `nbd+unix:///?socket=${existing.socketPath}`;
     const dir = join(this.services.dataDir, 'run', 'nbd');
@@ -294,7 +304,7 @@ export class Storage implements DiskProvider {
     const socketPath = join(dir, `${uuid.slice(0, 8)}-${uuid.slice(-12)}.sock`);
     const { serveNbd } = await import('../storage/nbd/server.ts');
     const { vhdBlockDevice } = await import('../storage/nbd/vhd-device.ts');
-    const device = await vhdBlockDevice(leaf, { readOnly });
+    const device = await vhdBlockDevice(leaf, { readOnly, standby });
     const exp = await serveNbd(device, socketPath);
     this.exports.set(uuid, { socketPath: exp.socketPath, close: () => exp.close(), device });
     return `nbd+unix:///?socket=${socketPath}`;

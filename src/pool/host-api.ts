@@ -22,7 +22,9 @@ export interface HostMethods {
   'domain.guestInfo': { args: { uuid: string; timeoutMs?: number }; result: GuestInfo | null };
   /** Guest events since `after` (a sequence number of the member's), waiting up to waitMs for one. */
   'events.next': { args: { after: number; waitMs: number }; result: { next: number; events: DomainEvent[] } };
-  'disk.attach': { args: { vdi: string; readOnly: boolean }; result: { path: string; format: DomainConfig['disks'][number]['format'] } };
+  /** standby: for a domain receiving a live migration (DiskProvider.attach); 'disk.activate' opens such a disk. */
+  'disk.attach': { args: { vdi: string; readOnly: boolean; standby?: boolean }; result: { path: string; format: DomainConfig['disks'][number]['format'] } };
+  'disk.activate': { args: { vdi: string }; result: null };
   'disk.detach': { args: { vdi: string }; result: null };
   'nic.plug': { args: { vif: string }; result: { tap?: string; bridge?: string; mtu?: number } };
   'nic.unplug': { args: { vif: string }; result: null };
@@ -49,6 +51,6 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 
 export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters',
-  'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
+  'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
   'migrate.prepare', 'migrate.finish', 'migrate.send',
 ];

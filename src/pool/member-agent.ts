@@ -117,7 +117,13 @@ export class MemberAgent {
     'disk.attach': async (a) => {
       const storage = this.services.storage;
       if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
-      return storage.attach(str(a.vdi, 'vdi'), a.readOnly === true);
+      return storage.attach(str(a.vdi, 'vdi'), a.readOnly === true, { standby: a.standby === true });
+    },
+    'disk.activate': async (a) => {
+      const storage = this.services.storage;
+      if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
+      await storage.activate(str(a.vdi, 'vdi'));
+      return null;
     },
     'disk.detach': async (a) => {
       await this.services.storage?.detach(str(a.vdi, 'vdi'));

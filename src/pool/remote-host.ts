@@ -105,7 +105,8 @@ export class RemoteHost {
 
   disks(): DiskProvider {
     return {
-      attach: (vdi, readOnly) => this.call('disk.attach', { vdi, readOnly }),
+      attach: (vdi, readOnly, opts) => this.call('disk.attach', { vdi, readOnly, ...(opts?.standby ? { standby: true } : {}) }),
+      activate: async (vdi) => void (await this.call('disk.activate', { vdi })),
       detach: async (vdi) => void (await this.call('disk.detach', { vdi })),
     };
   }

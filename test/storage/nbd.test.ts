@@ -502,6 +502,83 @@ describe('VHD chain export', () => {
       await v.close();
     }
   });
+
+  test('standby (live migration): the handshake gives the size; writes wait for activate, which reads the chain as the other writer left it', async () => {
+    // the "source" export writes a fresh chain, allocating a block, while the "destination" export stands by
+    const leafPath = join(dir, 'moving.vhd');
+    await createDifferencing(leafPath, parentPath);
+    const source = await serveNbd(await vhdBlockDevice(leafPath), sock());
+    const standby = await vhdBlockDevice(leafPath, { standby: true });
+    assert.equal(standby.active, false);
+    const destination = await serveNbd(standby, sock());
+    const events: string[] = [];
+    try {
+      const { c, size } = await connectGo(destination.socketPath);
+      assert.equal(size, 8 * MiB);
+      // a write the guest issues early, into the block the source is about to allocate: held back until the chain is opened
+      const early = request(1, 4 * MiB + 64 * KiB, 4096, { payload: Buffer.alloc(4096, 0x5e) });
+      c.write(early.buf);
+      const answered = simpleReply(c).then((r) => {
+        events.push('answered');
+        return r;
+      });
+      const r = await qemuIo(source.uri, ['write -P 0x3c 4M 64k']);
+      assert.ok(r.ok, r.out);
+      await source.close();
+      await new Promise((res) => setTimeout(res, 100));
+      assert.equal(events.length, 0, 'no reply before activation');
+      events.push('activate');
+      await standby.activate();
+      assert.equal(standby.active, true);
+      assert.equal((await answered).error, 0);
+      assert.deepEqual(events, ['activate', 'answered']);
+      // both writers' data, in one block: the destination found the block the source allocated
+      const back = await cmd(c, 0, 4 * MiB, 128 * KiB);
+      assert.ok(back.data!.subarray(0, 64 * KiB).equals(Buffer.alloc(64 * KiB, 0x3c)), 'the source\'s write');
+      assert.ok(back.data!.subarray(64 * KiB, 68 * KiB).equals(Buffer.alloc(4096, 0x5e)), 'the held-back write');
+      c.destroy();
+    } finally {
+      await source.close();
+      await destination.close();
+    }
+    const v = await openVhd(leafPath);
+    const parent = await openVhd(parentPath);
+    try {
+      assert.deepEqual(v.allocatedBlocks(), [2]);
+      assert.ok((await v.read(4 * MiB, 64 * KiB)).equals(Buffer.alloc(64 * KiB, 0x3c)));
+      assert.ok((await v.read(4 * MiB + 64 * KiB, 4096)).equals(Buffer.alloc(4096, 0x5e)));
+      assert.ok((await v.read(0, MiB)).equals(await parent.read(0, MiB)), 'parent data falls through');
+    } finally {
+      await v.close();
+      await parent.close();
+    }
+  });
+
+  test('standby: reads see the chain as it is now; a flush is answered at once; closed before activation, it wrote nothing and the waiting write fails', async () => {
+    const leafPath = join(dir, 'never.vhd');
+    await createDifferencing(leafPath, parentPath);
+    const ex = await serveNbd(await vhdBlockDevice(leafPath, { standby: true }), sock());
+    const { c } = await connectGo(ex.socketPath);
+    // QEMU reads the first sector as it opens the disk, before any migration is done: answered from the file as it is
+    const parent = await openVhd(parentPath);
+    const first = await parent.read(0, 4096);
+    await parent.close();
+    assert.ok((await cmd(c, 0, 0, 4096)).data!.equals(first));
+    const other = await openVhd(leafPath, { writable: true });
+    await other.write(0, Buffer.alloc(4096, 0x77));
+    await other.close();
+    assert.ok((await cmd(c, 0, 0, 4096)).data!.equals(Buffer.alloc(4096, 0x77)), 'a later read sees the other writer\'s new block');
+    // a device model that never got its disk active may still flush it as it quits: nothing written, nothing to wait for
+    assert.equal((await cmd(c, 3, 0, 0)).error, 0);
+    const before = await sha(leafPath);
+    const w = request(1, 8192, 512, { payload: Buffer.alloc(512, 1) });
+    c.write(w.buf);
+    const reply = simpleReply(c).catch(() => ({ error: -1 }));
+    await new Promise((r) => setTimeout(r, 100));
+    await ex.close();
+    assert.notEqual((await reply).error, 0);
+    assert.equal(await sha(leafPath), before);
+  });
 });
 
 describe('protocol', () => {
@@ -694,6 +771,32 @@ describe('protocol', () => {
     await ex.close(); // idempotent
     assert.equal(dev.closedCalls, 1);
     await assert.rejects(RawClient.connect(path));
+  });
+
+  test('a client that wrote and goes away (no DISC, no flush) gets its writes flushed; one that only read does not', async () => {
+    const dev = memoryBlockDevice(Buffer.alloc(MiB));
+    let flushes = 0;
+    const counting = Object.create(dev) as BlockDevice;
+    counting.flush = async () => {
+      flushes++;
+      await dev.flush();
+    };
+    const ex = await serveNbd(counting, sock());
+    try {
+      const reader = await connectGo(ex.socketPath);
+      assert.equal((await cmd(reader.c, 0, 0, 512)).error, 0);
+      reader.c.destroy();
+      await reader.c.closed;
+      const writer = await connectGo(ex.socketPath);
+      assert.equal((await cmd(writer.c, 1, 0, 512, { payload: Buffer.alloc(512, 1) })).error, 0);
+      writer.c.destroy();
+      await writer.c.closed;
+      const deadline = Date.now() + 5000;
+      while (flushes === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(flushes, 1);
+    } finally {
+      await ex.close();
+    }
   });
 
   test('a stale socket file is replaced; a live one is refused', async () => {

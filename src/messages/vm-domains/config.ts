@@ -14,12 +14,12 @@ export interface Attachers {
 }
 
 /** The domain configuration of a VM, attaching its disks and NICs. */
-export async function domainConfig(a: Attachers, ref: string): Promise<DomainConfig> {
+export async function domainConfig(a: Attachers, ref: string, opts: { incoming?: boolean } = {}): Promise<DomainConfig> {
   const vm = a.store.must('VM', ref);
   const boot = vm.HVM_boot_params as Record<string, string>;
   const disks: DiskConfig[] = [];
   for (const vbdRef of vm.VBDs as string[]) {
-    const disk = await diskFor(a, vbdRef, disks.length);
+    const disk = await diskFor(a, vbdRef, disks.length, opts.incoming === true);
     if (disk) disks.push(disk);
   }
   const nics: NicConfig[] = [];
@@ -48,7 +48,7 @@ export async function domainConfig(a: Attachers, ref: string): Promise<DomainCon
 }
 
 /** The disk a VBD gives the guest (its VDI attached through storage). */
-export async function diskFor(a: Attachers, vbdRef: string, index = 0): Promise<DiskConfig | undefined> {
+export async function diskFor(a: Attachers, vbdRef: string, index = 0, standby = false): Promise<DiskConfig | undefined> {
   const vbd = a.store.get('VBD', vbdRef);
   if (!vbd) return undefined;
   const cd = vbd.type === 'CD';
@@ -57,7 +57,7 @@ export async function diskFor(a: Attachers, vbdRef: string, index = 0): Promise<
   let format: DiskConfig['format'] = 'raw';
   if (!vbd.empty && vbd.VDI !== NULL_REF) {
     if (!a.disks) throw new XenApiError('SR_BACKEND_FAILURE', 'no storage', '', 'storage is not available on this host');
-    ({ path, format } = await a.disks.attach(String(vbd.VDI), readOnly));
+    ({ path, format } = await a.disks.attach(String(vbd.VDI), readOnly, { standby }));
   }
   return { id: String(vbd.uuid), device: str(vbd.userdevice) || String(index), path, format, readOnly, kind: cd ? 'cdrom' : 'disk', bootable: vbd.bootable === true };
 }

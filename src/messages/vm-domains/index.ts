@@ -55,8 +55,18 @@ export class Xenops {
     return this.store.byUuid('VM', uuid);
   }
 
-  domainConfig(ref: string): Promise<DomainConfig> {
-    return domainConfig(this.attachers, ref);
+  domainConfig(ref: string, opts: { incoming?: boolean } = {}): Promise<DomainConfig> {
+    return domainConfig(this.attachers, ref, opts);
+  }
+
+  async activateDisks(ref: string): Promise<void> {
+    const vm = this.store.get('VM', ref);
+    const { disks } = this.attachers;
+    if (!vm || !disks) return;
+    for (const vbd of vm.VBDs as string[]) {
+      const rec = this.store.get('VBD', vbd);
+      if (rec && !rec.empty && rec.VDI !== NULL_REF) await disks.activate(String(rec.VDI));
+    }
   }
 
   diskFor(vbdRef: string, index = 0): Promise<DiskConfig | undefined> {

@@ -25,6 +25,8 @@ export class Connection {
   private writeBarrier: Promise<void> = Promise.resolve();
   private stopping = false;
   private inTransmission = false;
+  /** Whether this client changed the device: its leaving then flushes, so that whoever opens the image next reads it whole. */
+  private wrote = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -64,6 +66,7 @@ export class Connection {
     } finally {
       clearTimeout(timer);
       await Promise.allSettled([...this.inflight]);
+      await this.flushOnLeaving();
       if (graceful && !this.socket.destroyed) {
         this.socket.end();
         // make sure the fd goes away even if the peer never closes its side
@@ -243,8 +246,20 @@ export class Connection {
     }
   }
 
+  /**
+   * A client that wrote and leaves (NBD_CMD_DISC, or its socket closed: a
+   * device model that quit or was killed) gets its writes made durable, as
+   * an explicit flush would: live migration opens the image on another host
+   * right after the sending side let go of it.
+   */
+  private async flushOnLeaving(): Promise<void> {
+    if (!this.wrote || this.ex.device.readOnly) return;
+    await this.ex.writeLock.run(() => this.ex.device.flush()).catch((e: unknown) => this.ex.log(`nbd: flush at disconnect failed: ${(e as Error).message}`));
+  }
+
   /** Run a write-class request after everything issued before it on this connection, under the export write lock. */
-  private ordered(cookie: Buffer, op: () => Promise<void>): void {
+  private ordered(cookie: Buffer, op: () => Promise<void>, changes = true): void {
+    if (changes) this.wrote = true;
     const before = Promise.allSettled([...this.inflight]);
     const p = before
       .then(() => this.ex.writeLock.run(op))
@@ -328,7 +343,7 @@ export class Connection {
             this.reply(cookie, NBD_EINVAL);
             break;
           }
-          this.ordered(cookie, () => dev.flush());
+          this.ordered(cookie, () => dev.flush(), false);
           break;
         }
         case CMD_TRIM: {

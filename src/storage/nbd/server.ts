@@ -131,6 +131,7 @@ export async function serveNbd(device: BlockDevice, socketPath: string, opts: Nb
     closed = (async () => {
       const listening = new Promise<void>((resolve) => server.close(() => resolve()));
       const conns = [...connections];
+      device.abort?.();
       for (const c of conns) c.stop();
       await Promise.allSettled(conns.map((c) => c.done));
       await listening;

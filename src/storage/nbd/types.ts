@@ -14,6 +14,8 @@ export interface BlockDevice {
   /** Make a range read as zeros. If absent the server writes zero buffers. */
   writeZeroes?(offset: number, length: number): Promise<void>;
   close(): Promise<void>;
+  /** The export is closing: fail at once the requests that wait for something only a later call would bring (a standby device's activation). */
+  abort?(): void;
 }
 
 export interface NbdServeOptions {

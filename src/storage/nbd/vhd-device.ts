@@ -8,6 +8,19 @@
  * same block could put a stale bitmap back into that cache. Reads are
  * therefore run under a shared lock and writes / flush / close under an
  * exclusive one: reads still proceed in parallel with each other.
+ *
+ * Standby (live migration's receiving end): the device knows the disk's
+ * size (enough for the NBD handshake) and keeps nothing open; writes wait
+ * until `activate()`, which opens the chain then. Another host's export
+ * writes the same leaf until the guest's state has arrived here, so the BAT,
+ * bitmaps and footer are kept only once that writer has flushed and let go
+ * (the caller sequences that), and nothing here writes before it (not even
+ * the footer repair a writable open may do). Reads cannot wait: QEMU reads
+ * the first sector of a disk as it opens it, incoming migration or not, and
+ * its main loop (QMP included) blocks until answered. A read in standby
+ * opens the chain read-only for itself and closes it again: it sees the
+ * image as it is at that moment (the writer puts data down before the BAT
+ * entry and bitmap bits that point at it).
  */
 import { isVhdError, openVhd, type Vhd } from '../vhd/index.ts';
 import { RwLock } from './lock.ts';
@@ -22,6 +35,10 @@ export interface VhdBlockDevice extends BlockDevice {
    * child in its place), then opens the leaf path again. The client sees no gap.
    */
   reopen(change: () => Promise<void>): Promise<void>;
+  /** Whether the chain is open (false while a standby device waits for `activate`). */
+  readonly active: boolean;
+  /** Opens the chain of a standby device and lets the I/O held back through; nothing for an active one. */
+  activate(): Promise<void>;
 }
 
 const ZERO = Buffer.alloc(1024 * 1024);
@@ -40,57 +57,120 @@ async function mapped<T>(p: Promise<T>): Promise<T> {
   }
 }
 
+/** The virtual size of the VHD at `path`, from its footer (opened read-only, alone, and closed again). */
+async function virtualSizeOf(path: string): Promise<number> {
+  const v = await openVhd(path, { writable: false, parents: false });
+  try {
+    return v.virtualSize;
+  } finally {
+    await v.close();
+  }
+}
+
 /**
  * Open the VHD at `leafPath` (and, for a differencing disk, its parents) as a
- * BlockDevice. `readOnly` opens the leaf read-only too (default false).
+ * BlockDevice. `readOnly` opens the leaf read-only too (default false);
+ * `standby` defers the opening to `activate()` (see above).
  */
-export async function vhdBlockDevice(leafPath: string, opts: { readOnly?: boolean } = {}): Promise<VhdBlockDevice> {
+export async function vhdBlockDevice(leafPath: string, opts: { readOnly?: boolean; standby?: boolean } = {}): Promise<VhdBlockDevice> {
   const readOnly = opts.readOnly ?? false;
-  let vhd = await openVhd(leafPath, { writable: !readOnly, parents: true });
+  const open = (): Promise<Vhd> => openVhd(leafPath, { writable: !readOnly, parents: true });
+  let vhd: Vhd | undefined = opts.standby ? undefined : await open();
+  const size = vhd ? vhd.virtualSize : await virtualSizeOf(leafPath);
+  let activated: Promise<void> | undefined = vhd ? Promise.resolve() : undefined;
+  let release: (() => void) | undefined;
+  let refuse: ((e: Error) => void) | undefined;
+  /** Resolves once the chain is open: I/O of a standby device waits on it. */
+  const ready = vhd
+    ? Promise.resolve()
+    : new Promise<void>((resolve, reject) => {
+        release = resolve;
+        refuse = reject;
+      });
+  ready.catch(() => undefined); // observed by the I/O that waits on it
   const lock = new RwLock();
   let closed = false;
+  const leaf = (): Vhd => {
+    if (!vhd) throw new Error('device not active');
+    return vhd;
+  };
+  /** A read in standby: the chain as it is now, opened for this read alone. */
+  const glimpse = async <T>(fn: (v: Vhd) => Promise<T>): Promise<T> => {
+    const v = await mapped(openVhd(leafPath, { writable: false, parents: true }));
+    try {
+      return await mapped(fn(v));
+    } finally {
+      await v.close();
+    }
+  };
+  const shared = <T>(fn: (v: Vhd) => Promise<T>): Promise<T> =>
+    lock.shared(() => {
+      if (closed) throw new Error('device closed');
+      return vhd ? mapped(fn(vhd)) : glimpse(fn);
+    });
+  const exclusive = async <T>(fn: (v: Vhd) => Promise<T>): Promise<T> => {
+    await ready;
+    return lock.exclusive(() => fn(leaf()));
+  };
   return {
     get vhd() {
-      return vhd;
+      return leaf();
     },
-    size: vhd.virtualSize,
+    get active() {
+      return vhd !== undefined;
+    },
+    size,
+    activate() {
+      activated ??= lock.exclusive(async () => {
+        if (closed) throw new Error('device closed');
+        vhd = await open();
+        release?.();
+      });
+      return activated;
+    },
     reopen(change) {
       return lock.exclusive(async () => {
         if (closed) throw new Error('device closed');
+        if (!vhd) return change(); // standby: nothing open to let go of
         if (!readOnly) await vhd.sync();
         await vhd.close();
         try {
           await change();
         } finally {
-          vhd = await openVhd(leafPath, { writable: !readOnly, parents: true });
+          vhd = await open();
         }
       });
     },
     readOnly,
     read(offset, length) {
-      return lock.shared(() => mapped(vhd.read(offset, length)));
+      return shared((v) => v.read(offset, length));
     },
     write(offset, data) {
-      return lock.exclusive(() => mapped(vhd.write(offset, data)));
+      return exclusive((v) => mapped(v.write(offset, data)));
     },
     async writeZeroes(offset, length) {
-      await lock.exclusive(async () => {
+      await exclusive(async (v) => {
         // Nothing anywhere in the chain there: it already reads as zeros.
-        if (!vhd.hasData(offset, length)) return;
+        if (!v.hasData(offset, length)) return;
         for (let pos = 0; pos < length; pos += ZERO.length) {
-          await mapped(vhd.write(offset + pos, ZERO.subarray(0, Math.min(ZERO.length, length - pos))));
+          await mapped(v.write(offset + pos, ZERO.subarray(0, Math.min(ZERO.length, length - pos))));
         }
       });
     },
     flush() {
-      if (readOnly) return Promise.resolve();
-      return lock.exclusive(() => mapped(vhd.sync()));
+      // a standby device has written nothing: there is nothing to make durable (and QEMU may flush an inactive disk on quit)
+      if (readOnly || !vhd) return Promise.resolve();
+      return exclusive((v) => mapped(v.sync()));
+    },
+    abort() {
+      refuse?.(new Error('device closed before it was activated'));
     },
     close() {
+      refuse?.(new Error('device closed before it was activated'));
       return lock.exclusive(async () => {
         if (closed) return;
         closed = true;
-        await vhd.close();
+        await vhd?.close();
       });
     },
   };
