@@ -2,7 +2,9 @@
  * Live migration benchmark: VM.pool_migrate of the test guest between two
  * Xenon hosts (two daemons in two network namespaces, a qcow2 disk on the
  * shared SR, QEMU under TCG), beside a bare QEMU-to-QEMU migration of the
- * same guest between the same namespaces in the same run, alternated.
+ * same guest between the same namespaces in the same run, alternated; then
+ * the same with a VHD disk (VDI.create's default on a file SR, served to QEMU
+ * by Xenon's NBD export) that the guest writes to all along.
  *
  * Figures per migration:
  * - total: for pool_migrate, the API call's wall time (checks, disks attached
@@ -10,6 +12,8 @@
  *   for bare QEMU, from launching the destination QEMU until it runs the guest.
  * - downtime: QEMU's own figure (query-migrate "downtime"), and the longest
  *   pause the guest's serial ticks (one every 100 ms) show, seen from outside.
+ * - disk hand-over (VHD): from the source's QEMU done to the destination's
+ *   export open (the destination guest's disk I/O waits that long).
  *
  * Run (as root): npx tsx bench/migrate/run.ts [--runs N] [--no-write]
  * Writes its figures into docs/benchmarks.md under "## Live migration (bench/migrate)".
@@ -71,14 +75,16 @@ class Ticks {
   stop(): void { clearInterval(this.timer); }
 }
 
-interface Sample { totalMs: number; qemuDowntimeMs: number; pauseMs: number }
+interface Sample { totalMs: number; qemuDowntimeMs: number; pauseMs: number; handoverMs?: number }
 
 // ------------------------------------------------------------------ the pool
 
 const lab = new PoolLab();
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
-const results: { pool: Sample[]; bare: Sample[] } = { pool: [], bare: [] };
+const results: { pool: Sample[]; vhd: Sample[]; bare: Sample[] } = { pool: [], vhd: [], bare: [] };
 let poolPause = 0;
+/** The VHD disk's writer: a sector every 2 MiB (allocating a VHD block each, the first round), fsynced, every 200 ms. */
+const DISK_LOOP = 'sh D=; for d in vda vdb; do [ "$(cat /sys/block/$d/size 2>/dev/null)" = 131072 ] && D=$d; done; ( j=0; while true; do j=$((j+1)); echo "REC $j" | dd of=/dev/$D bs=512 seek=$(( (j % 32) * 4096 )) conv=sync,notrunc,fsync 2>/dev/null; sleep 0.2; done ) &';
 
 try {
   await lab.setup();
@@ -92,24 +98,30 @@ try {
   const sharedDir = path.join(lab.dir, 'shared');
   const sr = await c.api.SR.create(refs.get(h1)!, { location: sharedDir }, 0, 'shared', '', 'file', 'user', true, {});
   await until('the member to plug the shared SR', async () => (await Promise.all((await c.api.SR.get_PBDs(sr)).map((p) => c.api.PBD.get_currently_attached(p)))).every(Boolean));
-  const vm = await makeTestGuestVm(c, 'bench-migrate');
-  const disk = await c.api.VDI.create({ SR: sr, virtual_size: 64 * 1024 * 1024, name_label: 'bench', type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: { type: 'qcow2' } } as never);
-  await c.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: false, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
-  const uuid = await c.api.VM.get_uuid(vm);
-  const logOf = (h: LabHost): string => path.join(h.dataDir, 'run', 'qemu', uuid, 'serial.log');
-  await c.api.VM.start_on(vm, refs.get(h1)!, false, false);
-  await until('the pool guest to boot', () => read(logOf(h1)).includes('XENON-TESTGUEST-READY'));
-  await typeOnConsole(c, vm, TICK_LOOP);
-  const poolTicks = new Ticks(() => [logOf(h1), logOf(h2)]);
-  await until('ticks', () => poolTicks.seen.size > 10);
+  /** A pool guest with one 64 MiB disk of the given format on the shared SR, started on h1 and ticking. */
+  const poolGuest = async (format: 'qcow2' | 'vhd'): Promise<{ vm: string; uuid: string; logOf: (h: LabHost) => string; ticks: Ticks }> => {
+    const vm = await makeTestGuestVm(c, `bench-migrate-${format}`);
+    const disk = await c.api.VDI.create({ SR: sr, virtual_size: 64 * 1024 * 1024, name_label: 'bench', type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: format === 'qcow2' ? { type: 'qcow2' } : {} } as never);
+    await c.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: false, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
+    const uuid = await c.api.VM.get_uuid(vm);
+    const logOf = (h: LabHost): string => path.join(h.dataDir, 'run', 'qemu', uuid, 'serial.log');
+    await c.api.VM.start_on(vm, refs.get(h1)!, false, false);
+    await until('the pool guest to boot', () => read(logOf(h1)).includes('XENON-TESTGUEST-READY'));
+    await typeOnConsole(c, vm, TICK_LOOP);
+    if (format === 'vhd') await typeOnConsole(c, vm, DISK_LOOP);
+    const ticks = new Ticks(() => [logOf(h1), logOf(h2)]);
+    await until('ticks', () => ticks.seen.size > 10);
+    return { vm, uuid, logOf, ticks };
+  };
+  let guest = await poolGuest('qcow2');
 
   // ---------------------------------------------------------------- bare QEMU, same guest, same namespaces
-  const guest = await testGuestPaths();
+  const guestFiles = await testGuestPaths();
   const bareDisk = path.join(sharedDir, 'bare.qcow2');
   await new Promise<void>((resolve, reject) => spawn('qemu-img', ['create', '-q', '-f', 'qcow2', bareDisk, '64M']).on('exit', (code) => (code === 0 ? resolve() : reject(new Error('qemu-img')))));
   const bareCfg: DomainConfig = {
     uuid: randomUUID(), name: 'bench-bare', vcpusMax: 1, vcpusAtStartup: 1, memoryBytes: 256 * 1024 * 1024, firmware: 'bios', bootOrder: 'c',
-    kernel: guest.kernel, initrd: guest.initrd, cmdline: testGuestCmdline({ mode: 'stay' }), platform: {},
+    kernel: guestFiles.kernel, initrd: guestFiles.initrd, cmdline: testGuestCmdline({ mode: 'stay' }), platform: {},
     disks: [{ id: randomUUID(), device: '0', path: bareDisk, format: 'qcow2', readOnly: false, kind: 'disk', bootable: false }], nics: [],
   };
   const hostNs = (h: LabHost): string => h.ns;
@@ -178,6 +190,7 @@ try {
   }
 
   const poolMigrate = async (to: LabHost): Promise<Sample> => {
+    const { vm, ticks: poolTicks } = guest;
     const startTick = poolTicks.last;
     const before = (h1.daemon.output().match(/"msg":"VM migrated"/g) ?? []).length;
     const t0 = performance.now();
@@ -185,28 +198,37 @@ try {
     const totalMs = performance.now() - t0;
     const lines = h1.daemon.output().split('\n').filter((l) => l.includes('"msg":"VM migrated"'));
     if (lines.length <= before) throw new Error('no migration figures in the master\'s log');
-    const stats = JSON.parse(lines[lines.length - 1]) as { downtimeMs: number };
+    const stats = JSON.parse(lines[lines.length - 1]) as { downtimeMs: number; handoverMs?: number };
     await until('ticks after', () => poolTicks.last >= startTick + 10);
-    return { totalMs, qemuDowntimeMs: stats.downtimeMs, pauseMs: poolTicks.longestPause(startTick, poolTicks.last) };
+    return { totalMs, qemuDowntimeMs: stats.downtimeMs, pauseMs: poolTicks.longestPause(startTick, poolTicks.last), handoverMs: stats.handoverMs };
   };
 
   let poolAt = h1;
-  for (let i = 0; i < RUNS; i++) {
-    const poolTo = poolAt === h1 ? h2 : h1;
-    results.pool.push(await poolMigrate(poolTo).catch((e: unknown) => {
-      // what the guest and the hosts said, to tell why
-      process.stderr.write(`serial on ${poolAt.name}: ${read(logOf(poolAt)).slice(-800)}\nqemu.log: ${read(path.join(poolAt.dataDir, 'run', 'qemu', uuid, 'qemu.log')).slice(-800)}\n`);
-      for (const h of [h1, h2]) process.stderr.write(`${h.name}: ${h.daemon.output().split('\n').filter((l) => l.includes(uuid) || l.includes('"level":4') || l.includes('"level":5')).slice(-10).join('\n')}\n`);
-      throw e;
-    }));
-    poolAt = poolTo;
-    results.bare.push(await bareMigrate(bareAt.host === h1 ? h2 : h1));
-    process.stdout.write(`round ${i + 1}: pool ${JSON.stringify(results.pool.at(-1))} bare ${JSON.stringify(results.bare.at(-1))}\n`);
-  }
-  poolPause = Math.max(...results.pool.map((s) => s.pauseMs));
-  poolTicks.stop();
+  const rounds = async (into: Sample[]): Promise<void> => {
+    for (let i = 0; i < RUNS; i++) {
+      const poolTo = poolAt === h1 ? h2 : h1;
+      into.push(await poolMigrate(poolTo).catch((e: unknown) => {
+        // what the guest and the hosts said, to tell why
+        process.stderr.write(`serial on ${poolAt.name}: ${read(guest.logOf(poolAt)).slice(-800)}\nqemu.log: ${read(path.join(poolAt.dataDir, 'run', 'qemu', guest.uuid, 'qemu.log')).slice(-800)}\n`);
+        for (const h of [h1, h2]) process.stderr.write(`${h.name}: ${h.daemon.output().split('\n').filter((l) => l.includes(guest.uuid) || l.includes('"level":4') || l.includes('"level":5')).slice(-10).join('\n')}\n`);
+        throw e;
+      }));
+      poolAt = poolTo;
+      results.bare.push(await bareMigrate(bareAt.host === h1 ? h2 : h1));
+      process.stdout.write(`round ${i + 1}: pool ${JSON.stringify(into.at(-1))} bare ${JSON.stringify(results.bare.at(-1))}\n`);
+    }
+  };
+  await rounds(results.pool);
+  guest.ticks.stop();
+  await c.api.VM.hard_shutdown(guest.vm);
+  // the same with a VHD disk the guest writes to all along
+  poolAt = h1;
+  guest = await poolGuest('vhd');
+  await rounds(results.vhd);
+  guest.ticks.stop();
+  await c.api.VM.hard_shutdown(guest.vm);
+  poolPause = Math.max(...results.pool.map((s) => s.pauseMs), ...results.vhd.map((s) => s.pauseMs));
   bareTicks.stop();
-  await c.api.VM.hard_shutdown(vm);
   const q = await QmpClient.connect(path.join(bareAt.dir, 'qmp.sock'));
   await q.execute('quit').catch(() => undefined);
   q.close();
@@ -219,23 +241,26 @@ try {
 const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const f = (x: number): string => (Number.isFinite(x) ? x.toFixed(0) : '∞');
 const row = (name: string, xs: Sample[]): string =>
-  `| ${name} | ${f(median(xs.map((s) => s.totalMs)))} | ${f(median(xs.map((s) => s.qemuDowntimeMs)))} | ${f(median(xs.map((s) => s.pauseMs)))} | ${f(Math.max(...xs.map((s) => s.pauseMs)))} |`;
-const ratio = (k: keyof Sample): string => (median(results.pool.map((s) => s[k])) / Math.max(1, median(results.bare.map((s) => s[k])))).toFixed(2);
+  `| ${name} | ${f(median(xs.map((s) => s.totalMs)))} | ${f(median(xs.map((s) => s.qemuDowntimeMs)))} | ${f(median(xs.map((s) => s.pauseMs)))} | ${f(Math.max(...xs.map((s) => s.pauseMs)))} | ${xs.some((s) => s.handoverMs !== undefined) ? f(median(xs.map((s) => s.handoverMs ?? 0))) : '–'} |`;
+const ratio = (k: 'totalMs' | 'qemuDowntimeMs' | 'pauseMs', of: Sample[] = results.pool): string => (median(of.map((s) => s[k])) / Math.max(1, median(results.bare.map((s) => s[k])))).toFixed(2);
 const section = [
   '## Live migration (bench/migrate)',
   '',
   `\`npx tsx bench/migrate/run.ts --runs ${RUNS}\` (${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} cores, load ${os.loadavg()[0].toFixed(1)}; QEMU under TCG,`,
-  'the test guest with 256 MiB and a 64 MiB qcow2 disk on the shared SR, printing a tick every 100 ms; two daemons in two network namespaces',
-  'on a bridge). Pool: `VM.pool_migrate` back and forth; bare: the same guest, two `qemu-system-x86_64` launched by hand in the same',
-  'namespaces, QMP `migrate` over TCP; alternated. Medians in ms over the runs; "pause" is the longest gap between new serial ticks seen from outside',
-  '(polled every 10 ms; 100 ms is the guest\'s own period).',
+  'the test guest with 256 MiB and a 64 MiB disk on the shared SR, printing a tick every 100 ms; two daemons in two network namespaces',
+  'on a bridge). Pool: `VM.pool_migrate` back and forth, first with a qcow2 disk, then with a VHD disk (served by Xenon\'s NBD export) that the',
+  'guest writes a sector to every 200 ms (fsynced); bare: the same guest with a qcow2 disk, two `qemu-system-x86_64` launched by hand in the same',
+  'namespaces, QMP `migrate` over TCP; alternated with each pool round. Medians in ms over the runs; "pause" is the longest gap between new serial',
+  'ticks seen from outside (polled every 10 ms; 100 ms is the guest\'s own period); "disk hand-over" is from the source QEMU\'s end to the',
+  'destination export\'s opening the chain (the destination guest runs meanwhile; only its disk I/O waits).',
   '',
-  '| | total | QEMU downtime | pause (median) | pause (worst) |',
-  '| --- | ---: | ---: | ---: | ---: |',
-  row('VM.pool_migrate', results.pool),
+  '| | total | QEMU downtime | pause (median) | pause (worst) | disk hand-over |',
+  '| --- | ---: | ---: | ---: | ---: | ---: |',
+  row('VM.pool_migrate, qcow2', results.pool),
+  row('VM.pool_migrate, VHD', results.vhd),
   row('bare QEMU → QEMU', results.bare),
   '',
-  `Ratios pool/bare: total ${ratio('totalMs')}×, QEMU downtime ${ratio('qemuDowntimeMs')}×, guest pause ${ratio('pauseMs')}× (targets: ≤ 1.2× total, ≤ 1.5× downtime). Worst pool pause ${f(poolPause)} ms.`,
+  `Ratios to bare: qcow2 total ${ratio('totalMs')}×, QEMU downtime ${ratio('qemuDowntimeMs')}×, guest pause ${ratio('pauseMs')}×; VHD total ${ratio('totalMs', results.vhd)}×, QEMU downtime ${ratio('qemuDowntimeMs', results.vhd)}×, guest pause ${ratio('pauseMs', results.vhd)}× (targets: ≤ 1.2× total, ≤ 1.5× downtime). Worst pool pause ${f(poolPause)} ms.`,
   '',
 ].join('\n');
 process.stdout.write(`\n${section}\n`);
