@@ -123,7 +123,12 @@ export async function vhdBlockDevice(leafPath: string, opts: { readOnly?: boolea
     activate() {
       activated ??= lock.exclusive(async () => {
         if (closed) throw new Error('device closed');
-        vhd = await open();
+        try {
+          vhd = await open();
+        } catch (e) {
+          refuse?.(e instanceof Error ? e : new Error(String(e))); // the writes held back fail with it
+          throw e;
+        }
         release?.();
       });
       return activated;
