@@ -100,6 +100,8 @@ export interface NetworkingService extends NicProvider {
   applyIp(pif: string): Promise<void>;
   nextBridgeName(): string;
   assertNoActiveVifs(network: string): void;
+  /** This host's tunnel ports on a network as the records say now. */
+  refreshTunnels(network: string): Promise<void>;
   /** Records the host's NICs as PIFs (PIF.scan). */
   introduceNics(): Promise<void>;
 }
@@ -118,6 +120,10 @@ export interface PoolService {
   emergencyTransitionToMaster(): void;
   emergencyResetMaster(address: string): Promise<void>;
   recoverSlaves(): Promise<string[]>;
+  /** Has a member make its tunnel ports on a network match the records (NetworkingService.refreshTunnels there). */
+  refreshTunnelsOn(host: string, network: string): Promise<void>;
+  /** Has a member apply its PIF's IP configuration (NetworkingService.applyIp there). */
+  applyIpOn(pif: string): Promise<void>;
 }
 
 /** On a pool member: where its master is (the database is a read-only replica, the API answers HOST_IS_SLAVE). */

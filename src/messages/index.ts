@@ -16,6 +16,7 @@ import { sessionHandlers } from './session.ts';
 import { pbdHandlers, srHandlers } from './sr.ts';
 import { subjectHandlers } from './subject.ts';
 import { taskHandlers } from './task.ts';
+import { tunnelHandlers } from './tunnel.ts';
 import { vbdHandlers } from './vbd.ts';
 import { vdiHandlers } from './vdi.ts';
 import { vmStorageHandlers } from './vm-storage.ts';
@@ -80,7 +81,7 @@ export const HANDLERS: Handlers = {
   PIF: pifHandlers,
   Bond: bondHandlers,
   VLAN: vlanHandlers,
-  tunnel: { create: notImplemented, destroy: notImplemented },
+  tunnel: tunnelHandlers,
   network: networkHandlers,
   VIF: vifHandlers,
   message: messageHandlers,

@@ -13,6 +13,7 @@ import type { BridgeSpec, LockingSpec, NetworkBackend, TapSpec } from '../networ
 import { listHostNics } from '../network/host-nics.ts';
 import type { Services } from './context.ts';
 import type { NicProvider } from './vm-domains/index.ts';
+import { tunnelOfAccess, tunnelSpecOf } from './tunnel-records.ts';
 
 const run = promisify(execFile);
 
@@ -42,8 +43,17 @@ export class Networking implements NicProvider {
       const parentNet = tagged ? this.store.get('network', tagged.network) : undefined;
       if (parentNet) return { name: net.bridge, mtu: net.MTU, vlan: { parentBridge: parentNet.bridge, tag: pif.VLAN } };
     }
-    const uplink = this.attachUplinks && pif?.physical ? pif.device : undefined;
-    return { name: net.bridge, mtu: net.MTU, ...(uplink ? { uplink } : {}) };
+    // a NIC whose address Xenon configures has it on its bridge: the NIC must be the bridge's uplink
+    const uplink = pif?.physical && (this.attachUplinks || pif.ip_configuration_mode !== 'None') ? pif.device : undefined;
+    const tunnels = pif && pif.tunnel_access_PIF_of.length ? tunnelSpecOf(this.store, pif.host, network) : undefined;
+    return { name: net.bridge, mtu: net.MTU, ...(uplink ? { uplink } : {}), ...(tunnels ? { tunnels } : {}) };
+  }
+
+  /** The network a tunnel access PIF of this host carries its tunnels over (its transport PIF's). */
+  private transportNetwork(network: string): string | undefined {
+    const pif = this.store.must('network', network).PIFs.map((p) => this.store.get('PIF', p)).find((p) => p && p.host === this.services.hostRef());
+    const tunnel = pif ? tunnelOfAccess(this.store, pif) : undefined;
+    return tunnel ? this.store.get('PIF', tunnel[1].transport_PIF)?.network : undefined;
   }
 
   async ensureNetwork(network: string): Promise<void> {
@@ -52,8 +62,28 @@ export class Networking implements NicProvider {
       const parent = this.store.where('network', (n) => n.bridge === spec.vlan!.parentBridge)[0];
       if (parent) await this.ensureNetwork(parent[0]);
     }
-    const { name, ...opts } = spec;
+    // the transport bridge first: OVS routes the tunnels' packets out through it
+    const transport = spec.tunnels ? this.transportNetwork(network) : undefined;
+    if (transport) await this.ensureNetwork(transport);
+    const { name, tunnels, ...opts } = spec;
     await this.backend.ensureBridge(name, opts);
+    if (tunnels || this.hasTunnels(network)) await this.backend.setTunnels(name, tunnels ?? null);
+  }
+
+  private hasTunnels(network: string): boolean {
+    return this.store.must('network', network).PIFs.some((p) => (this.store.get('PIF', p)?.tunnel_access_PIF_of.length ?? 0) > 0);
+  }
+
+  /**
+   * This host's tunnel ports on a network as its records say now: after a
+   * tunnel of any host on the network came or went, or this host's access
+   * PIF was plugged or unplugged.
+   */
+  async refreshTunnels(network: string): Promise<void> {
+    const net = this.store.get('network', network);
+    if (!net) return;
+    if (this.bridgeSpec(network).tunnels) await this.ensureNetwork(network);
+    else await this.backend.setTunnels(net.bridge, null);
   }
 
   private locking(vif: Row<'VIF'>, net: Row<'network'>): LockingSpec {
@@ -120,6 +150,7 @@ export class Networking implements NicProvider {
   async applyIp(pif: string): Promise<void> {
     const rec = this.store.must('PIF', pif);
     const { bridge } = this.store.must('network', rec.network);
+    await this.ensureNetwork(rec.network);
     const ip = async (...args: string[]): Promise<void> => {
       await (this.netns ? run('ip', ['-n', this.netns, ...args]) : run('ip', args));
     };

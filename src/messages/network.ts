@@ -8,6 +8,7 @@ import { creatable, setField } from './generic.ts';
 import type { Bond_handlers, network_handlers, PIF_handlers, VIF_handlers, VLAN_handlers } from './generated/handlers.ts';
 import { xenopsOf } from './vm.ts';
 import { randomMac } from './vm-domains/index.ts';
+import { assertNoVifsInUseOn, plugAccessPif, unplugAccessPif } from './tunnel.ts';
 
 export function networkingOf(ctx: CallContext): NetworkingService {
   const n = ctx.services.networking;
@@ -198,16 +199,29 @@ export const pifHandlers: PIF_handlers = {
     const { mode } = a;
     if (mode === 'Static' && !/^\d+\.\d+\.\d+\.\d+$/.test(a.IP)) throw new XenApiError('INVALID_IP_ADDRESS_SPECIFIED', 'IP');
     const statically = (v: string): string => (mode === 'Static' ? v : '');
-    ctx.services.store.transact((tx) => tx.update('PIF', a.self, { ip_configuration_mode: mode, IP: statically(a.IP), netmask: statically(a.netmask), gateway: a.gateway, DNS: a.DNS }));
-    await ctx.services.networking?.applyIp(a.self);
+    const { services } = ctx;
+    const host = services.store.must('PIF', a.self).host;
+    services.store.transact((tx) => tx.update('PIF', a.self, { ip_configuration_mode: mode, IP: statically(a.IP), netmask: statically(a.netmask), gateway: a.gateway, DNS: a.DNS }));
+    // a member's PIF is configured on the member
+    if (host !== services.hostRef() && services.pool) await services.pool.applyIpOn(a.self);
+    else await services.networking?.applyIp(a.self);
   },
-  plug: (ctx, a) => {
+  plug: async (ctx, a) => {
+    const pif = ctx.services.store.must('PIF', a.self);
+    if (pif.tunnel_access_PIF_of.length) return plugAccessPif(ctx.services, a.self);
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: true }));
   },
-  unplug: (ctx, a) => {
+  unplug: async (ctx, a) => {
     const pif = ctx.services.store.must('PIF', a.self);
     if (pif.management) throw new XenApiError('PIF_IS_MANAGEMENT_INTERFACE', a.self);
     if (pif.disallow_unplug) throw new XenApiError('PIF_DOES_NOT_ALLOW_UNPLUG', a.self);
+    if (pif.tunnel_access_PIF_of.length) return unplugAccessPif(ctx.services, a.self);
+    assertNoVifsInUseOn(ctx.services, pif.host, pif.network);
+    // as xapi's: a transport PIF going down takes its tunnels' access PIFs with it
+    for (const t of pif.tunnel_transport_PIF_of) {
+      const access = ctx.services.store.get('tunnel', t)?.access_PIF;
+      if (access && ctx.services.store.get('PIF', access)?.currently_attached) await unplugAccessPif(ctx.services, access);
+    }
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: false }));
   },
   set_disallow_unplug: setField('PIF', 'disallow_unplug'),

@@ -44,8 +44,24 @@ export interface PortOptions {
   locking?: LockingSpec;
 }
 
+/**
+ * A bridge's tunnels to other hosts (a cross-host private network): one port
+ * per remote address, all with the network's key so that several private
+ * networks over the same hosts stay apart. The ports do not forward to each
+ * other (each host reaches every other directly), so a full mesh has no loop.
+ */
+export interface TunnelSpec {
+  protocol: 'gre' | 'vxlan';
+  /** GRE key / VXLAN network identifier, the same on every host of the network (1..2^24-1). */
+  key: number;
+  /** The other hosts' transport addresses (IPv4). */
+  remotes: string[];
+}
+
 export interface BridgeSpec extends BridgeOptions {
   name: string;
+  /** Tunnels to other hosts carrying this bridge's network. */
+  tunnels?: TunnelSpec;
   /** A bond as the bridge's uplink (OVS only). */
   bond?: { name: string; members: string[]; mode: BondMode };
   /** Other Xenon-owned ports (existing devices, see addPort) to keep on the bridge. */
@@ -104,6 +120,13 @@ export interface NetworkBackend {
 
   interfaceStats(name: string): Promise<InterfaceStats>;
 
+  /**
+   * Makes the bridge's tunnel ports those of `spec` (none when null): ports to
+   * remotes no longer listed go, missing ones are added. OVS only; the
+   * Linux-bridge backend throws UnsupportedError('tunnel') for a non-null spec.
+   */
+  setTunnels(bridge: string, spec: TunnelSpec | null): Promise<void>;
+
   /** Remove stale Xenon-owned bridges/ports/taps and create missing ones. Non-Xenon objects are never touched. */
   reconcile(desired: { bridges: BridgeSpec[]; taps: TapSpec[] }): Promise<ReconcileResult>;
 }
@@ -114,7 +137,7 @@ export class NetworkError extends Error {
 /** The backend cannot do this on this host (e.g. VLANs on the Linux-bridge backend). */
 export class UnsupportedError extends NetworkError {
   override name = 'UnsupportedError';
-  constructor(readonly feature: 'vlan' | 'bond' | 'locking', message: string) {
+  constructor(readonly feature: 'vlan' | 'bond' | 'locking' | 'tunnel', message: string) {
     super(message);
   }
 }

@@ -63,6 +63,9 @@ function forgetHost(tx: Tx, host: string): void {
   for (const pif of rec.PIFs) {
     const p = tx.get('PIF', pif);
     if (!p) continue;
+    // its VLANs and tunnels go with it (VLAN_slave_of: the VLANs on it; the rest: the PIF is their access or transport)
+    for (const v of [...p.VLAN_slave_of, ...(p.VLAN_master_of !== NULL_REF ? [p.VLAN_master_of] : [])]) if (tx.get('VLAN', v)) tx.delete('VLAN', v);
+    for (const t of [...p.tunnel_access_PIF_of, ...p.tunnel_transport_PIF_of]) if (tx.get('tunnel', t)) tx.delete('tunnel', t);
     if (p.metrics !== NULL_REF && tx.get('PIF_metrics', p.metrics)) tx.delete('PIF_metrics', p.metrics);
     tx.delete('PIF', pif);
   }

@@ -35,6 +35,10 @@ export interface HostMethods {
   /** Plugs this host's PBD of an SR (the driver's attach): the master then records it as attached. */
   'sr.plug': { args: { pbd: string }; result: null };
   'sr.unplug': { args: { pbd: string }; result: null };
+  /** Makes this host's tunnel ports on a network match the records (after a tunnel came or went, or an access PIF was plugged). */
+  'network.tunnels': { args: { network: string }; result: null };
+  /** Applies the IP configuration of one of this host's PIFs (to its network's bridge). */
+  'network.applyIp': { args: { pif: string }; result: null };
 }
 
 export type HostMethod = keyof HostMethods;
@@ -52,5 +56,5 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
-  'migrate.prepare', 'migrate.finish', 'migrate.send',
+  'network.tunnels', 'network.applyIp', 'migrate.prepare', 'migrate.finish', 'migrate.send',
 ];

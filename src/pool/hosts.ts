@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { Services, XenopsService } from '../messages/context.ts';
+import { plugAccessPif } from '../messages/tunnel.ts';
 import { Xenops } from '../messages/vm-domains/index.ts';
 import { memberCertificate } from './peers.ts';
 import { RemoteHost } from './remote-host.ts';
@@ -69,9 +70,10 @@ export class PoolHosts {
     }
   }
 
-  /** Plugs the member's PBDs that are not (shared SRs it was given at join, or after a restart). */
+  /** Plugs the member's PBDs that are not (shared SRs it was given at join, or after a restart), and its tunnels. */
   async plugAll(host: string): Promise<void> {
     const { store } = this.services;
+    await this.plugTunnels(host);
     for (const [pbd, rec] of store.where('PBD', (p) => p.host === host && !p.currently_attached)) {
       try {
         await this.plug(pbd);
@@ -79,6 +81,32 @@ export class PoolHosts {
         this.log.warn({ err, pbd, sr: rec.SR }, 'a member could not plug a PBD');
       }
     }
+  }
+
+  /**
+   * A member's tunnels: those it was given at join are plugged now that it
+   * runs; those already plugged are made again (a member that restarted may
+   * have lost its switch, and others' tunnels may have changed meanwhile).
+   */
+  private async plugTunnels(host: string): Promise<void> {
+    const { store } = this.services;
+    for (const [pif, rec] of store.where('PIF', (p) => p.host === host && p.tunnel_access_PIF_of.length > 0)) {
+      try {
+        if (rec.currently_attached) await this.link(host).remote.call('network.tunnels', { network: rec.network });
+        else await plugAccessPif(this.services, pif);
+      } catch (err) {
+        this.log.warn({ err, pif, network: rec.network }, 'a member could not plug a tunnel');
+      }
+    }
+  }
+
+  /** Has a member make its tunnel ports on a network match the records. */
+  async refreshTunnels(host: string, network: string): Promise<void> {
+    await this.link(host).remote.call('network.tunnels', { network });
+  }
+
+  async applyIp(pif: string): Promise<void> {
+    await this.link(this.services.store.must('PIF', pif).host).remote.call('network.applyIp', { pif });
   }
 
   /** Plugs a member's PBD through its host interface, then records it. */

@@ -16,6 +16,7 @@ import { admitHost, checkJoinRequest } from './admission.ts';
 import { answer, hasSecret, readJson } from './channel.ts';
 import { ejectHost, forgetPool } from './eject.ts';
 import { joinPool } from './join.ts';
+import { syncPoolNetworks } from './join-networks.ts';
 import { membershipOf, type Membership } from './membership.ts';
 import { PoolHosts } from './hosts.ts';
 import { checkMasterChange, designateNewMaster, becomeMaster, followMaster, MASTER_ROUTE, recoverSlaves, serveMasterChange } from './master-change.ts';
@@ -87,7 +88,8 @@ export function poolPlugin(): Plugin {
         const session = services.sessions.check(sessionIdOf(req, url));
         if (!session.isLocalSuperuser && !session.roles.has('pool-admin')) throw new XenApiError('RBAC_PERMISSION_DENIED', 'pool.join', 'joining needs pool-admin on the master');
         const host = admitHost(services, checkJoinRequest(body));
-        services.log.info({ host }, 'a host joined the pool');
+        const synced = syncPoolNetworks(services, host);
+        services.log.info({ host, ...synced }, 'a host joined the pool');
         hosts?.link(host);
         return { secret: m.role.secret, host };
       }));
@@ -137,6 +139,14 @@ export function poolPlugin(): Plugin {
         recoverSlaves: () => {
           requireMaster(m);
           return recoverSlaves(services, peerOfHost(services, m.role.secret));
+        },
+        refreshTunnelsOn: async (host, network) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.refreshTunnels(host, network);
+        },
+        applyIpOn: async (pif) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.applyIp(pif);
         },
       };
     },

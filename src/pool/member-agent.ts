@@ -5,7 +5,8 @@
  * replica once it holds the master's position of the call.
  */
 import { XenApiError } from '../datamodel/api-error.ts';
-import type { Services } from '../messages/context.ts';
+import type { NetworkingService, Services } from '../messages/context.ts';
+import { UnsupportedError } from '../network/backend.ts';
 import type { DomainEvent, HypervisorBackend } from '../xenops/backend.ts';
 import { HOST_METHODS, type HostArgs, type HostCall, type HostMethod, type HostResult } from './host-api.ts';
 import type { Replica } from './replication.ts';
@@ -65,6 +66,12 @@ export class MemberAgent {
     return x.backend;
   }
 
+  private networking(): NetworkingService {
+    const n = this.services.networking;
+    if (!n) throw new XenApiError('OPENVSWITCH_NOT_ACTIVE');
+    return n;
+  }
+
   /** Starts collecting guest events (after the plugins have started). */
   listen(): void {
     if (!this.unsubscribe && this.services.xenops) this.unsubscribe = this.services.xenops.backend.onEvent((e) => this.events.push(e));
@@ -86,7 +93,13 @@ export class MemberAgent {
       throw new XenApiError('HOST_OFFLINE', this.services.hostRef());
     });
     const fn = this.methods[call.method] as (a: unknown) => Promise<unknown>;
-    return fn(call.args);
+    try {
+      return await fn(call.args);
+    } catch (e) {
+      // what the master reports: xapi's error for a host without Open vSwitch
+      if (e instanceof UnsupportedError && e.feature === 'tunnel') throw new XenApiError('OPENVSWITCH_NOT_ACTIVE');
+      throw e;
+    }
   }
 
   private readonly methods: Serve = {
@@ -136,6 +149,18 @@ export class MemberAgent {
     },
     'nic.unplug': async (a) => {
       await this.services.nics?.unplug(str(a.vif, 'vif'));
+      return null;
+    },
+    'network.tunnels': async (a) => {
+      const network = str(a.network, 'network');
+      this.services.store.must('network', network);
+      await this.networking().refreshTunnels(network);
+      return null;
+    },
+    'network.applyIp': async (a) => {
+      const pif = this.services.store.must('PIF', str(a.pif, 'pif'));
+      if (pif.host !== this.services.hostRef()) throw new XenApiError('HANDLE_INVALID', 'PIF', a.pif);
+      await this.networking().applyIp(a.pif);
       return null;
     },
     'migrate.prepare': async (a) => {

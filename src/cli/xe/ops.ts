@@ -465,6 +465,17 @@ export function specificCommands(): Command[] {
       },
     },
     uuidCmd('vlan-destroy', 'VLAN', [], 'Destroys a VLAN.', async (ctx, r) => void (await ctx.client.api.VLAN.destroy(r))),
+    {
+      name: 'tunnel-create', reqd: ['pif-uuid', 'network-uuid'], optn: ['protocol'],
+      help: 'Creates a tunnel (gre or vxlan, default gre) carrying a network over a PIF; prints the uuid of the new tunnel access PIF.',
+      run: async (ctx) => {
+        const protocol = param(ctx, 'protocol') ?? 'gre';
+        if (protocol !== 'gre' && protocol !== 'vxlan') throw new CliError(`Invalid tunnel protocol '${protocol}' (gre or vxlan)`);
+        const tunnel = await invoke(ctx, 'tunnel', 'create', { transport_PIF: await refOf(ctx, 'PIF', reqParam(ctx, 'pif-uuid')), network: await refOf(ctx, 'network', reqParam(ctx, 'network-uuid')), protocol });
+        await printUuid(ctx, 'PIF', await ctx.client.api.tunnel.get_access_PIF(String(tunnel)));
+      },
+    },
+    uuidCmd('tunnel-destroy', 'tunnel', [], 'Destroys a tunnel and its access PIF.', async (ctx, r) => void (await ctx.client.api.tunnel.destroy(r))),
     // pool and hosts
     {
       name: 'pool-join', reqd: ['master-address', 'master-username', 'master-password'], optn: ['force'],

@@ -1,7 +1,8 @@
 // Linux-bridge backend for hosts without Open vSwitch. Same interface, fewer
 // features: no VLANs (this kernel has neither 802.1Q devices nor bridge VLAN
 // filtering), no bonds (no bonding driver), no MAC/IP locking (only
-// 'unlocked' is accepted). Those throw UnsupportedError subclasses.
+// 'unlocked' is accepted), no tunnels. Those throw UnsupportedError
+// subclasses (a reconcile leaves tunnels out: they cannot have been made here).
 //
 // Ownership: bridges carry ifalias "xenon-bridge", taps "xenon-tap"; any
 // port enslaved to a Xenon bridge is considered Xenon's.
@@ -9,7 +10,7 @@ import { Runner } from '../exec.ts';
 import {
   BridgeNotFoundError, InvalidArgumentError, NotOwnedError, UnsupportedError, VlanUnsupportedError,
   type BondMode, type BridgeOptions, type BridgeSpec, type InterfaceStats, type LockingSpec,
-  type NetworkBackend, type PortOptions, type ReconcileResult, type TapOptions, type TapSpec,
+  type NetworkBackend, type PortOptions, type ReconcileResult, type TapOptions, type TapSpec, type TunnelSpec,
 } from '../backend.ts';
 import {
   BRIDGE_ALIAS, checkIfName, checkMac, checkMtu, deleteTapDevice, ensureTapDevice, getLink, isTap, linkStats,
@@ -147,6 +148,10 @@ export class BridgeBackend implements NetworkBackend {
   }
   async removeBond(_bridge: string, _name: string): Promise<void> {
     throw new UnsupportedError('bond', 'bonds are not supported by the Linux bridge backend');
+  }
+
+  async setTunnels(_bridge: string, spec: TunnelSpec | null): Promise<void> {
+    if (spec) throw new UnsupportedError('tunnel', 'tunnels need Open vSwitch (the Linux bridge backend has none; this kernel has no GRE devices)');
   }
 
   async interfaceStats(name: string): Promise<InterfaceStats> {

@@ -2,7 +2,8 @@
 // `netdev` datapath) per run directory, optionally inside a network
 // namespace. VLAN networks are OVS fake bridges (`add-br child parent tag`,
 // as XenServer does), taps are persistent kernel taps added as ports, MAC/IP
-// locking is OpenFlow rules, bonds are OVS bonds.
+// locking is OpenFlow rules, bonds are OVS bonds, cross-host private networks
+// are GRE/VXLAN tunnel ports (tunnels.ts).
 //
 // Daemon lifetime: see daemons.ts. With the netdev datapath the switching
 // happens inside ovs-vswitchd, so the daemons are detached and outlive the
@@ -14,7 +15,7 @@ import { Runner } from '../exec.ts';
 import {
   BridgeNotFoundError, ConflictError, InvalidArgumentError, NotOwnedError,
   type BondMode, type BridgeOptions, type BridgeSpec, type InterfaceStats, type LockingSpec,
-  type NetworkBackend, type PortOptions, type ReconcileResult, type TapOptions, type TapSpec,
+  type NetworkBackend, type PortOptions, type ReconcileResult, type TapOptions, type TapSpec, type TunnelSpec,
 } from '../backend.ts';
 import {
   checkIfName, checkMac, checkMtu, checkTag, deleteTapDevice, ensureTapDevice, getLink, linkStats,
@@ -22,6 +23,7 @@ import {
 } from '../links.ts';
 import { OvsDaemons, OvsPaths, DEFAULT_SCHEMA } from './daemons.ts';
 import { snapshot, ovsString, type OvsSnapshot } from './ovsdb.ts';
+import { tunnelCommands } from './tunnels.ts';
 import { decodeLocking, encodeLocking, lockingBundle, normalizeLocking } from './locking.ts';
 
 export interface OvsBackendOptions {
@@ -409,6 +411,12 @@ export class OvsBackend implements NetworkBackend {
     return this.appctl('bond/show', name);
   }
 
+  async setTunnels(bridge: string, spec: TunnelSpec | null): Promise<void> {
+    checkIfName(bridge);
+    const cmds = tunnelCommands(await this.snapshot(), bridge, spec);
+    if (cmds.length) await this.vsctl(...cmds.flat().slice(1));
+  }
+
   async interfaceStats(name: string): Promise<InterfaceStats> {
     checkIfName(name);
     return linkStats(this.runner, name);
@@ -451,7 +459,8 @@ export class OvsBackend implements NetworkBackend {
       for (const p of b.ports ?? []) wantPorts.set(p, b.name);
     }
     for (const p of s.ports.values()) {
-      if (!p.owned || p.role === 'tap') continue;
+      // taps are step 5's, tunnel ports step 4's (per bridge)
+      if (!p.owned || p.role === 'tap' || p.role === 'tunnel') continue;
       if (wantPorts.get(p.name) !== p.bridge) {
         await this.vsctl('--if-exists', 'del-port', p.name);
         removed.push(p.name);
@@ -471,6 +480,7 @@ export class OvsBackend implements NetworkBackend {
         if (s.ports.get(p)?.bridge !== b.name) created.push(p);
         await this.addPort(p, b.name);
       }
+      if (!b.vlan) await this.setTunnels(b.name, b.tunnels ?? null);
     }
     // 5. taps (idempotent; also corrects tag, locking, bridge)
     s = await this.snapshot();
