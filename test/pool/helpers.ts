@@ -4,10 +4,11 @@
  * (all names unique to this run), each daemon also reachable from the test
  * over a unix socket. Everything is removed on teardown, also after failures.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XenApiClient } from '../../src/client/client.ts';
+import { OvsBackend } from '../../src/network/ovs/ovs-backend.ts';
 import { spawnDaemon, type Daemon } from '../helpers/daemon.ts';
 import { must, sh, TestNet } from '../network/helpers.ts';
 
@@ -57,11 +58,20 @@ export class PoolLab {
     return sh('ip', ['netns', 'exec', this.net.ns, cmd, ...args], { timeoutMs: 120_000 });
   }
 
-  /** Starts host `name` (h1, h2, …) with the given extra daemon arguments (default: the simulator, no networking). */
-  async addHost(name: string, args: string[] = ['--backend', 'sim', '--network', 'none']): Promise<LabHost> {
+  /** The second (transport) network's /24 prefix, e.g. `10.123.1` (hosts' `eth1`, on br1 in the switch namespace). */
+  get transportPrefix(): string {
+    return `10.${this.subnet}.1`;
+  }
+
+  /**
+   * Starts host `name` (h1, h2, …) with the given extra daemon arguments (default: the simulator, no networking).
+   * `transportNic`: the host also gets `eth1` (no address) on a second switch bridge, before its daemon first starts.
+   */
+  async addHost(name: string, args: string[] = ['--backend', 'sim', '--network', 'none'], opts: { transportNic?: boolean } = {}): Promise<LabHost> {
     const ip = `10.${this.subnet}.0.${this.nextIp++}`;
     const ns = await this.net.addHost(name, `${ip}/24`);
     await must('ip', ['-n', this.net.ns, 'link', 'set', name, 'master', 'br0']);
+    if (opts.transportNic) await this.addTransportNic(name, ns);
     const dataDir = join(this.dir, name);
     const socket = join(this.dir, `${name}.sock`);
     const daemon = await spawnDaemon(dataDir, { netns: ns, socketPath: socket, args: ['--https', `${ip}:443`, ...args], startTimeoutMs: 120_000 });
@@ -76,6 +86,20 @@ export class PoolLab {
     };
     this.hosts.push(host);
     return host;
+  }
+
+  private br1 = false;
+
+  private async addTransportNic(name: string, ns: string): Promise<void> {
+    if (!this.br1) {
+      this.br1 = true;
+      await must('ip', ['-n', this.net.ns, 'link', 'add', 'br1', 'type', 'bridge']);
+      await must('ip', ['-n', this.net.ns, 'link', 'set', 'br1', 'up']);
+    }
+    await must('ip', ['link', 'add', `${name}t`, 'netns', this.net.ns, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', ns]);
+    await must('ip', ['-n', ns, 'link', 'set', 'eth1', 'up']);
+    await must('ip', ['-n', this.net.ns, 'link', 'set', `${name}t`, 'master', 'br1']);
+    await must('ip', ['-n', this.net.ns, 'link', 'set', `${name}t`, 'up']);
   }
 
   private track(c: XenApiClient): XenApiClient {
@@ -106,6 +130,11 @@ export class PoolLab {
         const gone = await Promise.race([h.daemon.exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 10_000))]);
         if (!gone) p.kill('SIGKILL');
       }
+    }
+    // a daemon's Open vSwitch outlives it (detached, as on a host): stopped here
+    for (const h of this.hosts) {
+      const runDir = join(h.dataDir, 'run', 'ovs');
+      if (existsSync(runDir)) await new OvsBackend({ runDir, netns: h.ns }).stop().catch(() => undefined);
     }
     await this.net.teardown();
     rmSync(this.dir, { recursive: true, force: true });
