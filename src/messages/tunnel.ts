@@ -35,7 +35,7 @@ async function refreshOn(services: Services, host: string, network: string): Pro
 }
 
 /** The other hosts with a plugged tunnel on the network learn that the set of hosts changed (best effort: a host that is away catches up when its access PIF is plugged again). */
-async function refreshOthers(services: Services, network: string, except: string): Promise<void> {
+export async function refreshOthers(services: Services, network: string, except: string): Promise<void> {
   for (const { access } of tunnelsOfNetwork(services.store, network)) {
     if (access.host === except || !access.currently_attached) continue;
     await refreshOn(services, access.host, network).catch((err: unknown) => services.log.warn({ err, host: access.host, network }, 'a host could not update its tunnels'));

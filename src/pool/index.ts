@@ -16,6 +16,7 @@ import { admitHost, checkJoinRequest } from './admission.ts';
 import { answer, hasSecret, readJson } from './channel.ts';
 import { ejectHost, forgetPool } from './eject.ts';
 import { joinPool } from './join.ts';
+import { refreshOthers } from '../messages/tunnel.ts';
 import { syncPoolNetworks } from './join-networks.ts';
 import { membershipOf, type Membership } from './membership.ts';
 import { PoolHosts } from './hosts.ts';
@@ -115,8 +116,11 @@ export function poolPlugin(): Plugin {
         },
         eject: async (host) => {
           requireMaster(m);
+          const tunnelled = services.store.where('PIF', (p) => p.host === host && p.tunnel_access_PIF_of.length > 0).map(([, p]) => p.network);
           await ejectHost(services, m.role.secret, host);
           hosts?.forget(host);
+          // the other hosts' tunnels to it go
+          for (const network of tunnelled) await refreshOthers(services, network, host);
         },
         xenopsOn: (host) => hosts?.xenopsOn(host),
         plugOn: async (pbd) => {

@@ -280,3 +280,15 @@ test('xe tunnel-create, tunnel-list and tunnel-destroy', async () => {
   assert.equal((await xe('tunnel-list', `access-PIF=${accessUuid}`, '--minimal')).stdout.trim(), '');
   assert.equal(await ping(h1.ns, '192.168.71.2', 3, 0.2, 1), 0);
 });
+
+test('eject: the host\'s tunnels go with it, and the others\' ports to it', async () => {
+  assert.deepEqual((await tunnelPorts(h1, bridge1)).map((p) => p.remote), [transportIp(3)]);
+  const host3 = await hostOf(master, h3);
+  await master.api.pool.eject(host3);
+  await lab.restarted(h3, 2);
+  assert.deepEqual(await tunnelPorts(h1, bridge1), []);
+  // no tunnel is left pointing at a PIF that went
+  const pifs = await master.api.PIF.get_all_records();
+  for (const t of Object.values(await master.api.tunnel.get_all_records())) assert.ok(pifs[t.access_PIF] && pifs[t.transport_PIF]);
+  assert.equal(Object.values(pifs).filter((p) => p.host === host3).length, 0);
+});
