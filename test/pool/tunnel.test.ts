@@ -183,7 +183,10 @@ test('frames cross: VXLAN and GRE private networks between two hosts, kept apart
   assert.equal(await reaches(h1, '192.168.73.3'), 5);
 });
 
-test('a host that joins gets the pool\'s tunnels, plugged once it runs; the others add it', async () => {
+test('a host that joins gets the pool\'s tunnels (plugged once it runs; the others add it) and VLANs', async () => {
+  // a VLAN of the pool, which the joining host gets too (xapi's sync_vlans)
+  const vnet = await newNetwork(master, 'vlan-42');
+  await master.api.VLAN.create(await pifOf(master, h1, 'eth1'), 42, vnet);
   const c3 = await h3.client();
   await configureTransport(c3, h3, 3);
   await c3.api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
@@ -200,6 +203,12 @@ test('a host that joins gets the pool\'s tunnels, plugged once it runs; the othe
       return a !== undefined && (await master.api.PIF.get_currently_attached(a));
     });
   }
+  const vlanPif = (await access(vnet))!;
+  assert.ok(vlanPif, 'h3 has a PIF on the VLAN network');
+  const vlan = await master.api.VLAN.get_record(await master.api.PIF.get_VLAN_master_of(vlanPif));
+  assert.equal(vlan.tag, 42);
+  assert.equal(vlan.tagged_PIF, await pifOf(master, h3, 'eth1'));
+  assert.equal(await master.api.PIF.get_VLAN(vlanPif), 42);
   const a1 = (await access(net1))!;
   const t = (await master.api.PIF.get_tunnel_access_PIF_of(a1))[0];
   assert.equal(await master.api.tunnel.get_protocol(t), 'vxlan');
