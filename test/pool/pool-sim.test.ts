@@ -194,11 +194,12 @@ test('pool_migrate moves an agile VM between members; an anchored one refuses; e
   const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
   const [sr] = await master.api.SR.get_by_name_label('shared');
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
-  const makeAgile = async (name: string): Promise<string> => {
+  /** An agile VM: its disk on the shared SR, qcow2 or (VDI.create's default there) VHD, or a given VDI. */
+  const makeAgile = async (name: string, disk?: string, format: 'qcow2' | 'vhd' = 'qcow2'): Promise<string> => {
     const vm = await master.api.VM.clone(template, name);
     await master.api.VM.set_is_a_template(vm, false);
-    const disk = await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: name, type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: { type: 'qcow2' } } as never);
-    await master.api.VBD.create({ VM: vm, VDI: disk, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
+    const vdi = disk ?? (await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: name, type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: format === 'qcow2' ? { type: 'qcow2' } : {} } as never));
+    await master.api.VBD.create({ VM: vm, VDI: vdi, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
     return vm;
   };
   const a = await makeAgile('mover');
@@ -221,8 +222,23 @@ test('pool_migrate moves an agile VM between members; an anchored one refuses; e
   assert.deepEqual(await failsWith(master.api.VM.pool_migrate(anchored, r2, {}), 'VM_REQUIRES_SR'), [anchored, localSr]);
   assert.equal(await master.api.VM.get_resident_on(anchored), r3);
 
+  // a VHD disk served by the members' NBD exports moves (standby on the destination, opened once the source let go) ...
+  const v = await makeAgile('vhd-mover', undefined, 'vhd');
+  await master.api.VM.start_on(v, r2, false, false);
+  await master.api.VM.pool_migrate(v, r3, { live: 'true' });
+  assert.equal(await master.api.VM.get_resident_on(v), r3);
+  await master.api.VM.hard_shutdown(v);
+  // ... but not one another running VM uses too: letting go of it on the source would close that VM's export
+  const shared = await master.api.VDI.create({ SR: sr, virtual_size: 4 * 1024 * 1024, name_label: 'shared', type: 'user', sharable: true, read_only: false, other_config: {}, sm_config: {} } as never);
+  const [s1, s2] = [await makeAgile('sharer-1', shared), await makeAgile('sharer-2', shared)];
+  for (const vm of [s1, s2]) await master.api.VM.start_on(vm, r2, false, false);
+  const why = await failsWith(master.api.VM.pool_migrate(s1, r3, { live: 'true' }), 'VM_MIGRATE_FAILED');
+  assert.match(String(why[3]), /another running VM/);
+  assert.equal(await master.api.VM.get_resident_on(s1), r2);
+  for (const vm of [s1, s2]) await master.api.VM.hard_shutdown(vm);
+
   // evacuating h3: the agile VM goes, the anchored one says why it cannot
-  const b = await makeAgile('evacuee');
+  const b = await makeAgile('evacuee', undefined, 'vhd');
   await master.api.VM.start_on(b, r3, false, false);
   assert.deepEqual(await master.api.host.get_vms_which_prevent_evacuation(r3), { [anchored]: ['VM_REQUIRES_SR', anchored, localSr] });
   await failsWith(master.api.host.evacuate(r3), 'VM_REQUIRES_SR');
