@@ -107,6 +107,11 @@ export class PoolLab {
     return c;
   }
 
+  /** Cuts (or restores) a host's only link to the pool's network, from the switch's side. */
+  async setLink(host: LabHost, up: boolean): Promise<void> {
+    await must('ip', ['-n', this.net.ns, 'link', 'set', host.name, up ? 'up' : 'down']);
+  }
+
   /** Starts a host's daemon again after it died (same namespace, data and arguments). */
   async respawn(host: LabHost): Promise<void> {
     host.daemon = await spawnDaemon(host.dataDir, { netns: host.ns, socketPath: host.socket, args: ['--https', `${host.ip}:443`, ...host.args], startTimeoutMs: 120_000 });
