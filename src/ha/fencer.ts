@@ -11,7 +11,7 @@
  * Run as `node --import tsx src/ha/fencer.ts <run-dir marker>`; it imports only
  * node's own modules.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 const marker = process.argv[2];
@@ -35,14 +35,27 @@ const argvOf = (pid: string): string[] => {
   }
 };
 
-/** This host's guests: QEMU processes whose arguments name its run directory. */
+const cwdOf = (pid: string): string => {
+  try {
+    return `${readlinkSync(`/proc/${pid}/cwd`)}/`;
+  } catch {
+    return '';
+  }
+};
+
+/**
+ * This host's guests: QEMU processes that run in its run directory (the
+ * backend starts each in its domain's directory, with relative paths) or
+ * whose arguments name it.
+ */
 function guestsOf(runDirMarker: string): number[] {
   const pids: number[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const argv = argvOf(name);
     const program = argv[0]?.slice(argv[0].lastIndexOf('/') + 1) ?? '';
-    if (program.startsWith('qemu-system') && argv.some((a) => a.includes(runDirMarker))) pids.push(Number(name));
+    if (!program.startsWith('qemu-system')) continue;
+    if (cwdOf(name).startsWith(runDirMarker) || argv.some((a) => a.includes(runDirMarker))) pids.push(Number(name));
   }
   return pids;
 }
