@@ -95,6 +95,8 @@ export interface MetricsService {
 /** Bridges, taps, VLANs and bonds behind the network records (messages/network-bridges.ts). */
 export interface NetworkingService extends NicProvider {
   readonly backend: NetworkBackend;
+  /** The host whose switch this is (this daemon's). */
+  readonly host: string;
   ensureNetwork(network: string): Promise<void>;
   applyLocking(vif: string): Promise<void>;
   applyIp(pif: string): Promise<void>;

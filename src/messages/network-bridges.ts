@@ -29,6 +29,10 @@ export class Networking implements NicProvider {
     private readonly netns?: string,
   ) {}
 
+  get host(): string {
+    return this.services.hostRef();
+  }
+
   private get store(): Store {
     return this.services.store;
   }

@@ -16,13 +16,13 @@ import { MAX_TUNNEL_KEY } from '../network/ovs/tunnels.ts';
 import type { Services } from './context.ts';
 import type { tunnel_handlers } from './generated/handlers.ts';
 import { networkKey, tunnelOfAccess, tunnelsOfNetwork } from './tunnel-records.ts';
-import { randomMac } from './vm-domains/index.ts';
+import { randomMac } from './vm-domains/providers.ts';
 
 /** Has `host` make its tunnel ports on `network` as the records say; a backend without tunnels is OPENVSWITCH_NOT_ACTIVE. */
 async function refreshOn(services: Services, host: string, network: string): Promise<void> {
   try {
-    if (host === services.hostRef()) {
-      if (!services.networking) throw new XenApiError('OPENVSWITCH_NOT_ACTIVE');
+    // the networking at hand is this daemon's own (services.hostRef() names a member in a member's domain manager)
+    if (services.networking && host === services.networking.host) {
       await services.networking.refreshTunnels(network);
     } else {
       if (!services.pool) throw new XenApiError('CANNOT_CONTACT_HOST', host);
@@ -61,6 +61,23 @@ export function assertNoVifsInUseOn(services: Services, host: string, network: s
     const vm = vif ? store.get('VM', vif.VM) : undefined;
     const live = vm?.power_state === 'Running' || vm?.power_state === 'Paused';
     if (vif?.currently_attached && vm?.resident_on === host && live) throw new XenApiError('VIF_IN_USE', network, v);
+  }
+}
+
+/**
+ * A VM coming to a host (start, resume, arriving by migration) brings up the
+ * host's tunnel access PIFs on its VIFs' networks that are down, as xapi's
+ * attach_for_vm brings up the PIFs a VM needs.
+ */
+export async function attachNetworksFor(services: Services, vm: string, host: string): Promise<void> {
+  const { store } = services;
+  if (store.isReplica) return;
+  const networks = new Set(store.must('VM', vm).VIFs.map((v) => store.get('VIF', v)?.network).filter((n): n is string => n !== undefined));
+  for (const network of networks) {
+    const down = (store.get('network', network)?.PIFs ?? [])
+      .map((p) => [p, store.get('PIF', p)] as const)
+      .find(([, p]) => p?.host === host && p.tunnel_access_PIF_of.length > 0 && !p.currently_attached);
+    if (down) await plugAccessPif(services, down[0]);
   }
 }
 

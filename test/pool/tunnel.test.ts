@@ -247,7 +247,7 @@ test('placement follows the tunnels; a tunnel with a VIF in use stays', async ()
   await master.api.VM.hard_shutdown(vm);
 });
 
-test('tunnel.destroy and PIF.unplug take the ports away, on the host and at the others', async () => {
+test('tunnel.destroy and PIF.unplug take the ports away, on the host and at the others; a VM starting brings them back', async () => {
   const p2 = await pifOf(master, h2, 'eth1');
   const access2 = await pifOf(master, h2, 'tunnel0');
   const t2 = (await master.api.PIF.get_tunnel_access_PIF_of(access2))[0];
@@ -266,6 +266,15 @@ test('tunnel.destroy and PIF.unplug take the ports away, on the host and at the 
   assert.equal((await master.api.tunnel.get_status(t3)).active, 'false');
   assert.deepEqual(await tunnelPorts(h3, bridge1), []);
   assert.equal(await ping(h1.ns, '192.168.71.3', 3, 0.2, 1), 0);
+  // a VM with a VIF on the network starting there brings it up (xapi's attach_for_vm)
+  const [agile] = await master.api.VM.get_by_name_label('agile');
+  await master.api.VM.start_on(agile, await hostOf(master, h3), false, false);
+  assert.equal(await master.api.PIF.get_currently_attached(h3access), true);
+  assert.equal((await master.api.tunnel.get_status(t3)).active, 'true');
+  assert.equal(await reaches(h1, '192.168.71.3'), 5);
+  await master.api.VM.hard_shutdown(agile);
+  // and PIF.unplug / PIF.plug as such
+  await master.api.PIF.unplug(h3access);
   await master.api.PIF.plug(h3access);
   assert.equal((await master.api.tunnel.get_status(t3)).active, 'true');
   assert.equal(await reaches(h1, '192.168.71.3'), 5);

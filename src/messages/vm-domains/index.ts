@@ -12,6 +12,7 @@ import { NULL_REF } from '../../datamodel/types.ts';
 import type { DbRecord } from '../../db/store.ts';
 import type { DiskConfig, DomainConfig, DomainEvent, DomainInfo, HypervisorBackend } from '../../xenops/backend.ts';
 import type { Services } from '../context.ts';
+import { attachNetworksFor } from '../tunnel.ts';
 import { refreshAllowed } from '../vm-operations.ts';
 import { diskFor, domainConfig, type Attachers } from './config.ts';
 import { GuestMetrics } from './guest-metrics.ts';
@@ -55,7 +56,8 @@ export class Xenops {
     return this.store.byUuid('VM', uuid);
   }
 
-  domainConfig(ref: string, opts: { incoming?: boolean } = {}): Promise<DomainConfig> {
+  async domainConfig(ref: string, opts: { incoming?: boolean } = {}): Promise<DomainConfig> {
+    await attachNetworksFor(this.services, ref, this.services.hostRef());
     return domainConfig(this.attachers, ref, opts);
   }
 
