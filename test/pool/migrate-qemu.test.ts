@@ -132,56 +132,63 @@ test('an agile guest migrates live twice; its serial console keeps counting, its
   assert.deepEqual((await c.api.VM.get_possible_hosts(vm)).sort(), [r1, r2, r3].sort());
 
   await c.api.VM.start_on(vm, r1, false, false);
-  await until('the guest to boot', () => serialLog(h1, uuid).includes('XENON-TESTGUEST-READY'), 120_000);
-  await typeOnConsole(c, vm, 'sh i=0; while true; do i=$((i+1)); echo TICK $i; sleep 0.1; done &');
-  await typeOnConsole(c, vm, DISK_LOOP);
-  await until('the guest to find its VHD disk', () => /DISKDEV vd[a-z]\b/.test(serialLog(h1, uuid)));
-  const ticks = watchTicks(uuid);
-  const recordsAt: number[] = [];
+  let want = new Map<number, number>();
+  // a device model outlives its daemon: a failed run must not leave the guest running
   try {
-    await until('ticks', () => ticks.seen.size >= 10);
-    await until('records on the VHD disk', () => lastRecord() >= 5, 120_000);
-    for (const [to, h] of [[r2, h2], [r3, h3]] as const) {
-      const before = Math.max(...ticks.seen.keys());
-      recordsAt.push(lastRecord());
-      const t0 = Date.now();
-      await c.api.VM.pool_migrate(vm, to, { live: 'true' });
-      const took = Date.now() - t0;
-      assert.equal(await c.api.VM.get_resident_on(vm), to);
-      assert.equal(await c.api.VM.get_power_state(vm), 'Running');
-      await until(`ticks from ${h.name}`, () => /TICK \d+/.test(serialLog(h, uuid)));
-      await until('more ticks', () => Math.max(...ticks.seen.keys()) >= before + 10);
-      // the guest writes on at the destination, through that host's export of the chain
-      const atArrival = lastRecord();
-      await until(`records written from ${h.name}`, () => /DISK \d+/.test(serialLog(h, uuid)) && lastRecord() >= atArrival + 3, 120_000);
-      process.stdout.write(`# migrated to ${h.name} in ${took} ms\n`);
+    await until('the guest to boot', () => serialLog(h1, uuid).includes('XENON-TESTGUEST-READY'), 120_000);
+    await typeOnConsole(c, vm, 'sh i=0; while true; do i=$((i+1)); echo TICK $i; sleep 0.1; done &');
+    await typeOnConsole(c, vm, DISK_LOOP);
+    await until('the guest to find its VHD disk', () => /DISKDEV vd[a-z]\b/.test(serialLog(h1, uuid)));
+    const ticks = watchTicks(uuid);
+    const recordsAt: number[] = [];
+    try {
+      await until('ticks', () => ticks.seen.size >= 10);
+      await until('records on the VHD disk', () => lastRecord() >= 5, 120_000);
+      for (const [to, h] of [[r2, h2], [r3, h3]] as const) {
+        const before = Math.max(...ticks.seen.keys());
+        recordsAt.push(lastRecord());
+        const t0 = Date.now();
+        await c.api.VM.pool_migrate(vm, to, { live: 'true' });
+        const took = Date.now() - t0;
+        assert.equal(await c.api.VM.get_resident_on(vm), to);
+        assert.equal(await c.api.VM.get_power_state(vm), 'Running');
+        await until(`ticks from ${h.name}`, () => /TICK \d+/.test(serialLog(h, uuid)));
+        await until('more ticks', () => Math.max(...ticks.seen.keys()) >= before + 10);
+        // the guest writes on at the destination, through that host's export of the chain
+        const atArrival = lastRecord();
+        await until(`records written from ${h.name}`, () => /DISK \d+/.test(serialLog(h, uuid)) && lastRecord() >= atArrival + 3, 120_000);
+        process.stdout.write(`# migrated to ${h.name} in ${took} ms\n`);
+      }
+    } finally {
+      ticks.stop();
     }
-  } finally {
-    ticks.stop();
-  }
-  const numbers = [...ticks.seen.keys()].sort((a, b) => a - b);
-  const first = numbers[0];
-  const missing = numbers.filter((n, i) => n !== first + i);
-  assert.deepEqual(missing, [], 'no tick is lost');
-  const times = numbers.map((n) => ticks.seen.get(n)!);
-  const gaps = times.slice(1).map((t, i) => t - times[i]);
-  const worst = Math.max(...gaps);
-  process.stdout.write(`# ${numbers.length} ticks, longest pause between new ticks ${worst} ms\n`);
-  assert.ok(worst < 1000, `the console paused for ${worst} ms`);
-  // the source hosts let go: nothing of the guest runs there
-  assert.equal(await c.api.VM.get_resident_on(vm), r3);
+    const numbers = [...ticks.seen.keys()].sort((a, b) => a - b);
+    const first = numbers[0];
+    const missing = numbers.filter((n, i) => n !== first + i);
+    assert.deepEqual(missing, [], 'no tick is lost');
+    const times = numbers.map((n) => ticks.seen.get(n)!);
+    const gaps = times.slice(1).map((t, i) => t - times[i]);
+    const worst = Math.max(...gaps);
+    process.stdout.write(`# ${numbers.length} ticks, longest pause between new ticks ${worst} ms\n`);
+    assert.ok(worst < 1000, `the console paused for ${worst} ms`);
+    // the source hosts let go: nothing of the guest runs there
+    assert.equal(await c.api.VM.get_resident_on(vm), r3);
 
-  // the disk: the writer stops, the guest reads every slot back from the device (not its page cache)
-  await typeOn(h3, uuid, 'sh touch /tmp/stop');
-  await until('the disk writer to stop', () => serialLog(h3, uuid).includes('DISK-STOPPED'), 60_000);
-  const last = lastRecord();
-  process.stdout.write(`# ${last} records written to the VHD disk (${recordsAt.join(', ')} before the migrations)\n`);
-  const want = expectedSlots(last);
-  await typeOn(h3, uuid, READ_BACK);
-  await until('the guest to read its disk back', () => serialLog(h3, uuid).includes('GOT-END'), 120_000);
-  const inGuest = new Map([...serialLog(h3, uuid).matchAll(/GOT (\d+) REC (\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]));
-  assert.deepEqual(inGuest, want, 'the guest reads back every record it wrote');
-  await c.api.VM.hard_shutdown(vm);
+    // the disk: the writer stops, the guest reads every slot back from the device (not its page cache)
+    await typeOn(h3, uuid, 'sh touch /tmp/stop');
+    await until('the disk writer to stop', () => serialLog(h3, uuid).includes('DISK-STOPPED'), 60_000);
+    const last = lastRecord();
+    process.stdout.write(`# ${last} records written to the VHD disk (${recordsAt.join(', ')} before the migrations)\n`);
+    want = expectedSlots(last);
+    await typeOn(h3, uuid, READ_BACK);
+    await until('the guest to read its disk back', () => serialLog(h3, uuid).includes('GOT-END'), 120_000);
+    const inGuest = new Map([...serialLog(h3, uuid).matchAll(/GOT (\d+) REC (\d+)/g)].map((m) => [Number(m[1]), Number(m[2])]));
+    assert.deepEqual(inGuest, want, 'the guest reads back every record it wrote');
+    await c.api.VM.hard_shutdown(vm);
+  } catch (e) {
+    await c.api.VM.hard_shutdown(vm).catch(() => undefined);
+    throw e;
+  }
 
   // the file: sound for libvhdi and QEMU, and both Xenon's VHD library and QEMU's reader find every record in it
   await checkChainFile(vhdFile);
