@@ -20,6 +20,8 @@ const VM_SELECTORS = ['vm', '<vm-selectors>'];
 const HOST_SELECTORS = ['host', '<host-selectors>'];
 const VM_SELECTORS_INFO = ' The VM parameters can be selected with vm=<name or uuid>, uuid=, or any VM field=value filter (see vm-list params=all); with more than one match, --multiple is required.';
 const HOST_SELECTORS_INFO = ' The host parameters can be selected with host=<name or uuid>, uuid=, or any host field=value filter; with more than one match, --multiple is required.';
+/** Commands a pool member answers itself, with a slave-local session (its master may be gone). */
+const ON_A_MEMBER = new Set(['pool-emergency-transition-to-master', 'pool-emergency-reset-master']);
 
 /** Commands that `xe help` (without --all) lists. */
 const COMMON = new Set([
@@ -165,7 +167,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     transport = new Transport(settings);
     client = connect(transport);
     try {
-      await client.login(settings.username, settings.password, 'cli');
+      // the emergency commands run on a pool member whose master is gone: they log in there alone, as xapi's CLI does
+      if (ON_A_MEMBER.has(name)) await client.loginLocal(settings.username, settings.password);
+      else await client.login(settings.username, settings.password, 'cli');
       loggedIn = true;
     } catch (e) {
       if (e instanceof ServerError && e.code === 'SESSION_AUTHENTICATION_FAILED') {

@@ -41,7 +41,7 @@ export class XenApiClient extends TypedClient {
   async logout(): Promise<void> {
     if (!this.sessionRef) return;
     try {
-      await this.call('session.logout', [this.sessionRef]);
+      await this.call(this.localSession ? 'session.local_logout' : 'session.logout', [this.sessionRef]);
     } finally {
       this.sessionRef = null;
     }

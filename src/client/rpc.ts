@@ -63,6 +63,8 @@ export const asyncProxy = (call: RawCall, session: () => string): XenApiAsyncCla
  */
 export abstract class TypedClient {
   protected sessionRef: string | null = null;
+  /** The session is a slave-local one (good on that host only; ended by session.local_logout). */
+  protected localSession = false;
   protected nextId = 0;
   /** `client.api.VM.get_all()` — every message that takes a session, typed. */
   readonly api: XenApiClasses;
@@ -91,6 +93,16 @@ export abstract class TypedClient {
     const ref = await this.call('session.login_with_password', [user, password, '2.21', originator]);
     if (typeof ref !== 'string') throw new XenApiClientError('INTERNAL_ERROR', ['session.login_with_password returned no reference']);
     this.sessionRef = ref;
+    this.localSession = false;
+    return ref;
+  }
+
+  /** Logs in on a pool member itself (its master gone): session.slave_local_login_with_password. */
+  async loginLocal(user: string, password: string): Promise<Ref<'session'>> {
+    const ref = await this.call('session.slave_local_login_with_password', [user, password]);
+    if (typeof ref !== 'string') throw new XenApiClientError('INTERNAL_ERROR', ['session.slave_local_login_with_password returned no reference']);
+    this.sessionRef = ref;
+    this.localSession = true;
     return ref;
   }
 }

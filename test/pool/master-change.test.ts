@@ -9,7 +9,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { XenApiClient } from '../../src/client/client.ts';
+import { XE_BIN, tempHome } from '../cli/xe-helpers.ts';
 import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+
+const home = tempHome();
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -107,15 +110,25 @@ test('the master dies: a member takes over in an emergency and recovers the othe
   const session = String(await local.call('session.slave_local_login_with_password', ['root', ROOT_PASSWORD]));
   await failsWith(local.call('VM.get_all', [session]), 'HOST_IS_SLAVE');
   await failsWith(local.call('pool.emergency_reset_master', [session, '10.1.1.1']), 'CANNOT_CONTACT_HOST');
-  await local.call('pool.emergency_transition_to_master', [session]);
-  await lab.restarted(h3, 2);
+  await local.call('session.local_logout', [session]);
+  await failsWith(local.call('pool.emergency_transition_to_master', [session]), 'SESSION_INVALID');
   local.close();
+  // as an admin does it: xe on the member, which logs in there alone
+  const xe = (h: LabHost, ...args: string[]) =>
+    lab.runInSwitch('env', [`HOME=${home}`, process.execPath, XE_BIN, '-s', h.ip, '--trust-on-first-use', '-u', 'root', '-pw', ROOT_PASSWORD, ...args]);
+  const transition = await xe(h3, 'pool-emergency-transition-to-master');
+  assert.equal(transition.code, 0, transition.stderr);
+  await lab.restarted(h3, 2);
 
   const c3 = await h3.client();
   assert.equal(await c3.api.pool.get_master(pool), r3);
   assert.equal(await c3.api.VM.get_name_label(marker), 'made-before-the-crash', 'the replica held the last write');
   // h2 is dead: only h1 is recovered
-  assert.deepEqual(await c3.api.pool.recover_slaves(), [r1]);
+  const recovered = await until('h3 to serve xe', async () => {
+    const r = await xe(h3, 'pool-recover-slaves');
+    return r.code === 0 ? r : undefined;
+  });
+  assert.deepEqual(recovered.stdout.trim().split('\n'), [await c3.api.host.get_uuid(r1)]);
   await until('h1 to name h3 as master', async () => (await masterNamedBy(h1)) === h3.ip);
 
   // the old master comes back believing it is master; recover_slaves makes it a member of h3

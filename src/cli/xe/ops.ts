@@ -493,6 +493,28 @@ export function specificCommands(): Command[] {
         else ctx.exitCode = 1;
       },
     },
+    {
+      name: 'pool-designate-new-master', reqd: ['host-uuid'], optn: [],
+      help: 'Makes the given member the pool master (this master becomes a member of it).',
+      run: async (ctx) => void (await ctx.client.api.pool.designate_new_master(await refOf(ctx, 'host', reqParam(ctx, 'host-uuid')))),
+    },
+    {
+      name: 'pool-emergency-transition-to-master', reqd: [], optn: [],
+      help: 'Run on a pool member whose master is gone: it becomes the master, with its copy of the database.',
+      run: async (ctx) => void (await ctx.client.api.pool.emergency_transition_to_master()),
+    },
+    {
+      name: 'pool-emergency-reset-master', reqd: ['master-address'], optn: [],
+      help: 'Run on a pool member: it follows the master at master-address= from now on.',
+      run: async (ctx) => void (await ctx.client.api.pool.emergency_reset_master(reqParam(ctx, 'master-address'))),
+    },
+    {
+      name: 'pool-recover-slaves', reqd: [], optn: [],
+      help: 'Run on a new master: tells every other host to follow it; prints the hosts that did.',
+      run: async (ctx) => {
+        for (const h of await ctx.client.api.pool.recover_slaves()) await printUuid(ctx, 'host', h);
+      },
+    },
     hostCmd('host-evacuate', ['network-uuid', 'batch-size'], 'Migrates all VMs off the selected host(s).', async (ctx, h) => {
       const network = param(ctx, 'network-uuid') ? await refOf(ctx, 'network', param(ctx, 'network-uuid')!) : NULL_REF;
       await invoke(ctx, 'host', 'evacuate', { host: h.ref, network, evacuate_batch_size: Number(param(ctx, 'batch-size') ?? 0) });
