@@ -1,5 +1,5 @@
 /** The subsystems a full daemon runs, in start order. */
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { httpActionPath } from './datamodel/http-actions.ts';
 import type { Plugin } from './server.ts';
 import type { HypervisorBackend } from './xenops/backend.ts';
@@ -22,6 +22,8 @@ import { metricsHandler, PrometheusExport } from './metrics/prometheus.ts';
 
 export interface PluginOptions {
   backend: 'qemu' | 'sim';
+  /** The simulator serves consoles (a ticking serial console and a VNC greeting per domain), labelled with the data directory's name. */
+  simConsoles?: boolean;
   /** QEMU acceleration (default auto: KVM only where it really works). */
   accel?: 'auto' | 'kvm' | 'tcg';
   /** How often VM metrics are sampled (ms). */
@@ -104,7 +106,8 @@ export function storagePlugin(o: Pick<PluginOptions, 'gcIntervalMs'> = {}): Plug
 async function makeBackend(o: PluginOptions, dataDir: string, log: (m: string) => void): Promise<HypervisorBackend> {
   if (o.backend === 'sim') {
     const { SimBackend } = await import('./xenops/sim/index.ts');
-    return new SimBackend({ persistPath: join(dataDir, 'sim-domains.json'), runDir: join(dataDir, 'run', 'sim') });
+    const consoles = o.simConsoles ? { label: basename(dataDir) } : undefined;
+    return new SimBackend({ persistPath: join(dataDir, 'sim-domains.json'), runDir: join(dataDir, 'run', 'sim'), consoles });
   }
   const { QemuBackend } = await import('./xenops/qemu/index.ts');
   return new QemuBackend({ runDir: join(dataDir, 'run', 'qemu'), accel: o.accel ?? 'auto', log });

@@ -43,7 +43,7 @@ function parseListen(text: string | undefined, fallbackHost: string): Listen | u
   return { host, port };
 }
 
-const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim]
+const USAGE = `usage: xenon server --data-dir DIR [--http ADDR:PORT] [--https ADDR:PORT] [--backend qemu|sim [--sim-consoles]]
                      [--accel auto|kvm|tcg] [--network ovs|bridge|none] [--attach-uplinks] [--durability crash|power] [--log-level LEVEL]
                      [--max-connections N] [--max-connections-per-client N] [--headers-timeout S] [--keep-alive-timeout S]
                      [--rpc-body-timeout S] [--max-rpc-body-mib M] [--max-rpc-in-flight-mib M]
@@ -62,6 +62,7 @@ async function server(rest: string[]): Promise<void> {
       http: { type: 'string' },
       https: { type: 'string' },
       backend: { type: 'string' },
+      'sim-consoles': { type: 'boolean' },
       accel: { type: 'string' },
       network: { type: 'string' },
       'attach-uplinks': { type: 'boolean' },
@@ -95,6 +96,7 @@ async function server(rest: string[]): Promise<void> {
     },
     defaultPlugins({
       backend,
+      simConsoles: values['sim-consoles'] ?? false,
       accel: values.accel as 'auto' | 'kvm' | 'tcg' | undefined,
       network: values.network as 'ovs' | 'bridge' | 'none' | undefined,
       attachUplinks: values['attach-uplinks'] ?? false,

@@ -1,14 +1,14 @@
 /**
  * /console: a client asks, with HTTP CONNECT (as xapi's consoles do), for a
  * console by ref or uuid; after "200 OK" the connection carries the raw RFB
- * stream (protocol rfb) or the serial console's text (vt100).
+ * stream (protocol rfb) or the serial console's text (vt100), of the VM's
+ * domain wherever in the pool it runs (console-upstream.ts).
  */
-import { createReadStream, existsSync } from 'node:fs';
 import type http from 'node:http';
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from './context.ts';
+import { openConsole, serialLogOf } from './console-upstream.ts';
 import { authorize } from './http-handlers.ts';
 import type { Xenops } from './vm-domains/index.ts';
 
@@ -34,7 +34,7 @@ const consoleRef = (services: Services, url: URL): string =>
   url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
 
 export function consoleConnect(services: Services, xenops: Xenops) {
-  return (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): void => {
+  return async (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> => {
     const { store } = services;
     const refusal = refused(() => authorize(services, req, url));
     if (refusal) return reject(socket, refusal.status, refusal.text);
@@ -43,22 +43,18 @@ export function consoleConnect(services: Services, xenops: Xenops) {
     if (!con) return reject(socket, '404 Not Found', `HANDLE_INVALID console ${ref}`);
     const vm = store.get('VM', String(con.VM));
     if (!vm || vm.is_control_domain) return reject(socket, '404 Not Found', 'no console for this VM here');
-    const uuid = String(vm.uuid);
-    let target: net.NetConnectOpts;
-    if (con.protocol === 'rfb') {
-      const a = xenops.backend.vncAddress(uuid);
-      target = 'unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port };
-    } else {
-      const s = xenops.backend.serialLog(uuid).socket;
-      if (!s) return reject(socket, '404 Not Found', 'no interactive serial console');
-      target = { path: s };
+    const protocol = con.protocol === 'rfb' ? 'rfb' : 'vt100';
+    let upstream: Duplex;
+    try {
+      upstream = await openConsole(services, xenops.backend, String(con.VM), protocol);
+    } catch {
+      return reject(socket, protocol === 'vt100' ? '404 Not Found' : '503 Service Unavailable', 'the console is not reachable');
     }
-    const upstream = net.createConnection(target, () => {
-      socket.write('HTTP/1.1 200 OK\r\n\r\n');
-      if (head.length) upstream.write(head);
-      socket.pipe(upstream).pipe(socket);
-    });
-    upstream.on('error', () => reject(socket, '503 Service Unavailable', 'the console is not reachable'));
+    if (socket.destroyed) return void upstream.destroy();
+    socket.write('HTTP/1.1 200 OK\r\n\r\n');
+    if (head.length) upstream.write(head);
+    socket.pipe(upstream).pipe(socket);
+    upstream.on('error', () => upstream.destroy());
     socket.on('close', () => upstream.destroy());
     upstream.on('close', () => socket.end());
   };
@@ -66,10 +62,11 @@ export function consoleConnect(services: Services, xenops: Xenops) {
 
 /**
  * GET /console?ref=…&session_id=…: the bounded serial log of a vt100 console
- * as plain text (what the guest printed so far; rotated past its limit).
+ * as plain text (what the guest printed so far; rotated past its limit), from
+ * the host the VM runs on.
  */
 export function consoleLog(services: Services, xenops: Xenops) {
-  return (req: http.IncomingMessage, res: http.ServerResponse, url: URL): void => {
+  return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {
     const fail = (status: number, text: string): void => {
       res.writeHead(status, { 'Content-Type': 'text/plain' });
       res.end(`${text}\n`);
@@ -80,9 +77,10 @@ export function consoleLog(services: Services, xenops: Xenops) {
     const con = services.store.get('console', ref);
     const vm = con ? services.store.get('VM', String(con.VM)) : undefined;
     if (!con || !vm || con.protocol !== 'vt100' || vm.is_control_domain) return fail(404, `HANDLE_INVALID console ${ref}`);
-    const file = xenops.backend.serialLog(String(vm.uuid)).path;
-    if (!existsSync(file)) return fail(404, 'no serial output yet');
+    const text = await serialLogOf(services, xenops.backend, String(con.VM)).catch(() => undefined);
+    if (text === undefined) return fail(503, 'the host of this VM does not answer');
+    if (!text) return fail(404, 'no serial output yet');
     res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
-    createReadStream(file).on('error', () => res.end()).pipe(res);
+    text.on('error', () => res.end()).pipe(res);
   };
 }

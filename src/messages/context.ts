@@ -3,6 +3,7 @@
  * subsystems that plugins attach (each a small typed interface), and the
  * shape of a handler.
  */
+import type { Duplex, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../auth/audit.ts';
 import type { Sessions, SessionInfo } from '../auth/sessions.ts';
@@ -126,6 +127,13 @@ export interface PoolService {
   refreshTunnelsOn(host: string, network: string): Promise<void>;
   /** Has a member apply its PIF's IP configuration (NetworkingService.applyIp there). */
   applyIpOn(pif: string): Promise<void>;
+  /** A console stream of a domain (by VM uuid) on a member, over the pool channel; rejects when it is not there. */
+  consoleOn(host: string, uuid: string, protocol: 'rfb' | 'vt100'): Promise<Duplex>;
+  /** The serial log text of a domain on a member (its last `tail` bytes); null when it has printed nothing. */
+  consoleLogOn(host: string, uuid: string, tail?: number): Promise<Readable | null>;
+  /** Live migration tells when the destination's domain exists, waiting for its state (consoles may follow it there). */
+  migrationPrepared(vm: string, destination: string): void;
+  onMigrationPrepared(listener: (vm: string, destination: string) => void): () => void;
 }
 
 /** On a pool member: where its master is (the database is a read-only replica, the API answers HOST_IS_SLAVE). */

@@ -99,7 +99,8 @@ export function poolMigrate(ctx: CallContext, vm: string, host: string): Promise
     const from = store.must('VM', vm).resident_on;
     if (from === host) return;
     assertCanBootHere(store, vm, host);
-    const stats = await liveMigrate(store, vm, { source: residentXenops(ctx, vm), sourceHost: from, destination: xenopsOn(ctx, host), destinationHost: host });
+    const stats = await liveMigrate(store, vm, { source: residentXenops(ctx, vm), sourceHost: from, destination: xenopsOn(ctx, host), destinationHost: host,
+      prepared: () => ctx.services.pool?.migrationPrepared(vm, host) });
     ctx.services.log.info({ vm, from, to: host, ...stats }, 'VM migrated');
   });
 }

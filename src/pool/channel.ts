@@ -38,17 +38,22 @@ const fingerprintOf = (pem: string): string => {
 
 const agents = new Map<string, https.Agent>();
 
+/** TLS options that accept only the peer's own certificate. */
+export function pinnedTls(cert: string): { ca: string; checkServerIdentity: (host: string, peer: PeerCertificate) => Error | undefined } {
+  const expected = fingerprintOf(cert);
+  return {
+    ca: cert,
+    checkServerIdentity: (_host: string, peer: PeerCertificate) =>
+      peer.fingerprint256 === expected ? undefined : new Error(`the peer presented certificate ${peer.fingerprint256}, not the pool's ${expected}`),
+  };
+}
+
 /** A connection pool that accepts only the peer's own certificate. */
 export function agentFor(cert: string): https.Agent {
   const expected = fingerprintOf(cert);
   let agent = agents.get(expected);
   if (!agent) {
-    agent = new https.Agent({
-      keepAlive: true,
-      ca: cert,
-      checkServerIdentity: (_host: string, peer: PeerCertificate) =>
-        peer.fingerprint256 === expected ? undefined : new Error(`the peer presented certificate ${peer.fingerprint256}, not the pool's ${expected}`),
-    });
+    agent = new https.Agent({ keepAlive: true, ...pinnedTls(cert) });
     agents.set(expected, agent);
   }
   return agent;

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Services, XenopsService } from '../messages/context.ts';
 import { plugAccessPif } from '../messages/tunnel.ts';
 import { Xenops } from '../messages/vm-domains/index.ts';
+import type { Peer } from './channel.ts';
 import { memberCertificate } from './peers.ts';
 import { RemoteHost } from './remote-host.ts';
 import type { ReplicationSource } from './replication.ts';
@@ -40,7 +41,7 @@ export class PoolHosts {
     const { store } = this.services;
     const remote = new RemoteHost(
       host,
-      () => ({ address: store.must('host', host).address, cert: memberCertificate(this.services, host), secret: this.secret }),
+      () => this.peerOf(host),
       () => ({ epoch: this.source.epoch, generation: store.events.current }),
       store,
       this.log,
@@ -53,6 +54,11 @@ export class PoolHosts {
     void remote.run();
     void this.reconcileWhenLive(link);
     return link;
+  }
+
+  /** How to reach a member over the channel. */
+  peerOf(host: string): Peer {
+    return { address: this.services.store.must('host', host).address, cert: memberCertificate(this.services, host), secret: this.secret };
   }
 
   /** Once the member answers: its domains and its VMs' records agree, its storage connections are plugged. */

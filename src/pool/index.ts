@@ -5,6 +5,7 @@
  *   POST /pool/join       master: admits a joining host (admission.ts), for a pool-admin session
  *   POST /pool/eject      member: told by its master that it leaves the pool
  *   POST /pool/host       member: the typed host interface (host-api.ts), the master's calls
+ *   CONNECT|GET /pool/console  member: its domains' consoles and serial logs for the master (console-relay.ts)
  */
 import type http from 'node:http';
 import type { RouteHandler } from '../api/http.ts';
@@ -13,7 +14,8 @@ import type { Services } from '../messages/context.ts';
 import { sessionIdOf } from '../messages/http-handlers.ts';
 import type { Plugin } from '../server.ts';
 import { admitHost, checkJoinRequest } from './admission.ts';
-import { answer, hasSecret, readJson } from './channel.ts';
+import { answer, hasSecret, readJson, type Peer } from './channel.ts';
+import { memberConsoleRoutes, openRemoteConsole, remoteConsoleLog } from './console-relay.ts';
 import { ejectHost, forgetPool } from './eject.ts';
 import { joinPool } from './join.ts';
 import { refreshOthers } from '../messages/tunnel.ts';
@@ -78,6 +80,15 @@ export function poolPlugin(): Plugin {
           return memberAgent.serve(body);
         }));
       }
+      // any host may run VMs for the master (and the master may change): every one serves its domains' consoles to it
+      const consoles = memberConsoleRoutes(services, () => m.role.secret);
+      routes.connect.set('/pool/console', consoles.connect);
+      routes.routes.set('/pool/console', consoles.log);
+      const prepared = new Set<(vm: string, destination: string) => void>();
+      const peerOf = (host: string): Peer => {
+        if (!services.store.get('host', host)) throw new XenApiError('HOST_OFFLINE', host);
+        return peerOfHost(services, m.role.secret)(host);
+      };
       routes.routes.set('/pool/replicate', route((req, body, signal) => {
         requireMaster(m);
         requireSecret(req, m);
@@ -151,6 +162,15 @@ export function poolPlugin(): Plugin {
         applyIpOn: async (pif) => {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.applyIp(pif);
+        },
+        consoleOn: async (host, uuid, protocol) => openRemoteConsole(peerOf(host), uuid, protocol),
+        consoleLogOn: async (host, uuid, tail) => remoteConsoleLog(peerOf(host), uuid, tail),
+        migrationPrepared: (vm, destination) => {
+          for (const l of prepared) l(vm, destination);
+        },
+        onMigrationPrepared: (listener) => {
+          prepared.add(listener);
+          return () => prepared.delete(listener);
         },
       };
     },

@@ -27,6 +27,8 @@ export interface Ends {
   readonly sourceHost: string;
   readonly destination: XenopsService;
   readonly destinationHost: string;
+  /** Told once the destination's domain exists, waiting for the state (consoles may connect there before the switch). */
+  readonly prepared?: () => void;
 }
 
 /**
@@ -67,6 +69,7 @@ export async function liveMigrate(store: Store, vm: string, ends: Ends): Promise
     await destination.releaseDevices(vm);
     throw e instanceof XenApiError ? e : failed(e);
   }
+  ends.prepared?.();
   let stats: MigrationStats;
   try {
     stats = await source.quietly(vm, () => source.backend.migrateOut!(uuid, uri));

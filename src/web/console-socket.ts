@@ -2,18 +2,18 @@
  * GET /console with `Upgrade: websocket` (as xapi serves its console
  * websocket): the console named by `ref=` or `uuid=` as binary frames — the
  * VM's VNC (RFB, for noVNC) or its serial console (for xterm, which first
- * gets the tail of what the guest printed). The session and role check is
+ * gets the tail of what the guest printed), wherever in the pool the VM
+ * runs (messages/console-upstream.ts; a serial one follows a live migration). The session and role check is
  * the declared HTTP action's (`connect_console_ws`, vm-operator), as for
  * CONNECT /console; a page of another origin is refused, since a browser
  * would send it our cookies.
  */
-import { open as openFile } from 'node:fs/promises';
 import type http from 'node:http';
-import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from '../messages/context.ts';
+import { openConsole, readAll, serialLogOf } from '../messages/console-upstream.ts';
 import { authorize } from '../messages/http-handlers.ts';
 import type { Xenops } from '../messages/vm-domains/index.ts';
 
@@ -40,43 +40,21 @@ function sameOrigin(req: http.IncomingMessage): boolean {
 }
 
 interface Target {
-  readonly connect: net.NetConnectOpts;
-  /** The serial log, whose tail is sent first (vt100 only). */
-  readonly log?: string;
+  readonly vm: string;
+  readonly protocol: 'rfb' | 'vt100';
 }
 
-function targetOf(services: Services, xenops: Xenops, url: URL): Target {
+function targetOf(services: Services, url: URL): Target {
   const ref = url.searchParams.get('ref') ?? services.store.byUuid('console', url.searchParams.get('uuid') ?? '') ?? '';
   const con = services.store.get('console', ref);
   const vm = con ? services.store.get('VM', String(con.VM)) : undefined;
   if (!con || !vm || vm.is_control_domain) throw new XenApiError('HANDLE_INVALID', 'console', ref);
   if (vm.power_state !== 'Running' && vm.power_state !== 'Paused') throw new XenApiError('VM_BAD_POWER_STATE', String(con.VM), 'Running', String(vm.power_state));
-  const uuid = String(vm.uuid);
-  if (con.protocol === 'rfb') {
-    const a = xenops.backend.vncAddress(uuid);
-    return { connect: 'unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port } };
-  }
-  const serial = xenops.backend.serialLog(uuid);
-  if (!serial.socket) throw new XenApiError('HANDLE_INVALID', 'console', ref);
-  return { connect: { path: serial.socket }, log: serial.path };
+  return { vm: String(con.VM), protocol: con.protocol === 'rfb' ? 'rfb' : 'vt100' };
 }
 
-async function tailOf(file: string, bytes: number): Promise<Buffer> {
-  const fh = await openFile(file, 'r').catch(() => null);
-  if (!fh) return Buffer.alloc(0);
-  try {
-    const { size } = await fh.stat();
-    const length = Math.min(size, bytes);
-    const buf = Buffer.alloc(length);
-    await fh.read(buf, 0, length, size - length);
-    return buf;
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Joins a browser's WebSocket and the console's socket until either side ends. */
-function bridge(ws: WebSocket, upstream: net.Socket, first: Buffer): void {
+/** Joins a browser's WebSocket and the console's stream until either side ends. */
+function bridge(ws: WebSocket, upstream: Duplex, first: Buffer): void {
   if (first.length) ws.send(first);
   upstream.on('data', (chunk: Buffer) => {
     ws.send(chunk, () => {
@@ -115,26 +93,28 @@ export function consoleSockets(services: Services, xenops: Xenops): ConsoleSocke
     let target: Target;
     try {
       authorize(services, req, url);
-      target = targetOf(services, xenops, url);
+      target = targetOf(services, url);
     } catch (e) {
       if (!(e instanceof XenApiError)) throw e;
       const status = e.code === 'RBAC_PERMISSION_DENIED' ? '403 Forbidden' : e.code === 'SESSION_INVALID' ? '401 Unauthorized' : e.code === 'HANDLE_INVALID' ? '404 Not Found' : '409 Conflict';
       return refuse(socket, status, e.description.join(' '));
     }
-    const first = target.log ? await tailOf(target.log, SERIAL_TAIL_BYTES) : Buffer.alloc(0);
-    const upstream = net.createConnection(target.connect);
-    upstream.once('error', () => refuse(socket, '503 Service Unavailable', 'the console is not reachable'));
-    upstream.once('connect', () => {
-      upstream.removeAllListeners('error');
-      upstream.on('error', () => upstream.destroy());
-      if (socket.destroyed) return void upstream.destroy();
-      // a handshake that ws refuses (bad key, version) closes the socket without calling back
-      let bridged = false;
-      socket.once('close', () => bridged || upstream.destroy());
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        bridged = true;
-        bridge(ws, upstream, first);
-      });
+    // a serial viewer first gets the tail of what the guest printed, from the host it runs on
+    const first = target.protocol === 'vt100' ? await readAll(await serialLogOf(services, xenops.backend, target.vm, SERIAL_TAIL_BYTES).catch(() => null)) : Buffer.alloc(0);
+    let upstream: Duplex;
+    try {
+      upstream = await openConsole(services, xenops.backend, target.vm, target.protocol);
+    } catch {
+      return refuse(socket, '503 Service Unavailable', 'the console is not reachable');
+    }
+    upstream.on('error', () => upstream.destroy());
+    if (socket.destroyed) return void upstream.destroy();
+    // a handshake that ws refuses (bad key, version) closes the socket without calling back
+    let bridged = false;
+    socket.once('close', () => bridged || upstream.destroy());
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      bridged = true;
+      bridge(ws, upstream, first);
     });
   };
   return {

@@ -26,6 +26,15 @@ function ensureMetrics(tx: Tx, ref: string, vm: DbRecord, patch: Record<string, 
   else tx.update('VM', ref, { metrics: tx.create('VM_metrics', { ...fields, install_time: now() }) });
 }
 
+/** xapi's console location: https://<the resident host's address>/console?uuid=<console uuid> (a bare path when the host has no address). */
+export function consoleLocation(address: string, uuid: string): string {
+  const path = `/console?uuid=${uuid}`;
+  if (!address) return path;
+  // an IPv6 address is bracketed; host:port (one colon) is kept as it is
+  const host = address.split(':').length > 2 && !address.startsWith('[') ? `[${address}]` : address;
+  return `https://${host}${path}`;
+}
+
 /**
  * Records a domain as running (or paused) here: state, consoles, devices,
  * metrics. A fresh boot also drops the guest metrics of the previous boot
@@ -48,10 +57,14 @@ export function markRunning(services: Services, ref: string, info: DomainInfo, o
       ...(dropGuest ? { guest_metrics: NULL_REF } : {}),
     });
     ensureMetrics(tx, ref, vm, { start_time: formatDateTime(new Date(info.startedAt)), state: [], VCPUs_number: Number(vm.VCPUs_at_startup), memory_actual: Number(vm.memory_static_max) });
-    if ((vm.consoles as string[]).length === 0) {
+    // as xapi's: the location names the host the VM runs on, and moves with it (any host of the pool serves it: messages/console.ts)
+    const address = String(tx.get('host', services.hostRef())?.address ?? '');
+    const existing = (vm.consoles as string[]).filter((c) => tx.get('console', c));
+    for (const c of existing) tx.update('console', c, { location: consoleLocation(address, String(tx.get('console', c)!.uuid)) });
+    if (existing.length === 0) {
       for (const protocol of ['rfb', 'vt100'] as const) {
         const c = tx.create('console', { protocol, VM: ref });
-        tx.update('console', c, { location: `/console?uuid=${String(tx.get('console', c)!.uuid)}` });
+        tx.update('console', c, { location: consoleLocation(address, String(tx.get('console', c)!.uuid)) });
       }
     }
     for (const vbd of vm.VBDs as string[]) if (tx.get('VBD', vbd)) tx.update('VBD', vbd, { currently_attached: true });

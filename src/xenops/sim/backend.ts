@@ -15,19 +15,22 @@ import {
   type ConsoleAddress, type DiskConfig, type DomainConfig, type DomainCounters, type DomainEvent, type DomainInfo, type DomainStats,
   type GuestInfo, type HypervisorBackend, type MigrationStats, type NicConfig, type PowerState,
 } from '../backend.ts';
+import { SimConsoles } from './consoles.ts';
 
 export interface SimBackendOptions {
   /** Artificial latency of each operation in ms (default 0: resolves on the next tick). */
   latencyMs?: number;
   /** Keep the domain table in this JSON file (written shortly after each change and on close). */
   persistPath?: string;
-  /** Where serialLog()/vncAddress() point (nothing is written there). Default /tmp/xenon-sim. */
+  /** Where serialLog()/vncAddress() point (nothing is written there unless `consoles`). Default /tmp/xenon-sim. */
   runDir?: string;
   /** Fraction of each vCPU a running simulated guest uses (default 0.05). */
   cpuLoad?: number;
   now?: () => number;
   /** Simulated guests run a guest agent (guestInfo answers for running domains). Default true. */
   guestAgent?: boolean;
+  /** Serve consoles (consoles.ts) printed as coming from this label; default none. */
+  consoles?: { label: string };
 }
 
 interface SimDom {
@@ -56,6 +59,7 @@ export class SimBackend implements HypervisorBackend {
   /** Whether simulated guests run a guest agent now (tests switch it). */
   guestAgent: boolean;
   private persistTimer?: NodeJS.Timeout;
+  private readonly consoles?: SimConsoles;
   private nextPid = 100000;
   private closed = false;
   /** Operation counters (for tests and benchmarks). */
@@ -68,6 +72,7 @@ export class SimBackend implements HypervisorBackend {
     this.now = opts.now ?? Date.now;
     this.persistPath = opts.persistPath;
     this.guestAgent = opts.guestAgent ?? true;
+    if (opts.consoles) this.consoles = new SimConsoles(this.runDir, opts.consoles.label, (uuid) => this.doms.get(uuid)?.state === 'running');
     if (this.persistPath && existsSync(this.persistPath)) {
       const saved = JSON.parse(readFileSync(this.persistPath, 'utf8')) as SimDom[];
       for (const d of saved) { this.doms.set(d.config.uuid, d); this.nextPid = Math.max(this.nextPid, d.pid + 1); }
@@ -81,6 +86,7 @@ export class SimBackend implements HypervisorBackend {
   }
 
   private changed(): void {
+    this.consoles?.sync([...this.doms.keys(), ...this.incoming.keys()]);
     if (!this.persistPath || this.persistTimer) return;
     this.persistTimer = setTimeout(() => { this.persistTimer = undefined; this.flush(); }, 20);
     this.persistTimer.unref();
@@ -155,6 +161,7 @@ export class SimBackend implements HypervisorBackend {
     if (this.doms.has(cfg.uuid)) throw new DomainExists(cfg.uuid);
     this.validate(cfg);
     this.incoming.set(cfg.uuid, structuredClone(cfg));
+    this.changed();
     return { uri: `sim:${cfg.uuid}` };
   }
 
@@ -179,7 +186,7 @@ export class SimBackend implements HypervisorBackend {
 
   async shutdown(uuid: string, mode: 'clean' | 'hard', timeoutMs = 60_000): Promise<void> {
     await this.tick();
-    if (this.incoming.delete(uuid)) return; // a migration that did not arrive
+    if (this.incoming.delete(uuid)) return this.changed(); // a migration that did not arrive
     const d = this.dom(uuid);
     if (mode === 'clean' && d.state !== 'running' && d.state !== 'shutdown' && d.state !== 'crashed') throw new BadPowerState(uuid, d.state, 'clean shutdown');
     if (mode === 'clean' && d.state === 'running' && this.ignorePowerButton) throw new OperationTimeout(uuid, 'clean shutdown', timeoutMs);
@@ -329,8 +336,9 @@ export class SimBackend implements HypervisorBackend {
     };
   }
 
-  serialLog(uuid: string): { path: string } {
-    return { path: path.join(this.runDir, uuid, 'serial.log') };
+  serialLog(uuid: string): { path: string; socket?: string } {
+    const dir = path.join(this.runDir, uuid);
+    return { path: path.join(dir, 'serial.log'), ...(this.consoles ? { socket: path.join(dir, 'serial.sock') } : {}) };
   }
 
   vncAddress(uuid: string): ConsoleAddress {
@@ -385,6 +393,7 @@ export class SimBackend implements HypervisorBackend {
   async close(): Promise<void> {
     if (this.persistTimer) { clearTimeout(this.persistTimer); this.persistTimer = undefined; }
     this.flush();
+    this.consoles?.close();
     this.closed = true;
   }
 }
