@@ -13,7 +13,7 @@ import type { Store } from '../db/store.ts';
 import type { NetworkBackend } from '../network/backend.ts';
 import type { SrDriver, VolumeInfo } from '../storage/sr/driver.ts';
 import type { TaskHandle, Tasks } from '../tasks/manager.ts';
-import type { DiskConfig, DomainConfig, DomainInfo, HypervisorBackend } from '../xenops/backend.ts';
+import type { DiskConfig, DomainConfig, DomainCounters, DomainInfo, HypervisorBackend } from '../xenops/backend.ts';
 
 /** What storage provides the domain manager: a disk image to boot a guest from. */
 export interface DiskProvider {
@@ -131,6 +131,8 @@ export interface PoolService {
   consoleOn(host: string, uuid: string, protocol: 'rfb' | 'vt100'): Promise<Duplex>;
   /** The serial log text of a domain on a member (its last `tail` bytes); null when it has printed nothing. */
   consoleLogOn(host: string, uuid: string, tail?: number): Promise<Readable | null>;
+  /** The metrics counters of domains on a member, in one call (null for one it does not run, all null when it does not answer in time). */
+  countersOn(host: string, uuids: readonly string[]): Promise<(DomainCounters | null)[]>;
   /** Live migration tells when the destination's domain exists, waiting for its state (consoles may follow it there). */
   migrationPrepared(vm: string, destination: string): void;
   onMigrationPrepared(listener: (vm: string, destination: string) => void): () => void;

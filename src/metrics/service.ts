@@ -3,15 +3,16 @@
  * reads the host and each running VM once, feeds one RRD per host and per VM
  * at the same instant, and keeps VM_metrics in step. VM RRDs are archived to
  * disk when their VM stops and reloaded when it runs again here; all are
- * saved on stop and the host's every hour.
+ * saved on stop and the host's every hour. A pool master keeps the RRDs of
+ * every running VM of the pool, reading a member's VMs from that member.
  */
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { XenApiError } from '../datamodel/api-error.ts';
-import { formatDateTime } from '../datamodel/types.ts';
+import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { data_source_record } from '../datamodel/generated/records.ts';
 import type { MetricsOwner, Services } from '../messages/context.ts';
-import type { HypervisorBackend } from '../xenops/backend.ts';
+import type { DomainCounters, HypervisorBackend } from '../xenops/backend.ts';
 import { Alarms } from './alarms.ts';
 import { sampleHost } from './host-collector.ts';
 import { RrdFiles } from './persist.ts';
@@ -80,11 +81,37 @@ export class Metrics {
     return this.running;
   }
 
-  private runningVms(): { ref: string; uuid: string }[] {
-    const host = this.services.hostRef();
-    return this.services.store
-      .where('VM', (v) => !v.is_control_domain && v.resident_on === host && (v.power_state === 'Running' || v.power_state === 'Paused'))
-      .map(([ref, vm]) => ({ ref, uuid: String(vm.uuid) }));
+  /**
+   * The VMs whose RRDs this host keeps: on a master every running VM of the
+   * pool, wherever it runs (a member's are read over the pool channel, and a
+   * VM's RRD stays here when it migrates); on a member its own.
+   */
+  private runningVms(): { ref: string; uuid: string; host: string }[] {
+    const { store } = this.services;
+    const here = this.services.hostRef();
+    const everywhere = !store.isReplica && this.services.pool !== undefined;
+    return store
+      .where('VM', (v) => !v.is_control_domain && (v.power_state === 'Running' || v.power_state === 'Paused') && (v.resident_on === here || (everywhere && v.resident_on !== NULL_REF)))
+      .map(([ref, vm]) => ({ ref, uuid: String(vm.uuid), host: String(vm.resident_on) }));
+  }
+
+  /** One step's counters of each VM: from this host's backend, or in one call per member from the member that runs it. */
+  private async countersOf(vms: readonly { uuid: string; host: string }[]): Promise<(DomainCounters | undefined)[]> {
+    const here = this.services.hostRef();
+    const backend = this.backend();
+    const out: (DomainCounters | undefined)[] = vms.map(() => undefined);
+    const elsewhere = new Map<string, number[]>();
+    const local: Promise<void>[] = [];
+    vms.forEach(({ uuid, host }, i) => {
+      if (host === here) local.push((async () => void (out[i] = await backend?.readCounters(uuid).catch(() => undefined)))());
+      else elsewhere.set(host, [...(elsewhere.get(host) ?? []), i]);
+    });
+    const remote = [...elsewhere].map(async ([host, idx]) => {
+      const got = (await this.services.pool?.countersOn(host, idx.map((i) => vms[i]!.uuid))) ?? [];
+      idx.forEach((i, k) => (out[i] = got[k] ?? undefined));
+    });
+    await Promise.all([...local, ...remote]);
+    return out;
   }
 
   private pifDevices(): string[] {
@@ -102,8 +129,7 @@ export class Metrics {
     feed(this.host, hostSample ? hostReadings(hostSample) : [], t);
 
     const vms = this.runningVms();
-    const backend = this.backend();
-    const counters = await Promise.all(vms.map(({ uuid }) => backend?.readCounters(uuid).catch(() => undefined)));
+    const counters = await this.countersOf(vms);
     const live = new Set<string>();
     for (let i = 0; i < vms.length; i++) {
       const { uuid } = vms[i]!;
@@ -160,7 +186,7 @@ export class Metrics {
   /**
    * VM_metrics as the step saw them: written only where a figure changed, in
    * one transaction. A pool member writes none (its database is the master's
-   * replica; its VMs' figures are not carried to the master yet).
+   * replica): the master, which reads every VM of the pool, writes them.
    */
   private updateVmMetrics(vms: readonly { ref: string; uuid: string }[], memory: readonly (number | undefined)[]): void {
     const { store } = this.services;

@@ -18,6 +18,8 @@ export interface HostMethods {
   'domain.get': { args: { uuid: string }; result: DomainInfo | null };
   'domain.stats': { args: { uuid: string }; result: DomainStats };
   'domain.counters': { args: { uuid: string }; result: DomainCounters };
+  /** The counters of several domains at once (the master's metrics step); null for one that is not here. */
+  'domain.countersMany': { args: { uuids: string[] }; result: (DomainCounters | null)[] };
   'domain.consoles': { args: { uuid: string }; result: { serial: { path: string; socket?: string }; vnc: ConsoleAddress } };
   'domain.guestInfo': { args: { uuid: string; timeoutMs?: number }; result: GuestInfo | null };
   /** Guest events since `after` (a sequence number of the member's), waiting up to waitMs for one. */
@@ -54,7 +56,7 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 }
 
 export const HOST_METHODS: readonly HostMethod[] = [
-  'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters',
+  'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters', 'domain.countersMany',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
   'network.tunnels', 'network.applyIp', 'migrate.prepare', 'migrate.finish', 'migrate.send',
 ];

@@ -165,6 +165,7 @@ export function poolPlugin(): Plugin {
         },
         consoleOn: async (host, uuid, protocol) => openRemoteConsole(peerOf(host), uuid, protocol),
         consoleLogOn: async (host, uuid, tail) => remoteConsoleLog(peerOf(host), uuid, tail),
+        countersOn: async (host, uuids) => (hosts ? hosts.counters(host, uuids) : uuids.map(() => null)),
         migrationPrepared: (vm, destination) => {
           for (const l of prepared) l(vm, destination);
         },

@@ -13,6 +13,8 @@ import type { Replica } from './replication.ts';
 
 const REPLICA_WAIT_MS = 15_000;
 const EVENTS_KEPT = 10_000;
+/** The most domains one batched call may name. */
+const MAX_BATCH = 10_000;
 
 type Serve = { [M in HostMethod]: (args: HostArgs<M>) => Promise<HostResult<M>> };
 
@@ -124,6 +126,11 @@ export class MemberAgent {
     'domain.get': async (a) => (await this.backend.get(str(a.uuid, 'uuid'))) ?? null,
     'domain.stats': async (a) => this.backend.stats(str(a.uuid, 'uuid')),
     'domain.counters': async (a) => this.backend.readCounters(str(a.uuid, 'uuid')),
+    'domain.countersMany': async (a) => {
+      if (!Array.isArray(a.uuids) || a.uuids.length > MAX_BATCH) throw new XenApiError('INVALID_VALUE', 'uuids', 'a list of at most 10000');
+      const backend = this.backend;
+      return Promise.all(a.uuids.map((u) => backend.readCounters(str(u, 'uuid')).catch(() => null)));
+    },
     'domain.consoles': async (a) => ({ serial: this.backend.serialLog(str(a.uuid, 'uuid')), vnc: this.backend.vncAddress(a.uuid) }),
     'domain.guestInfo': async (a) => (await this.backend.guestInfo?.(str(a.uuid, 'uuid'), a.timeoutMs)) ?? null,
     'events.next': (a) => this.events.next(Number(a.after) || 0, Number(a.waitMs) || 0),
