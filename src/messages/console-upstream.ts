@@ -21,6 +21,8 @@ export type ConsoleProtocol = 'rfb' | 'vt100';
 
 /** How long a serial console waits, after its upstream closed mid-migration, for the VM to be recorded at its destination. */
 const FOLLOW_WAIT_MS = 60_000;
+/** Tries at opening a destination's console, 100 ms apart. */
+const OPEN_ATTEMPTS = 20;
 /** Keys typed while the stream switches hosts are kept up to this much, then dropped. */
 const MAX_QUEUED_BYTES = 64 * 1024;
 
@@ -118,11 +120,24 @@ class FollowingConsole extends Duplex {
     }) ?? (() => undefined);
   }
 
-  /** Opens the destination's console (its domain waits for the state: nothing is printed there before the switch). */
+  /**
+   * Opens the destination's console (its domain waits for the state: nothing
+   * is printed there before the switch), trying again for a moment while its
+   * socket may not be there yet.
+   */
   private openNext(host: string): Promise<Leg | undefined> {
-    this.next?.socket.destroy();
-    this.next = undefined;
-    const opening = openOn(this.services, this.local, host, this.uuid, 'vt100').then(
+    if (this.next && this.next.host !== host) this.next.socket.destroy();
+    const attempt = async (): Promise<Duplex> => {
+      for (let i = 1; ; i++) {
+        try {
+          return await openOn(this.services, this.local, host, this.uuid, 'vt100');
+        } catch (e) {
+          if (i >= OPEN_ATTEMPTS || this.destroyed) throw e;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    };
+    const opening = attempt().then(
       (socket): Leg | undefined => {
         if (this.destroyed) return void socket.destroy();
         const leg = { host, socket };
@@ -145,6 +160,8 @@ class FollowingConsole extends Duplex {
       if (!this.push(chunk)) leg.socket.pause();
     });
     leg.socket.on('error', () => leg.socket.destroy());
+    // the far end half-closing (the relay on a member ends its side) is the end of this leg
+    leg.socket.on('end', () => leg.socket.destroy());
     leg.socket.on('close', () => this.lost(leg));
   }
 

@@ -6,7 +6,8 @@
  * channel route refuses requests without the secret or with a malformed
  * uuid; the location names the resident host, which serves it too; and a
  * serial stream held through the master follows the VM across live
- * migrations without closing.
+ * migrations without closing. The master keeps the member VM's RRD, read
+ * from the host that runs it, across a migration.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -143,6 +144,59 @@ test('the member\'s console route wants the pool secret and a well-formed uuid',
   assert.equal(await status(`/pool/console?vm=${uuid}&protocol=ssh`, withSecret), 400);
   assert.equal(await status(`/pool/console?vm=00000000-0000-0000-0000-000000000000&protocol=vt100`, withSecret), 404);
   assert.equal(await status(`/pool/console?vm=${uuid}&protocol=vt100`, withSecret), 200);
+});
+
+/** GET a path through a host's socket. */
+function get(h: LabHost, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ socketPath: h.socket, path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+/** The VM's cpu0 rows of the master's /rrd_updates since `start`, as [time, value or null]. */
+async function cpuRows(uuid: string, start: number): Promise<[number, number | null][]> {
+  const r = await get(h1, `/rrd_updates?start=${start}&interval=5&json=true&vm_uuid=${uuid}&session_id=${encodeURIComponent(c.session)}`);
+  assert.equal(r.status, 200, r.body);
+  const x = JSON.parse(r.body) as { meta: { legend: string[] }; data: { t: number; values: (number | string | null)[] }[] };
+  const i = x.meta.legend.indexOf(`AVERAGE:vm:${uuid}:cpu0`);
+  assert.ok(i >= 0, `legend ${JSON.stringify(x.meta.legend)}`);
+  return x.data.map((row) => {
+    const v = Number(row.values[i]);
+    return [row.t, row.values[i] === null || Number.isNaN(v) ? null : v];
+  });
+}
+
+test('a member VM\'s metrics come from its host; its RRD on the master goes on across a migration', { timeout: 120_000 }, async () => {
+  const uuid = await c.api.VM.get_uuid(vm);
+  const started = Math.floor(Date.now() / 1000) - 30;
+  assert.equal(await c.api.VM.get_resident_on(vm), refs.h2);
+  // two steps of counters from h2 make a rate
+  await until('cpu0 of the VM on h2', async () => c.api.VM.query_data_source(vm, 'cpu0').then((v) => v > 0, () => false), 30_000);
+  // VM_metrics: the master writes it from the step (the boot wrote it last at the start)
+  const metrics = await c.api.VM.get_metrics(vm);
+  const bootedAt = await c.api.VM_metrics.get_start_time(metrics);
+  const stamp = (s: string): number => Date.parse(s.replace(/^(\d{4})(\d\d)(\d\d)T/, '$1-$2-$3T'));
+  await until('VM_metrics written by the master', async () => stamp(await c.api.VM_metrics.get_last_updated(metrics)) - stamp(bootedAt) >= 4000, 15_000);
+  assert.ok((await c.api.VM.get_data_sources(vm)).some((d) => d.name_label === 'cpu0'));
+
+  const moved = Math.floor(Date.now() / 1000);
+  await c.api.VM.pool_migrate(vm, refs.h3, { live: 'true' });
+  // the next steps read h3; the same RRD takes them
+  await until('rows from h3 after the move', async () => (await cpuRows(uuid, started)).filter(([t, v]) => t > moved + 5 && v !== null).length >= 2, 40_000);
+  const rows = await cpuRows(uuid, started);
+  const before = rows.filter(([t, v]) => t < moved && v !== null).length;
+  const after = rows.filter(([t, v]) => t > moved + 5 && v !== null).length;
+  const unknown = rows.filter(([t, v]) => t >= moved && t <= moved + 10 && v === null).length;
+  process.stdout.write(`# cpu0 rows of one RRD: ${before} before the move, ${after} after, ${unknown} unknown at it\n`);
+  assert.ok(before >= 1 && after >= 2, JSON.stringify(rows));
+  assert.ok(await c.api.VM.query_data_source(vm, 'cpu0') > 0);
+  assert.equal(await c.api.VM_metrics.get_start_time(metrics), bootedAt, 'the boot time stays across the move');
+  await c.api.VM.pool_migrate(vm, refs.h2, { live: 'true' });
 });
 
 test('a serial stream held through the master follows the VM across live migrations', async () => {

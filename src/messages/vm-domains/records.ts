@@ -56,7 +56,9 @@ export function markRunning(services: Services, ref: string, info: DomainInfo, o
       ...(opts.fresh ? { last_boot_CPU_flags: {}, last_booted_record: '' } : {}),
       ...(dropGuest ? { guest_metrics: NULL_REF } : {}),
     });
-    ensureMetrics(tx, ref, vm, { start_time: formatDateTime(new Date(info.startedAt)), state: [], VCPUs_number: Number(vm.VCPUs_at_startup), memory_actual: Number(vm.memory_static_max) });
+    // a domain that moved here (or was found again) keeps the start of its boot
+    const started = opts.fresh || !tx.get('VM_metrics', String(vm.metrics)) ? { start_time: formatDateTime(new Date(info.startedAt)) } : {};
+    ensureMetrics(tx, ref, vm, { ...started, state: [], VCPUs_number: Number(vm.VCPUs_at_startup), memory_actual: Number(vm.memory_static_max) });
     // as xapi's: the location names the host the VM runs on, and moves with it (any host of the pool serves it: messages/console.ts)
     const address = String(tx.get('host', services.hostRef())?.address ?? '');
     const existing = (vm.consoles as string[]).filter((c) => tx.get('console', c));
