@@ -39,15 +39,36 @@ const power =
   (ctx: CallContext, a: Args): Promise<void> =>
     withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, () => run(residentXenops(ctx, vmArg(a)), vmArg(a), a, ctx));
 
+/**
+ * xapi's `ha_always_run` bookkeeping: a VM HA restarts (priority `restart`)
+ * is marked to run always when it starts or resumes, and unmarked when it is
+ * shut down or suspended on purpose.
+ */
+function markAlwaysRun(ctx: CallContext, vm: string, on: boolean): void {
+  const rec = ctx.services.store.must('VM', vm);
+  const value = on && rec.ha_restart_priority === 'restart';
+  if (rec.ha_always_run !== value && (value || !on)) ctx.services.store.transact((tx) => tx.update('VM', vm, { ha_always_run: value }));
+}
+
+/** A shutdown or suspend the caller asked for: HA no longer keeps the VM running. */
+const stopping =
+  (op: Enum_vm_operations, run: (x: XenopsService, ref: string, a: Args, ctx: CallContext) => Promise<void>) =>
+  (ctx: CallContext, a: Args): Promise<void> =>
+    power(op, async (x, ref, args, c) => {
+      await run(x, ref, args, c);
+      markAlwaysRun(c, ref, false);
+    })(ctx, a);
+
 /** A boot (start, resume): on the host given, checked as xapi checks it, or on the one placement picks. */
 const boot =
   (op: Enum_vm_operations, run: (x: XenopsService, ref: string, a: Args) => Promise<void>) =>
   (ctx: CallContext, a: Args): Promise<void> =>
-    withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, () => {
+    withOperation(ctx.services, vmArg(a), op, ctx.task?.ref ?? null, async () => {
       const { store } = ctx.services;
       const given = a.host as string | undefined;
       if (given !== undefined) assertCanBootHere(store, vmArg(a), given, { memory: false });
-      return run(xenopsOn(ctx, given ?? chooseHost(store, vmArg(a))), vmArg(a), a);
+      await run(xenopsOn(ctx, given ?? chooseHost(store, vmArg(a))), vmArg(a), a);
+      markAlwaysRun(ctx, vmArg(a), true);
     });
 
 function checkMemoryOrder(vm: DbRecord, patch: Record<string, number>): void {
@@ -137,10 +158,10 @@ export const vmHandlers = {
 
   start: boot('start', (x, ref, a) => x.start(ref, a.start_paused === true)),
   start_on: boot('start_on', (x, ref, a) => x.start(ref, a.start_paused === true)),
-  clean_shutdown: power('clean_shutdown', (x, ref) => x.cleanShutdown(ref)),
-  hard_shutdown: power('hard_shutdown', (x, ref) => x.hardShutdown(ref)),
+  clean_shutdown: stopping('clean_shutdown', (x, ref) => x.cleanShutdown(ref)),
+  hard_shutdown: stopping('hard_shutdown', (x, ref) => x.hardShutdown(ref)),
   // as xapi: clean within shutdown_delay seconds (xapi's 1200 when unset), else hard
-  shutdown: power('shutdown', async (x, ref, _a, ctx) => {
+  shutdown: stopping('shutdown', async (x, ref, _a, ctx) => {
     const vm = ctx.services.store.must('VM', ref);
     if (vm.power_state !== 'Running') return x.hardShutdown(ref);
     try {
@@ -154,7 +175,7 @@ export const vmHandlers = {
   hard_reboot: power('hard_reboot', (x, ref) => x.reboot(ref, 'hard')),
   pause: power('pause', (x, ref) => x.pause(ref)),
   unpause: power('unpause', (x, ref) => x.unpause(ref)),
-  suspend: power('suspend', (x, ref) => x.suspend(ref)),
+  suspend: stopping('suspend', (x, ref) => x.suspend(ref)),
   resume: boot('resume', (x, ref, a) => x.resume(ref, a.start_paused === true)),
   resume_on: boot('resume_on', (x, ref, a) => x.resume(ref, a.start_paused === true)),
   power_state_reset: async (ctx, a) => {

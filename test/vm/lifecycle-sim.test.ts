@@ -160,3 +160,23 @@ test('turning a template into a VM makes it startable; a running VM cannot becom
   await failsWith(t.client.api.VM.set_is_a_template(vm, true), 'VM_BAD_POWER_STATE');
   await t.client.api.VM.hard_shutdown(vm);
 });
+
+test('as xapi: VM.start of a VM HA restarts sets ha_always_run, a shutdown or suspend asked for clears it', async () => {
+  const [tpl] = await t.client.api.VM.get_by_name_label('Xenon test guest');
+  const vm = await t.client.api.VM.clone(tpl, 'ha-always-run');
+  const plain = await t.client.api.VM.clone(tpl, 'not-protected');
+  for (const v of [vm, plain]) await t.client.api.VM.set_is_a_template(v, false);
+  await t.client.api.VM.set_ha_restart_priority(vm, 'restart');
+  assert.equal(await t.client.api.VM.get_ha_always_run(vm), false);
+  for (const v of [vm, plain]) await t.client.api.VM.start(v, false, false);
+  assert.equal(await t.client.api.VM.get_ha_always_run(vm), true);
+  assert.equal(await t.client.api.VM.get_ha_always_run(plain), false, 'only VMs HA restarts');
+  await t.client.api.VM.hard_shutdown(vm);
+  assert.equal(await t.client.api.VM.get_ha_always_run(vm), false);
+  await t.client.api.VM.start(vm, false, false);
+  assert.equal(await t.client.api.VM.get_ha_always_run(vm), true);
+  await t.client.api.VM.clean_shutdown(vm);
+  assert.equal(await t.client.api.VM.get_ha_always_run(vm), false);
+  assert.equal(await t.client.api.VM.get_ha_restart_priority(vm), 'restart', 'the priority stays');
+  await t.client.api.VM.hard_shutdown(plain);
+});
