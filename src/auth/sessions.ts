@@ -186,6 +186,7 @@ export class Sessions {
   }
 
   logout(ref: string): void {
+    this.local.delete(ref);
     this.forgetCached(ref);
     if (this.store.get('session', ref)) this.store.transact((tx) => tx.delete('session', ref));
   }
