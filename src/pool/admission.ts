@@ -64,6 +64,8 @@ export function checkJoinRequest(body: unknown): JoinRequest {
 export function admitHost(services: Services, req: JoinRequest): string {
   const { store } = services;
   const host = req.records.find((r) => r.cls === 'host')!;
+  // as xapi's pre_join_checks: no host joins a pool with HA on (its etcd members and plan are fixed)
+  if (store.get('pool', services.poolRef())?.ha_enabled) throw new XenApiError('HA_IS_ENABLED');
   if (store.byUuid('host', String(host.rec.uuid))) throw new XenApiError('HOST_IS_LIVE', host.ref);
   // a network the pool has on the same bridge is the same network (xapi's create_or_get_network_on_master)
   const renamed = new Map<string, string>();

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { PoolLab, ROOT_PASSWORD, type LabHost } from '../pool/helpers.ts';
+import { failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from '../pool/helpers.ts';
 import { alive, killProcessesNaming } from './helpers.ts';
 
 const lab = new PoolLab();
@@ -102,6 +102,10 @@ test('the master host dies with HA on: a survivor becomes master and restarts th
   // the new master writes through the redo log under its own term
   await c.api.VM.set_name_description(vm, 'after the failover');
   assert.equal(await c.api.VM.get_name_description(vm), 'after the failover');
+
+  // no host joins a pool with HA on (xapi's pre-join check)
+  const h4 = await lab.addHost('h4');
+  await failsWith((await h4.client()).api.pool.join(winner.ip, 'root', ROOT_PASSWORD), 'HA_IS_ENABLED');
 
   await c.api.VM.hard_shutdown(vm);
   await c.api.pool.disable_ha();
