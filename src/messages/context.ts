@@ -91,6 +91,9 @@ export interface MetricsService {
   query(owner: MetricsOwner, name: string): number;
   record(owner: MetricsOwner, name: string): void;
   forget(owner: MetricsOwner, name: string): void;
+  /** A VM's RRD as text (to hand over when it moves), and taking one over. */
+  vmRrdText(uuid: string): Promise<string | undefined>;
+  adoptVmRrd(uuid: string, rrd: string): void;
 }
 
 /** Bridges, taps, VLANs and bonds behind the network records (messages/network-bridges.ts). */
@@ -133,6 +136,8 @@ export interface PoolService {
   consoleLogOn(host: string, uuid: string, tail?: number): Promise<Readable | null>;
   /** The metrics counters of domains on a member, in one call (null for one it does not run, all null when it does not answer in time). */
   countersOn(host: string, uuids: readonly string[]): Promise<(DomainCounters | null)[]>;
+  /** Hands a VM's RRD to the member it moved to (whose /rrd_updates clients such as Xen Orchestra ask for the VM's figures). */
+  sendRrd(host: string, uuid: string, rrd: string): Promise<void>;
   /** Live migration tells when the destination's domain exists, waiting for its state (consoles may follow it there). */
   migrationPrepared(vm: string, destination: string): void;
   onMigrationPrepared(listener: (vm: string, destination: string) => void): () => void;

@@ -110,6 +110,21 @@ function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
 }
 
 /**
+ * The master's RRD of a VM that moved to a member goes there, as xapi's moves
+ * with the VM: clients ask the resident host for a VM's figures. Its loss
+ * costs only history on the member, so a failure is logged, not raised.
+ */
+async function handOverRrd(services: CallContext['services'], vm: string, host: string): Promise<void> {
+  try {
+    const uuid = services.store.must('VM', vm).uuid;
+    const rrd = await services.metrics?.vmRrdText(uuid);
+    if (rrd) await services.pool?.sendRrd(host, uuid, rrd);
+  } catch (err) {
+    services.log.warn({ err, vm, host }, 'could not hand the VM\'s RRD to its new host');
+  }
+}
+
+/**
  * VM.pool_migrate: checked as a boot on the destination (an anchored VM gets
  * VM_REQUIRES_SR), then moved live (pool/migrate.ts). To the host it is on
  * already, there is nothing to move.
@@ -123,6 +138,7 @@ export function poolMigrate(ctx: CallContext, vm: string, host: string): Promise
     const stats = await liveMigrate(store, vm, { source: residentXenops(ctx, vm), sourceHost: from, destination: xenopsOn(ctx, host), destinationHost: host,
       prepared: () => ctx.services.pool?.migrationPrepared(vm, host) });
     ctx.services.log.info({ vm, from, to: host, ...stats }, 'VM migrated');
+    if (host !== ctx.services.hostRef()) void handOverRrd(ctx.services, vm, host);
   });
 }
 

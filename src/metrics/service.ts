@@ -15,7 +15,7 @@ import type { MetricsOwner, Services } from '../messages/context.ts';
 import type { DomainCounters, HypervisorBackend } from '../xenops/backend.ts';
 import { Alarms } from './alarms.ts';
 import { sampleHost } from './host-collector.ts';
-import { RrdFiles } from './persist.ts';
+import { deserialize, RrdFiles, serialize } from './persist.ts';
 import { Rrd, standardRras } from './rrd.ts';
 import { hostReadings, vmReadings, type DsDef, type Reading } from './sources.ts';
 
@@ -236,6 +236,19 @@ export class Metrics {
     } catch {
       return undefined;
     }
+  }
+
+  /** A VM's RRD as text, to hand to the host it moved to (its archive's when it runs nowhere here). */
+  async vmRrdText(uuid: string): Promise<string | undefined> {
+    const rrd = this.vms.get(uuid)?.rrd ?? (await this.archived(uuid));
+    return rrd ? serialize(rrd) : undefined;
+  }
+
+  /** A VM's RRD handed over by the master when the VM came here (as xapi's rrdd receives a migrating VM's): fed from now on. */
+  adoptVmRrd(uuid: string, text: string): void {
+    const rrd = deserialize(text);
+    if (!rrd || rrd.step !== this.step) throw new XenApiError('INVALID_VALUE', 'rrd', 'not an RRD of this step');
+    this.vms.set(uuid, { rrd, defs: new Map(), recorded: new Set(rrd.names()) });
   }
 
   /** A stopped VM's archived RRD. */

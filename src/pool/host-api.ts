@@ -34,6 +34,8 @@ export interface HostMethods {
   'migrate.prepare': { args: { cfg: DomainConfig }; result: { uri: string } };
   'migrate.finish': { args: { uuid: string }; result: DomainInfo };
   'migrate.send': { args: { uuid: string; uri: string }; result: MigrationStats };
+  /** The RRD of a VM that moved here, from the master's (serialised as metrics/persist.ts does). */
+  'metrics.adopt': { args: { uuid: string; rrd: string }; result: null };
   /** Plugs this host's PBD of an SR (the driver's attach): the master then records it as attached. */
   'sr.plug': { args: { pbd: string }; result: null };
   'sr.unplug': { args: { pbd: string }; result: null };
@@ -58,5 +60,5 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters', 'domain.countersMany',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
-  'network.tunnels', 'network.applyIp', 'migrate.prepare', 'migrate.finish', 'migrate.send',
+  'network.tunnels', 'network.applyIp', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
 ];

@@ -166,6 +166,10 @@ export function poolPlugin(): Plugin {
         consoleOn: async (host, uuid, protocol) => openRemoteConsole(peerOf(host), uuid, protocol),
         consoleLogOn: async (host, uuid, tail) => remoteConsoleLog(peerOf(host), uuid, tail),
         countersOn: async (host, uuids) => (hosts ? hosts.counters(host, uuids) : uuids.map(() => null)),
+        sendRrd: async (host, uuid, rrd) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.link(host).remote.call('metrics.adopt', { uuid, rrd }, 30_000);
+        },
         migrationPrepared: (vm, destination) => {
           for (const l of prepared) l(vm, destination);
         },

@@ -185,6 +185,13 @@ export class MemberAgent {
       if (!send) throw new XenApiError('NOT_IMPLEMENTED', 'live migration with this hypervisor backend');
       return send(str(a.uuid, 'uuid'), str(a.uri, 'uri'));
     },
+    'metrics.adopt': async (a) => {
+      const metrics = this.services.metrics;
+      if (!metrics) throw new XenApiError('NOT_IMPLEMENTED', 'no metrics on this host');
+      if (typeof a.rrd !== 'string') throw new XenApiError('INVALID_VALUE', 'rrd', typeof a.rrd);
+      metrics.adoptVmRrd(str(a.uuid, 'uuid'), a.rrd);
+      return null;
+    },
     'sr.plug': async (a) => {
       const storage = this.services.storage;
       if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');

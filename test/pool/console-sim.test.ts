@@ -158,9 +158,9 @@ function get(h: LabHost, path: string): Promise<{ status: number; body: string }
   });
 }
 
-/** The VM's cpu0 rows of the master's /rrd_updates since `start`, as [time, value or null]. */
-async function cpuRows(uuid: string, start: number): Promise<[number, number | null][]> {
-  const r = await get(h1, `/rrd_updates?start=${start}&interval=5&json=true&vm_uuid=${uuid}&session_id=${encodeURIComponent(c.session)}`);
+/** The VM's cpu0 rows of a host's (the master's) /rrd_updates since `start`, as [time, value or null]. */
+async function cpuRows(uuid: string, start: number, h: LabHost = h1): Promise<[number, number | null][]> {
+  const r = await get(h, `/rrd_updates?start=${start}&interval=5&json=true&vm_uuid=${uuid}&session_id=${encodeURIComponent(c.session)}`);
   assert.equal(r.status, 200, r.body);
   const x = JSON.parse(r.body) as { meta: { legend: string[] }; data: { t: number; values: (number | string | null)[] }[] };
   const i = x.meta.legend.indexOf(`AVERAGE:vm:${uuid}:cpu0`);
@@ -196,6 +196,11 @@ test('a member VM\'s metrics come from its host; its RRD on the master goes on a
   assert.ok(before >= 1 && after >= 2, JSON.stringify(rows));
   assert.ok(await c.api.VM.query_data_source(vm, 'cpu0') > 0);
   assert.equal(await c.api.VM_metrics.get_start_time(metrics), bootedAt, 'the boot time stays across the move');
+  // the VM's new host has its history too (clients such as Xen Orchestra ask the resident host): the master handed it over
+  await until('h3 to have the history from before the move', async () => {
+    const there = await cpuRows(uuid, started, h3).catch(() => []);
+    return there.some(([t, v]) => t < moved && v !== null) && there.some(([t, v]) => t > moved + 5 && v !== null);
+  }, 20_000);
   await c.api.VM.pool_migrate(vm, refs.h2, { live: 'true' });
 });
 
