@@ -69,6 +69,8 @@ const boot =
       if (given !== undefined) assertCanBootHere(store, vmArg(a), given, { memory: false });
       await run(xenopsOn(ctx, given ?? chooseHost(store, vmArg(a))), vmArg(a), a);
       markAlwaysRun(ctx, vmArg(a), true);
+      const at = String(store.get('VM', vmArg(a))?.resident_on ?? NULL_REF);
+      if (at !== NULL_REF && at !== ctx.services.hostRef()) void handOverRrd(ctx.services, vmArg(a), at);
     });
 
 function checkMemoryOrder(vm: DbRecord, patch: Record<string, number>): void {
@@ -110,9 +112,10 @@ function setVcpus(field: 'VCPUs_max' | 'VCPUs_at_startup') {
 }
 
 /**
- * The master's RRD of a VM that moved to a member goes there, as xapi's moves
- * with the VM: clients ask the resident host for a VM's figures. Its loss
- * costs only history on the member, so a failure is logged, not raised.
+ * The master's RRD of a VM that moved to (or booted on) a member goes there,
+ * as xapi's moves with the VM: clients ask the resident host for a VM's
+ * figures. Its loss costs only history on the member, so a failure is logged,
+ * not raised.
  */
 async function handOverRrd(services: CallContext['services'], vm: string, host: string): Promise<void> {
   try {

@@ -204,6 +204,9 @@ test('a member VM\'s metrics come from its host; its RRD on the master goes on a
   await c.api.VM.pool_migrate(vm, refs.h2, { live: 'true' });
 });
 
+let lastMove = 0;
+let halted = 0;
+
 test('a serial stream held through the master follows the VM across live migrations', async () => {
   const q = `/console?ref=${encodeURIComponent(vt100)}&session_id=${encodeURIComponent(c.session)}`;
   const serial: ConsoleStream = await openConsoleStream(target(h1), q);
@@ -211,6 +214,7 @@ test('a serial stream held through the master follows the VM across live migrati
     await until('ticks from h2', () => lastLabel(serial.text()) === 'h2');
     for (const to of ['h3', 'h1', 'h2'] as const) {
       const t0 = Date.now();
+      lastMove = Math.floor(t0 / 1000);
       await c.api.VM.pool_migrate(vm, refs[to], { live: 'true' });
       process.stdout.write(`# migrated to ${to} in ${Date.now() - t0} ms\n`);
       assert.equal(await c.api.VM.get_resident_on(vm), refs[to]);
@@ -228,9 +232,22 @@ test('a serial stream held through the master follows the VM across live migrati
     process.stdout.write(`# ${ticks.length} ticks on one stream across three moves, longest pause ${worst} ms\n`);
     assert.ok(worst < 1000, `the stream paused for ${worst} ms`);
     // halting the VM ends the stream
+    await new Promise((r) => setTimeout(r, 11_000)); // (two metrics steps on h2, for the next test)
+    halted = Math.floor(Date.now() / 1000);
     await c.api.VM.hard_shutdown(vm);
     await until('the stream to close', () => serial.closed(), 10_000);
   } finally {
     serial.close();
   }
+});
+
+test('a VM booted on a member gets its RRD from the master', { timeout: 60_000 }, async () => {
+  const uuid = await c.api.VM.get_uuid(vm);
+  // h3 ran it before (and archived its own RRD when the VM left); the rows of the VM's last run on h2 are only the master's
+  await c.api.VM.start_on(vm, refs.h3, false, false);
+  await until('h3 to have the rows of the run on h2', async () => {
+    const there = await cpuRows(uuid, lastMove - 60, h3).catch(() => []);
+    return there.some(([t, v]) => t > lastMove + 5 && t < halted && v !== null);
+  }, 30_000);
+  await c.api.VM.hard_shutdown(vm);
 });
