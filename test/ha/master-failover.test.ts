@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from '../pool/helpers.ts';
+import { failsWith, masterNamedBy, PoolLab, ROOT_PASSWORD, until, type LabHost } from '../pool/helpers.ts';
 import { alive, killProcessesNaming } from './helpers.ts';
 
 const lab = new PoolLab();
@@ -21,10 +21,7 @@ let h3: LabHost;
 before(async () => {
   await lab.setup();
   [h1, h2, h3] = await Promise.all([lab.addHost('h1'), lab.addHost('h2'), lab.addHost('h3')]);
-  for (const h of [h2, h3]) {
-    await (await h.client()).api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
-    await lab.restarted(h);
-  }
+  await lab.formPool(h1, [h2, h3]);
 });
 after(async () => {
   killProcessesNaming(lab.dir);
@@ -33,29 +30,7 @@ after(async () => {
 
 const pidIn = (file: string): number | undefined => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : undefined);
 
-async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
-/** Whether a host takes logins (it is master), or the master it names. */
-async function masterNamedBy(h: LabHost): Promise<string> {
-  const c = h.anonymous();
-  try {
-    await c.login('root', ROOT_PASSWORD);
-    return 'master';
-  } catch (e) {
-    const err = e as { code?: string; params?: readonly string[] };
-    return err.code === 'HOST_IS_SLAVE' ? String(err.params?.[0]) : `error ${String(e)}`;
-  } finally {
-    c.close();
-  }
-}
 
 test('the master host dies with HA on: a survivor becomes master and restarts the protected VM within 15 s', { timeout: 240_000 }, async (t) => {
   const master = await h1.client();

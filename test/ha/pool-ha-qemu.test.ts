@@ -14,7 +14,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeTestGuestVm, MARKER } from '../helpers/guest.ts';
-import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from '../pool/helpers.ts';
+import { allLive, masterNamedBy, PoolLab, until, type LabHost } from '../pool/helpers.ts';
 import { killProcessesNaming } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
@@ -24,38 +24,14 @@ let hosts: LabHost[] = [];
 before(async () => {
   await lab.setup();
   hosts = await Promise.all(['q1', 'q2', 'q3'].map((n) => lab.addHost(n, QEMU)));
-  for (const h of hosts.slice(1)) {
-    await (await h.client()).api.pool.join(hosts[0].ip, 'root', ROOT_PASSWORD);
-    await lab.restarted(h);
-  }
+  await lab.formPool(hosts[0], hosts.slice(1));
 });
 after(async () => {
   killProcessesNaming(lab.dir);
   await lab.teardown();
 });
 
-async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms: number, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
-async function masterNamedBy(h: LabHost): Promise<string> {
-  const c = h.anonymous();
-  try {
-    await c.login('root', ROOT_PASSWORD);
-    return 'master';
-  } catch (e) {
-    const err = e as { code?: string; params?: readonly string[] };
-    return err.code === 'HOST_IS_SLAVE' ? String(err.params?.[0]) : `error ${String(e)}`;
-  } finally {
-    c.close();
-  }
-}
 
 /** The QEMU processes of a VM on a host (each runs in its domain's directory). */
 function qemuPids(h: LabHost, uuid: string): number[] {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { PoolLab, type LabHost } from '../pool/helpers.ts';
+import { PoolLab, until, type LabHost } from '../pool/helpers.ts';
 import { alive, killProcessesNaming } from './helpers.ts';
 
 const lab = new PoolLab();
@@ -20,10 +20,7 @@ let h3: LabHost;
 before(async () => {
   await lab.setup();
   [h1, h2, h3] = await Promise.all([lab.addHost('h1'), lab.addHost('h2'), lab.addHost('h3')]);
-  for (const h of [h2, h3]) {
-    await (await h.client()).api.pool.join(h1.ip, 'root', 'xenon-test-root');
-    await lab.restarted(h);
-  }
+  await lab.formPool(h1, [h2, h3]);
 });
 after(async () => {
   // the etcd members and fencers outlive their daemons by design: everything naming the lab's directory goes
@@ -34,15 +31,6 @@ after(async () => {
 const pidIn = (file: string): number | undefined => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : undefined);
 const etcdPid = (h: LabHost): number | undefined => pidIn(join(h.dataDir, 'ha', 'etcd.pid'));
 
-async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms: number): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 test('enable_ha runs etcd on the three hosts; a member host dies and the master restarts its protected VM on a survivor; disable_ha stops HA', { timeout: 240_000 }, async (t) => {
   const master = await h1.client();

@@ -112,6 +112,14 @@ export class PoolLab {
     await must('ip', ['-n', this.net.ns, 'link', 'set', host.name, up ? 'up' : 'down']);
   }
 
+  /** Makes `members` join the pool of `master` (each restarts as a member). */
+  async formPool(master: LabHost, members: readonly LabHost[]): Promise<void> {
+    for (const h of members) {
+      await (await h.client()).api.pool.join(master.ip, 'root', ROOT_PASSWORD);
+      await this.restarted(h);
+    }
+  }
+
   /** Starts a host's daemon again after it died (same namespace, data and arguments). */
   async respawn(host: LabHost): Promise<void> {
     host.daemon = await spawnDaemon(host.dataDir, { netns: host.ns, socketPath: host.socket, args: ['--https', `${host.ip}:443`, ...host.args], startTimeoutMs: 120_000 });
@@ -158,3 +166,28 @@ export async function allLive(master: XenApiClient, timeoutMs = 60_000): Promise
 }
 
 export { failsWith } from '../helpers/server.ts';
+
+/** Polls `check` until it gives a value (not undefined or false), which is returned; throws after `ms`. */
+export async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 60_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** 'master' when a host takes a root login, else the master address its HOST_IS_SLAVE names (or the error). */
+export async function masterNamedBy(h: LabHost): Promise<string> {
+  const c = h.anonymous();
+  try {
+    await c.login('root', ROOT_PASSWORD);
+    return 'master';
+  } catch (e) {
+    const err = e as { code?: string; params?: readonly string[] };
+    return err.code === 'HOST_IS_SLAVE' ? String(err.params?.[0]) : `error ${String(e)}`;
+  } finally {
+    c.close();
+  }
+}

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { XenApiClient } from '../../src/client/client.ts';
 import { XE_BIN, tempHome } from '../cli/xe-helpers.ts';
-import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, failsWith, masterNamedBy, PoolLab, ROOT_PASSWORD, until, type LabHost } from './helpers.ts';
 
 const home = tempHome();
 
@@ -22,37 +22,11 @@ let h3: LabHost;
 before(async () => {
   await lab.setup();
   [h1, h2, h3] = await Promise.all([lab.addHost('h1'), lab.addHost('h2'), lab.addHost('h3')]);
-  for (const h of [h2, h3]) {
-    await (await h.client()).api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
-    await lab.restarted(h);
-  }
+  await lab.formPool(h1, [h2, h3]);
 });
 after(() => lab.teardown());
 
-async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
-/** The master a host names when asked to log in (HOST_IS_SLAVE), or 'master' when it takes the login. */
-async function masterNamedBy(h: LabHost): Promise<string> {
-  const c = h.anonymous();
-  try {
-    await c.login('root', ROOT_PASSWORD);
-    return 'master';
-  } catch (e) {
-    const err = e as { code?: string; params?: readonly string[] };
-    if (err.code === 'HOST_IS_SLAVE') return String(err.params?.[0]);
-    return `error ${String(e)}`;
-  } finally {
-    c.close();
-  }
-}
 
 const hostRef = async (c: XenApiClient, h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
 
