@@ -54,8 +54,9 @@ export function networkPlugin(o: { network?: 'ovs' | 'bridge'; attachUplinks?: b
       // a pool member's records are the master's to write
       if (services.member) return;
       await networking.introduceNics();
+      const seen = await networking.recordAddresses().catch((err: unknown) => (log.warn({ err }, 'reading the host\'s addresses failed'), []));
       const r = await networking.reconcile();
-      log.info({ backend: backend.kind, ...r }, 'network reconciled');
+      log.info({ backend: backend.kind, ...r, addressesRecorded: seen.length }, 'network reconciled');
       timer = setInterval(() => void networking?.sampleMetrics().catch(() => undefined), o.metricsIntervalMs ?? 5000);
       timer.unref();
     },

@@ -101,7 +101,11 @@ export interface NetworkingService extends NicProvider {
   readonly backend: NetworkBackend;
   /** The host whose switch this is (this daemon's). */
   readonly host: string;
-  ensureNetwork(network: string): Promise<void>;
+  /** This host's bridge of a network as the records say; `replace` removes the old bridge first. */
+  ensureNetwork(network: string, opts?: { replace?: boolean }): Promise<void>;
+  /** Makes or removes a bond of this host's PIFs (Bond.create, Bond.destroy before its records go). */
+  createBond(bond: string): Promise<void>;
+  removeBond(bond: string): Promise<void>;
   applyLocking(vif: string): Promise<void>;
   applyIp(pif: string): Promise<void>;
   nextBridgeName(): string;
@@ -110,6 +114,8 @@ export interface NetworkingService extends NicProvider {
   refreshTunnels(network: string): Promise<void>;
   /** Records the host's NICs as PIFs (PIF.scan). */
   introduceNics(): Promise<void>;
+  /** This host's PIFs show the addresses the host has outside Xenon's configuration; returns the PIFs changed. */
+  recordAddresses(): Promise<string[]>;
 }
 
 /** The pool this host belongs to (src/pool/), as messages use it. */
@@ -141,6 +147,10 @@ export interface PoolService {
   /** Live migration tells when the destination's domain exists, waiting for its state (consoles may follow it there). */
   migrationPrepared(vm: string, destination: string): void;
   onMigrationPrepared(listener: (vm: string, destination: string) => void): () => void;
+  /** Has a member make a network's bridge as the records say (NetworkingService.ensureNetwork there). */
+  ensureNetworkOn(host: string, network: string, replace: boolean): Promise<void>;
+  /** Has the member whose PIFs a bond joins make it (`make`) or remove it. */
+  bondOn(bond: string, make: boolean): Promise<void>;
 }
 
 /** On a pool member: where its master is (the database is a read-only replica, the API answers HOST_IS_SLAVE). */

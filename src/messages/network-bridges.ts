@@ -14,6 +14,8 @@ import { listHostNics } from '../network/host-nics.ts';
 import type { Services } from './context.ts';
 import type { NicProvider } from './vm-domains/index.ts';
 import { tunnelOfAccess, tunnelSpecOf } from './tunnel-records.ts';
+import { readHostIpConfig } from '../network/addresses.ts';
+import { OBSERVED_ON, recordHostAddresses } from './pif-address.ts';
 
 const run = promisify(execFile);
 
@@ -48,7 +50,9 @@ export class Networking implements NicProvider {
       if (parentNet) return { name: net.bridge, mtu: net.MTU, vlan: { parentBridge: parentNet.bridge, tag: pif.VLAN } };
     }
     // a NIC whose address Xenon configures has it on its bridge: the NIC must be the bridge's uplink
-    const uplink = pif?.physical && (this.attachUplinks || pif.ip_configuration_mode !== 'None') ? pif.device : undefined;
+    // (an address the admin configured on the NIC itself is only recorded: the NIC stays the host's)
+    const xenonIp = pif && pif.ip_configuration_mode !== 'None' && !(OBSERVED_ON in pif.other_config);
+    const uplink = pif?.physical && (this.attachUplinks || xenonIp) ? pif.device : undefined;
     const tunnels = pif && pif.tunnel_access_PIF_of.length ? tunnelSpecOf(this.store, pif.host, network) : undefined;
     return { name: net.bridge, mtu: net.MTU, ...(uplink ? { uplink } : {}), ...(tunnels ? { tunnels } : {}) };
   }
@@ -60,8 +64,10 @@ export class Networking implements NicProvider {
     return tunnel ? this.store.get('PIF', tunnel[1].transport_PIF)?.network : undefined;
   }
 
-  async ensureNetwork(network: string): Promise<void> {
+  async ensureNetwork(network: string, how: { replace?: boolean } = {}): Promise<void> {
     const spec = this.bridgeSpec(network);
+    // a plain bridge that becomes a VLAN's fake bridge (or back) is made anew
+    if (how.replace) await this.backend.removeBridge(spec.name).catch(() => undefined);
     if (spec.vlan) {
       const parent = this.store.where('network', (n) => n.bridge === spec.vlan!.parentBridge)[0];
       if (parent) await this.ensureNetwork(parent[0]);
@@ -72,6 +78,21 @@ export class Networking implements NicProvider {
     const { name, tunnels, ...opts } = spec;
     await this.backend.ensureBridge(name, opts);
     if (tunnels || this.hasTunnels(network)) await this.backend.setTunnels(name, tunnels ?? null);
+  }
+
+  async createBond(bond: string): Promise<void> {
+    const rec = this.store.must('Bond', bond);
+    const master = this.store.must('PIF', rec.master);
+    const slaves = this.store.where('PIF', (p) => p.bond_slave_of === bond).map(([, p]) => p.device);
+    await this.ensureNetwork(master.network);
+    const mode = rec.mode === 'active-backup' ? 'active-backup' : 'balance-slb';
+    await this.backend.createBond(this.store.must('network', master.network).bridge, master.device, slaves, mode);
+  }
+
+  async removeBond(bond: string): Promise<void> {
+    const master = this.store.get('PIF', this.store.must('Bond', bond).master);
+    const net = master ? this.store.get('network', master.network) : undefined;
+    if (master && net) await this.backend.removeBond(net.bridge, master.device).catch(() => undefined);
   }
 
   private hasTunnels(network: string): boolean {
@@ -142,6 +163,11 @@ export class Networking implements NicProvider {
         });
       });
     });
+  }
+
+  /** This host's PIFs show the addresses the host has outside Xenon's configuration (at start; PIF.scan). */
+  async recordAddresses(): Promise<string[]> {
+    return recordHostAddresses(this.store, this.services.hostRef(), await readHostIpConfig(this.netns));
   }
 
   private async defaultRouteDevice(): Promise<string | undefined> {

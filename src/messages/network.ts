@@ -3,17 +3,32 @@ import { XenApiError } from '../datamodel/api-error.ts';
 import { formatDateTime, NULL_REF } from '../datamodel/types.ts';
 import type { Ref } from '../datamodel/generated/records.ts';
 import type { Row } from '../db/store.ts';
-import { notImplemented, type CallContext, type Handler, type NetworkingService } from './context.ts';
+import { notImplemented, type CallContext, type Handler, type NetworkingService, type Services } from './context.ts';
 import { creatable, setField } from './generic.ts';
 import type { Bond_handlers, network_handlers, PIF_handlers, VIF_handlers, VLAN_handlers } from './generated/handlers.ts';
 import { xenopsOf } from './vm.ts';
 import { randomMac } from './vm-domains/index.ts';
+import { OBSERVED_ON } from './pif-address.ts';
 import { assertNoVifsInUseOn, plugAccessPif, unplugAccessPif } from './tunnel.ts';
 
 export function networkingOf(ctx: CallContext): NetworkingService {
   const n = ctx.services.networking;
   if (!n) throw new XenApiError('NOT_IMPLEMENTED', 'no networking on this host');
   return n;
+}
+
+/** A network's bridge on a PIF's host as the records say: here, or on the member through the host interface. */
+async function ensureOnHost(services: Services, host: string, network: string, replace = false): Promise<void> {
+  if (host !== services.hostRef() && services.pool) await services.pool.ensureNetworkOn(host, network, replace);
+  else await services.networking?.ensureNetwork(network, { replace });
+}
+
+/** A bond made (or removed) on the host of its PIFs. */
+async function bondOnHost(services: Services, bond: string, make: boolean): Promise<void> {
+  const host = services.store.must('PIF', services.store.must('Bond', bond).master).host;
+  if (host !== services.hostRef() && services.pool) await services.pool.bondOn(bond, make);
+  else if (make) await services.networking?.createBond(bond);
+  else await services.networking?.removeBond(bond);
 }
 
 const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
@@ -153,7 +168,9 @@ export const vlanHandlers: VLAN_handlers = {
     if (!Number.isInteger(tag) || tag < 0 || tag > 4094) throw new XenApiError('VLAN_TAG_INVALID', String(tag));
     if (tagged.VLAN >= 0) throw new XenApiError('PIF_IS_VLAN', a.tagged_PIF);
     const net = store.must('network', a.network);
-    if (net.PIFs.some((p) => store.get('PIF', p)?.host === tagged.host)) throw new XenApiError('NETWORK_ALREADY_CONNECTED', a.network, net.PIFs[0]);
+    // xapi's assert_no_other_local_pifs: [host, the host's PIF on the network]
+    const here = net.PIFs.find((p) => store.get('PIF', p)?.host === tagged.host);
+    if (here) throw new XenApiError('NETWORK_ALREADY_CONNECTED', tagged.host, here);
     if (store.where('VLAN', (v) => v.tagged_PIF === a.tagged_PIF && v.tag === tag).length) throw new XenApiError('PIF_VLAN_EXISTS', tagged.device);
     const vlan = store.transact((tx) => {
       const metrics = tx.create('PIF_metrics', { carrier: true, last_updated: formatDateTime(new Date()) });
@@ -165,12 +182,8 @@ export const vlanHandlers: VLAN_handlers = {
       tx.update('PIF', untagged, { VLAN_master_of: v });
       return v;
     });
-    const n = ctx.services.networking;
-    if (n) {
-      // the network's plain bridge (it has no ports yet) becomes a VLAN bridge on the PIF's
-      await n.backend.removeBridge(net.bridge).catch(() => undefined);
-      await n.ensureNetwork(a.network);
-    }
+    // on the PIF's host, the network's plain bridge (it has no ports yet) becomes a VLAN bridge on the PIF's
+    await ensureOnHost(ctx.services, tagged.host, a.network, true);
     return vlan;
   },
   destroy: async (ctx, a) => {
@@ -179,7 +192,6 @@ export const vlanHandlers: VLAN_handlers = {
     const untagged = store.get('PIF', vlan.untagged_PIF);
     const n = ctx.services.networking;
     if (untagged) n?.assertNoActiveVifs(untagged.network);
-    const bridge = untagged ? store.get('network', untagged.network)?.bridge ?? '' : '';
     store.transact((tx) => {
       if (untagged) {
         if (untagged.metrics !== NULL_REF && tx.get('PIF_metrics', untagged.metrics)) tx.delete('PIF_metrics', untagged.metrics);
@@ -187,10 +199,8 @@ export const vlanHandlers: VLAN_handlers = {
       }
       tx.delete('VLAN', a.self);
     });
-    if (bridge && n && untagged) {
-      await n.backend.removeBridge(bridge).catch(() => undefined);
-      await n.ensureNetwork(untagged.network); // back to a plain, host-internal bridge
-    }
+    // back to a plain, host-internal bridge on the VLAN's host
+    if (untagged && store.get('network', untagged.network)) await ensureOnHost(ctx.services, untagged.host, untagged.network, true);
   },
 };
 
@@ -201,7 +211,11 @@ export const pifHandlers: PIF_handlers = {
     const statically = (v: string): string => (mode === 'Static' ? v : '');
     const { services } = ctx;
     const host = services.store.must('PIF', a.self).host;
-    services.store.transact((tx) => tx.update('PIF', a.self, { ip_configuration_mode: mode, IP: statically(a.IP), netmask: statically(a.netmask), gateway: a.gateway, DNS: a.DNS }));
+    // from now on the configuration is Xenon's (no longer one read from the host)
+    const { [OBSERVED_ON]: _observed, ...other_config } = services.store.must('PIF', a.self).other_config;
+    services.store.transact((tx) => tx.update('PIF', a.self, {
+      ip_configuration_mode: mode, IP: statically(a.IP), netmask: statically(a.netmask), gateway: a.gateway, DNS: a.DNS, other_config,
+    }));
     // a member's PIF is configured on the member
     if (host !== services.hostRef() && services.pool) await services.pool.applyIpOn(a.self);
     else await services.networking?.applyIp(a.self);
@@ -209,6 +223,8 @@ export const pifHandlers: PIF_handlers = {
   plug: async (ctx, a) => {
     const pif = ctx.services.store.must('PIF', a.self);
     if (pif.tunnel_access_PIF_of.length) return plugAccessPif(ctx.services, a.self);
+    // the bridge (with its uplink, VLAN or bond) on the PIF's own host
+    await ensureOnHost(ctx.services, pif.host, pif.network);
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: true }));
   },
   unplug: async (ctx, a) => {
@@ -229,7 +245,10 @@ export const pifHandlers: PIF_handlers = {
     const cur = ctx.services.store.must('PIF', a.self).properties;
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { properties: { ...cur, [a.name]: a.value } }));
   },
-  scan: (ctx) => networkingOf(ctx).introduceNics(),
+  scan: async (ctx) => {
+    await networkingOf(ctx).introduceNics();
+    await networkingOf(ctx).recordAddresses();
+  },
   db_forget: notImplemented,
   db_introduce: notImplemented,
   forget: notImplemented,
@@ -247,8 +266,12 @@ export const bondHandlers: Bond_handlers = {
     const pifs = members.map((m) => store.must('PIF', m));
     for (const [i, p] of pifs.entries()) if (p.bond_slave_of !== NULL_REF) throw new XenApiError('PIF_ALREADY_BONDED', members[i]);
     if (new Set(pifs.map((p) => p.host)).size > 1) throw new XenApiError('PIF_CANNOT_BOND_CROSS_HOST');
-    const net = store.must('network', a.network);
+    store.must('network', a.network);
     const first = pifs[0];
+    if (!first) throw new XenApiError('PIF_BOND_NEEDS_MORE_MEMBERS');
+    // xapi's assert_no_other_local_pifs
+    const here = store.must('network', a.network).PIFs.find((p) => store.get('PIF', p)?.host === first.host);
+    if (here) throw new XenApiError('NETWORK_ALREADY_CONNECTED', first.host, here);
     const bond = store.transact((tx) => {
       const master = tx.create('PIF', {
         device: `bond${store.count('Bond')}`, network: a.network, host: first.host, MAC: a.MAC || first.MAC, MTU: first.MTU, VLAN: -1,
@@ -258,20 +281,14 @@ export const bondHandlers: Bond_handlers = {
       for (const m of members) tx.update('PIF', m, { bond_slave_of: b });
       return b;
     });
-    const n = ctx.services.networking;
-    if (n) {
-      await n.ensureNetwork(a.network);
-      const master = store.must('PIF', store.must('Bond', bond).master);
-      await n.backend.createBond(net.bridge, master.device, pifs.map((p) => p.device), a.mode === 'active-backup' ? 'active-backup' : 'balance-slb');
-    }
+    await bondOnHost(ctx.services, bond, true);
     return bond;
   },
   destroy: async (ctx, a) => {
     const { store } = ctx.services;
     const bond = store.must('Bond', a.self);
     const master = store.get('PIF', bond.master);
-    const net = master ? store.get('network', master.network) : undefined;
-    if (net && master) await ctx.services.networking?.backend.removeBond(net.bridge, master.device).catch(() => undefined);
+    if (master) await bondOnHost(ctx.services, a.self, false);
     store.transact((tx) => {
       for (const s of bond.slaves) if (tx.get('PIF', s)) tx.update('PIF', s, { bond_slave_of: NULL_REF });
       if (master) tx.delete('PIF', bond.master);

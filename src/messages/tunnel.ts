@@ -8,6 +8,7 @@
  * whose access PIF is plugged, and every other host with a plugged tunnel on
  * the network, whose set of remotes changed.
  */
+import { OBSERVED_ON } from './pif-address.ts';
 import { XenApiError } from '../datamodel/api-error.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { Row } from '../db/store.ts';
@@ -50,7 +51,20 @@ function setStatus(services: Services, tunnel: string, active: boolean): void {
 /** xapi's checks before an access PIF comes up: its transport PIF has an address to carry tunnels from. */
 function assertTransportConfigured(services: Services, tunnel: Row<'tunnel'>): void {
   const transport = services.store.get('PIF', tunnel.transport_PIF);
-  if (!transport || transport.ip_configuration_mode === 'None') throw new XenApiError('TRANSPORT_PIF_NOT_CONFIGURED', tunnel.transport_PIF);
+  if (!transport || !carriesTunnels(services, transport)) throw new XenApiError('TRANSPORT_PIF_NOT_CONFIGURED', tunnel.transport_PIF);
+}
+
+/**
+ * Whether a PIF's address can carry tunnels: OVS's user-space datapath routes
+ * the outer packets only out of an OVS bridge, so the address must be on the
+ * PIF's bridge (Xenon's PIF.reconfigure_ip puts it there). An address the
+ * admin configured on the NIC itself is recorded (Static/DHCP) but is not on
+ * a bridge: refused as xapi refuses a PIF without an address.
+ */
+function carriesTunnels(services: Services, pif: Row<'PIF'>): boolean {
+  if (pif.ip_configuration_mode === 'None') return false;
+  const on = pif.other_config[OBSERVED_ON];
+  return on === undefined || on === services.store.get('network', pif.network)?.bridge;
 }
 
 /** xapi's check before a PIF goes down: no VIF in use on its network by a VM running on its host. */
@@ -156,7 +170,7 @@ function assertCanCreate(services: Services, transportPif: string, network: stri
   // Xenon's: the ports of a network are one protocol on every host (each end must agree with the other)
   const other = tunnelsOfNetwork(store, network)[0];
   if (other && other.tunnel.protocol !== protocol) throw new XenApiError('OPERATION_NOT_ALLOWED', `the network's tunnels use ${other.tunnel.protocol}`);
-  if (transport.ip_configuration_mode === 'None') throw new XenApiError('TRANSPORT_PIF_NOT_CONFIGURED', transportPif);
+  if (!carriesTunnels(services, transport)) throw new XenApiError('TRANSPORT_PIF_NOT_CONFIGURED', transportPif);
 }
 
 function deleteTunnel(services: Services, tunnel: string): void {

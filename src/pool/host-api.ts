@@ -43,6 +43,11 @@ export interface HostMethods {
   'network.tunnels': { args: { network: string }; result: null };
   /** Applies the IP configuration of one of this host's PIFs (to its network's bridge). */
   'network.applyIp': { args: { pif: string }; result: null };
+  /** Makes a network's bridge here as the records say; `replace` removes the old one first (a plain bridge becoming a VLAN's, and back). */
+  'network.ensure': { args: { network: string; replace: boolean }; result: null };
+  /** Makes a bond of this host's PIFs (Bond.create), or removes it (Bond.destroy, before the records go). */
+  'network.bond': { args: { bond: string }; result: null };
+  'network.unbond': { args: { bond: string }; result: null };
 }
 
 export type HostMethod = keyof HostMethods;
@@ -60,5 +65,5 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters', 'domain.countersMany',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
-  'network.tunnels', 'network.applyIp', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
+  'network.tunnels', 'network.applyIp', 'network.ensure', 'network.bond', 'network.unbond', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
 ];

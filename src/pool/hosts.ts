@@ -119,6 +119,18 @@ export class PoolHosts {
     await this.link(this.services.store.must('PIF', pif).host).remote.call('network.applyIp', { pif });
   }
 
+  /** Has a member make a network's bridge as the records say (`replace`: remove its old one first). */
+  async ensureNetwork(host: string, network: string, replace: boolean): Promise<void> {
+    await this.link(host).remote.call('network.ensure', { network, replace });
+  }
+
+  /** Has the member whose PIFs a bond joins make (or remove) it. */
+  async bond(bond: string, make: boolean): Promise<void> {
+    const { store } = this.services;
+    const host = store.must('PIF', store.must('Bond', bond).master).host;
+    await this.link(host).remote.call(make ? 'network.bond' : 'network.unbond', { bond });
+  }
+
   /** Plugs a member's PBD through its host interface, then records it. */
   async plug(pbd: string): Promise<void> {
     const { store } = this.services;

@@ -177,6 +177,14 @@ export function poolPlugin(): Plugin {
           prepared.add(listener);
           return () => prepared.delete(listener);
         },
+        ensureNetworkOn: async (host, network, replace) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.ensureNetwork(host, network, replace);
+        },
+        bondOn: async (bond, make) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.bond(bond, make);
+        },
       };
     },
   };

@@ -74,6 +74,14 @@ export class MemberAgent {
     return n;
   }
 
+  /** A bond of this host's PIFs (its master PIF is this host's). */
+  private ownBond(bond: unknown): string {
+    const ref = str(bond, 'bond');
+    const master = this.services.store.get('PIF', this.services.store.must('Bond', ref).master);
+    if (master?.host !== this.services.hostRef()) throw new XenApiError('HANDLE_INVALID', 'Bond', ref);
+    return ref;
+  }
+
   /** Starts collecting guest events (after the plugins have started). */
   listen(): void {
     if (!this.unsubscribe && this.services.xenops) this.unsubscribe = this.services.xenops.backend.onEvent((e) => this.events.push(e));
@@ -168,6 +176,21 @@ export class MemberAgent {
       const pif = this.services.store.must('PIF', str(a.pif, 'pif'));
       if (pif.host !== this.services.hostRef()) throw new XenApiError('HANDLE_INVALID', 'PIF', a.pif);
       await this.networking().applyIp(a.pif);
+      return null;
+    },
+    'network.ensure': async (a) => {
+      const network = str(a.network, 'network');
+      this.services.store.must('network', network);
+      // a daemon without networking keeps records only, as the master does then
+      await this.services.networking?.ensureNetwork(network, { replace: a.replace === true });
+      return null;
+    },
+    'network.bond': async (a) => {
+      await this.services.networking?.createBond(this.ownBond(a.bond));
+      return null;
+    },
+    'network.unbond': async (a) => {
+      await this.services.networking?.removeBond(this.ownBond(a.bond));
       return null;
     },
     'migrate.prepare': async (a) => {

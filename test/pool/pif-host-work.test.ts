@@ -1,0 +1,138 @@
+/**
+ * A PIF shows the address the host really has, and a member's device work is
+ * done on the member: two daemons (simulated guests, Open vSwitch each) in
+ * namespaces of their own, each with its management address on `eth0` (set
+ * by the test, outside Xenon) and a second NIC `eth1`. The management PIFs'
+ * records are compared with `ip addr` in the hosts' namespaces;
+ * VLAN.create, PIF.plug and VLAN.destroy on the member's eth1 act on the
+ * member's switch (its own OVS database) and not on the master's.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { XenApiClient } from '../../src/client/client.ts';
+import { sh } from '../network/helpers.ts';
+import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+
+const lab = new PoolLab();
+const OVS = ['--backend', 'sim', '--network', 'ovs'];
+let h1: LabHost;
+let h2: LabHost;
+let master: XenApiClient;
+
+before(async () => {
+  await lab.setup();
+  [h1, h2] = await Promise.all([lab.addHost('h1', OVS, { transportNic: true }), lab.addHost('h2', OVS, { transportNic: true })]);
+});
+after(() => lab.teardown());
+
+async function ovs(h: LabHost, ...args: string[]): Promise<{ code: number; out: string }> {
+  const r = await sh('ovs-vsctl', [`--db=unix:${h.dataDir}/run/ovs/db.sock`, ...args]);
+  return { code: r.code, out: r.stdout.trim() };
+}
+
+async function hostOf(c: XenApiClient, h: LabHost): Promise<string> {
+  const found = Object.entries(await c.api.host.get_all_records()).find(([, r]) => r.address === h.ip);
+  assert.ok(found, `no host ${h.name}`);
+  return found[0];
+}
+
+async function pifOf(c: XenApiClient, h: LabHost, device: string): Promise<string> {
+  const host = await hostOf(c, h);
+  const found = Object.entries(await c.api.PIF.get_all_records()).find(([, r]) => r.host === host && r.device === device);
+  assert.ok(found, `no ${device} on ${h.name}`);
+  return found[0];
+}
+
+/** What `ip addr` says of a device in a host's namespace: its first IPv4 address and prefix. */
+async function kernelAddress(h: LabHost, dev: string): Promise<{ ip: string; prefix: number }> {
+  const r = await sh('ip', ['-n', h.ns, '-j', '-4', 'addr', 'show', 'dev', dev]);
+  const info = (JSON.parse(r.stdout) as { addr_info: { local: string; prefixlen: number }[] }[])[0]!.addr_info[0]!;
+  return { ip: info.local, prefix: info.prefixlen };
+}
+
+async function nameservers(h: LabHost): Promise<string> {
+  const r = await sh('ip', ['netns', 'exec', h.ns, 'cat', '/etc/resolv.conf']);
+  return [...r.stdout.matchAll(/^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/gm)].map((m) => m[1]).join(',');
+}
+
+const newNetwork = (c: XenApiClient, name: string): Promise<string> =>
+  c.api.network.create({ name_label: name, name_description: '', MTU: 1500, other_config: {}, tags: [], managed: true } as never);
+
+test('the management PIF shows the host\'s own address (Static), Xenon leaves it where the admin put it', async () => {
+  master = await h1.client();
+  const mgmt = await pifOf(master, h1, 'eth0');
+  const rec = await master.api.PIF.get_record(mgmt);
+  const kernel = await kernelAddress(h1, 'eth0');
+  assert.equal(rec.management, true);
+  assert.equal(rec.ip_configuration_mode, 'Static');
+  assert.equal(rec.IP, kernel.ip);
+  assert.equal(rec.IP, h1.ip);
+  assert.equal(kernel.prefix, 24);
+  assert.equal(rec.netmask, '255.255.255.0');
+  assert.equal(rec.gateway, '', 'no default route in the namespace');
+  assert.equal(rec.DNS, await nameservers(h1));
+  // eth1 has no address: None, as before
+  assert.equal(await master.api.PIF.get_ip_configuration_mode(await pifOf(master, h1, 'eth1')), 'None');
+  // the address stays on the NIC; the NIC is not made an uplink of its bridge
+  const bridge = await master.api.network.get_bridge(rec.network);
+  assert.equal((await ovs(h1, 'list-ports', bridge)).out, '');
+
+  // a default route the admin adds shows as the gateway after PIF.scan (xapi's update_pif_addresses)
+  assert.equal((await sh('ip', ['-n', h1.ns, 'route', 'add', 'default', 'via', lab.clientIp])).code, 0);
+  await master.api.PIF.scan(await hostOf(master, h1));
+  assert.equal(await master.api.PIF.get_gateway(mgmt), lab.clientIp);
+  assert.equal((await sh('ip', ['-n', h1.ns, 'route', 'del', 'default'])).code, 0);
+  await master.api.PIF.scan(await hostOf(master, h1));
+  assert.equal(await master.api.PIF.get_gateway(mgmt), '');
+});
+
+test('a member\'s management PIF shows its address; a tunnel cannot use an address that is on the NIC itself', async () => {
+  const c2 = await h2.client();
+  await c2.api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
+  await lab.restarted(h2);
+  await allLive(master);
+  const m2 = await pifOf(master, h2, 'eth0');
+  const rec = await master.api.PIF.get_record(m2);
+  assert.equal(rec.ip_configuration_mode, 'Static');
+  assert.equal(rec.IP, (await kernelAddress(h2, 'eth0')).ip);
+  assert.equal(rec.netmask, '255.255.255.0');
+  const priv = await newNetwork(master, 'private');
+  // OVS's user-space datapath routes tunnel packets only out of an OVS bridge: the address must be on the PIF's bridge
+  await failsWith(master.api.tunnel.create(m2, priv, 'vxlan'), 'TRANSPORT_PIF_NOT_CONFIGURED');
+  assert.deepEqual(await master.api.network.get_PIFs(priv), []);
+  await master.api.network.destroy(priv);
+});
+
+test('VLAN.create on a member\'s PIF makes the VLAN on the member, not on the master; xapi\'s NETWORK_ALREADY_CONNECTED', async () => {
+  const host2 = await hostOf(master, h2);
+  const eth1 = await pifOf(master, h2, 'eth1');
+  const parent = await master.api.network.get_bridge(await master.api.PIF.get_network(eth1));
+  const vnet = await newNetwork(master, 'vlan-77');
+  const bridge = await master.api.network.get_bridge(vnet);
+  const vlan = await master.api.VLAN.create(eth1, 77, vnet);
+  const untagged = await master.api.VLAN.get_untagged_PIF(vlan);
+  assert.equal(await master.api.PIF.get_host(untagged), host2);
+
+  // on the member: a fake bridge of tag 77 on eth1's bridge, and its device in the member's namespace
+  assert.equal((await ovs(h2, 'br-exists', bridge)).code, 0);
+  assert.equal((await ovs(h2, 'br-to-vlan', bridge)).out, '77');
+  assert.equal((await ovs(h2, 'br-to-parent', bridge)).out, parent);
+  assert.equal((await sh('ip', ['-n', h2.ns, 'link', 'show', bridge])).code, 0);
+  // on the master: no VLAN 77 anywhere (network.create made the network's plain, host-internal bridge there)
+  assert.notEqual((await ovs(h1, 'br-to-vlan', bridge)).out, '77');
+  assert.doesNotMatch((await ovs(h1, '--columns=tag', 'find', 'Port', 'tag=77')).out, /77/);
+
+  // xapi's arguments: [host, the host's PIF on the network]
+  assert.deepEqual(await failsWith(master.api.VLAN.create(eth1, 78, vnet), 'NETWORK_ALREADY_CONNECTED'), [host2, untagged]);
+
+  // PIF.plug acts on the member too: its bridge removed behind Xenon's back comes back
+  assert.equal((await ovs(h2, 'del-br', bridge)).code, 0);
+  await master.api.PIF.plug(untagged);
+  assert.equal((await ovs(h2, 'br-to-vlan', bridge)).out, '77');
+
+  // VLAN.destroy: the member's bridge is a plain one again
+  await master.api.VLAN.destroy(vlan);
+  assert.equal((await ovs(h2, 'br-exists', bridge)).code, 0);
+  assert.equal((await ovs(h2, 'br-to-vlan', bridge)).out, '0');
+  await master.api.network.destroy(vnet);
+});
