@@ -142,6 +142,10 @@ export interface PoolService {
   consoleLogOn(host: string, uuid: string, tail?: number): Promise<Readable | null>;
   /** The metrics counters of domains on a member, in one call (null for one it does not run, all null when it does not answer in time). */
   countersOn(host: string, uuids: readonly string[]): Promise<(DomainCounters | null)[]>;
+  /** A member's own host data sources (host.*_data_source* of a member, answered by it). */
+  hostDataSourcesOn(host: string): Promise<data_source_record[]>;
+  queryHostDataSourceOn(host: string, name: string): Promise<number>;
+  changeHostDataSourceOn(host: string, op: 'record' | 'forget', name: string): Promise<void>;
   /** Hands a VM's RRD to the member it moved to (whose /rrd_updates clients such as Xen Orchestra ask for the VM's figures). */
   sendRrd(host: string, uuid: string, rrd: string): Promise<void>;
   /** Live migration tells when the destination's domain exists, waiting for its state (consoles may follow it there). */

@@ -6,6 +6,7 @@
  * the member first waits until its replica holds it, so the records the
  * master just wrote are the ones the member reads.
  */
+import type { data_source_record } from '../datamodel/generated/records.ts';
 import type { ConsoleAddress, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo, MigrationStats } from '../xenops/backend.ts';
 
 export interface HostMethods {
@@ -34,6 +35,10 @@ export interface HostMethods {
   'migrate.prepare': { args: { cfg: DomainConfig }; result: { uri: string } };
   'migrate.finish': { args: { uuid: string }; result: DomainInfo };
   'migrate.send': { args: { uuid: string; uri: string }; result: MigrationStats };
+  /** This host's own data sources (the master answers host.*_data_source* of a member with them). */
+  'metrics.hostSources': { args: Record<string, never>; result: data_source_record[] };
+  'metrics.hostQuery': { args: { name: string }; result: number };
+  'metrics.hostChange': { args: { op: 'record' | 'forget'; name: string }; result: null };
   /** The RRD of a VM that moved here, from the master's (serialised as metrics/persist.ts does). */
   'metrics.adopt': { args: { uuid: string; rrd: string }; result: null };
   /** Plugs this host's PBD of an SR (the driver's attach): the master then records it as attached. */
@@ -66,4 +71,5 @@ export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters', 'domain.countersMany',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
   'network.tunnels', 'network.applyIp', 'network.ensure', 'network.bond', 'network.unbond', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
+  'metrics.hostSources', 'metrics.hostQuery', 'metrics.hostChange',
 ];

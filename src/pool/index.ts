@@ -24,6 +24,7 @@ import { membershipOf, type Membership } from './membership.ts';
 import { PoolHosts } from './hosts.ts';
 import { checkMasterChange, designateNewMaster, becomeMaster, followMaster, MASTER_ROUTE, recoverSlaves, serveMasterChange } from './master-change.ts';
 import { MemberAgent } from './member-agent.ts';
+import type { RemoteHost } from './remote-host.ts';
 import { peerOfHost } from './peers.ts';
 import type { ReplicationAsk } from './replication.ts';
 
@@ -84,6 +85,10 @@ export function poolPlugin(): Plugin {
       const consoles = memberConsoleRoutes(services, () => m.role.secret);
       routes.connect.set('/pool/console', consoles.connect);
       routes.routes.set('/pool/console', consoles.log);
+      const memberLink = (host: string): RemoteHost => {
+        if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+        return hosts.link(host).remote;
+      };
       const prepared = new Set<(vm: string, destination: string) => void>();
       const peerOf = (host: string): Peer => {
         if (!services.store.get('host', host)) throw new XenApiError('HOST_OFFLINE', host);
@@ -166,6 +171,9 @@ export function poolPlugin(): Plugin {
         consoleOn: async (host, uuid, protocol) => openRemoteConsole(peerOf(host), uuid, protocol),
         consoleLogOn: async (host, uuid, tail) => remoteConsoleLog(peerOf(host), uuid, tail),
         countersOn: async (host, uuids) => (hosts ? hosts.counters(host, uuids) : uuids.map(() => null)),
+        hostDataSourcesOn: (host) => memberLink(host).call('metrics.hostSources', {}, 30_000),
+        queryHostDataSourceOn: (host, name) => memberLink(host).call('metrics.hostQuery', { name }, 30_000),
+        changeHostDataSourceOn: async (host, op, name) => void (await memberLink(host).call('metrics.hostChange', { op, name }, 30_000)),
         sendRrd: async (host, uuid, rrd) => {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.link(host).remote.call('metrics.adopt', { uuid, rrd }, 30_000);

@@ -5,7 +5,7 @@
  * replica once it holds the master's position of the call.
  */
 import { XenApiError } from '../datamodel/api-error.ts';
-import type { NetworkingService, Services } from '../messages/context.ts';
+import type { MetricsOwner, MetricsService, NetworkingService, Services } from '../messages/context.ts';
 import { UnsupportedError } from '../network/backend.ts';
 import type { DomainEvent, HypervisorBackend } from '../xenops/backend.ts';
 import { HOST_METHODS, type HostArgs, type HostCall, type HostMethod, type HostResult } from './host-api.ts';
@@ -80,6 +80,16 @@ export class MemberAgent {
     const master = this.services.store.get('PIF', this.services.store.must('Bond', ref).master);
     if (master?.host !== this.services.hostRef()) throw new XenApiError('HANDLE_INVALID', 'Bond', ref);
     return ref;
+  }
+
+  private get metrics(): MetricsService {
+    const m = this.services.metrics;
+    if (!m) throw new XenApiError('NOT_IMPLEMENTED', 'no metrics on this host');
+    return m;
+  }
+
+  private hostOwner(): MetricsOwner {
+    return { kind: 'host', uuid: String(this.services.store.must('host', this.services.hostRef()).uuid) };
   }
 
   /** Starts collecting guest events (after the plugins have started). */
@@ -213,6 +223,14 @@ export class MemberAgent {
       if (!metrics) throw new XenApiError('NOT_IMPLEMENTED', 'no metrics on this host');
       if (typeof a.rrd !== 'string') throw new XenApiError('INVALID_VALUE', 'rrd', typeof a.rrd);
       metrics.adoptVmRrd(str(a.uuid, 'uuid'), a.rrd);
+      return null;
+    },
+    'metrics.hostSources': async () => this.metrics.dataSources(this.hostOwner()),
+    'metrics.hostQuery': async (a) => this.metrics.query(this.hostOwner(), str(a.name, 'name')),
+    'metrics.hostChange': async (a) => {
+      if (a.op === 'record') this.metrics.record(this.hostOwner(), str(a.name, 'name'));
+      else if (a.op === 'forget') this.metrics.forget(this.hostOwner(), str(a.name, 'name'));
+      else throw new XenApiError('INVALID_VALUE', 'op', String(a.op));
       return null;
     },
     'sr.plug': async (a) => {

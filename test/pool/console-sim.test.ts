@@ -183,6 +183,9 @@ test('a member VM\'s metrics come from its host; its RRD on the master goes on a
   const stamp = (s: string): number => Date.parse(s.replace(/^(\d{4})(\d\d)(\d\d)T/, '$1-$2-$3T'));
   await until('VM_metrics written by the master', async () => stamp(await c.api.VM_metrics.get_last_updated(metrics)) - stamp(bootedAt) >= 4000, 15_000);
   assert.ok((await c.api.VM.get_data_sources(vm)).some((d) => d.name_label === 'cpu0'));
+  // a member host's own data sources, asked of the master (which asks the member, as xapi's forwards)
+  assert.ok((await c.api.host.get_data_sources(refs.h2)).some((d) => d.name_label === 'memory_total_kib'));
+  assert.ok(await c.api.host.query_data_source(refs.h2, 'memory_total_kib') > 1024);
 
   const moved = Math.floor(Date.now() / 1000);
   await c.api.VM.pool_migrate(vm, refs.h3, { live: 'true' });
