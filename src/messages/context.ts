@@ -71,6 +71,14 @@ export interface StorageService extends DiskProvider {
   driverFor(sr: string): SrDriver;
   forgetDriver(sr: string): void;
   attachedDriver(sr: string): SrDriver;
+  /** attachedDriver of an SR whose files are on this host (HTTP transfers); NOT_IMPLEMENTED for a member's local SR. */
+  imageDriver(sr: string): SrDriver;
+  /** The host whose driver does an SR's file work: this one if it has a PBD of it, else the one member that has (its local SR). */
+  storageHost(sr: string): string;
+  /** A snapshot or clone step on an image of this host's (a disk a guest has open here: with its I/O held back). */
+  branchImage(sr: string, uuid: string, newLeaves: string[], base: string): Promise<void>;
+  /** VDI uuids handed to a guest of this host. */
+  readonly attached: ReadonlySet<string>;
   scan(sr: string): Promise<void>;
   update(sr: string): Promise<void>;
   volumeFields(v: VolumeInfo): Record<string, unknown>;
@@ -136,6 +144,8 @@ export interface PoolService {
   refreshTunnelsOn(host: string, network: string): Promise<void>;
   /** Has a member apply its PIF's IP configuration (NetworkingService.applyIp there). */
   applyIpOn(pif: string): Promise<void>;
+  /** The driver of an SR plugged on a member (its local SR), its file work done there; `shape` is one of the SR's type for what the type declares. */
+  srDriverOn(host: string, sr: string, shape: SrDriver): SrDriver;
   /** A console stream of a domain (by VM uuid) on a member, over the pool channel; rejects when it is not there. */
   consoleOn(host: string, uuid: string, protocol: 'rfb' | 'vt100'): Promise<Duplex>;
   /** The serial log text of a domain on a member (its last `tail` bytes); null when it has printed nothing. */

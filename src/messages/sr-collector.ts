@@ -16,6 +16,8 @@ export interface CollectorHost {
   /** VDI uuids handed to a guest. */
   readonly attached: ReadonlySet<string>;
   bareDriver(sr: string): SrDriver;
+  /** The plugged SRs whose file work this host's storage does (a member's local SR through the member). */
+  pluggedSrs(): string[];
   inUse(vdi: string): boolean;
   relinkParents(sr: string): void;
   volumeFields(v: VolumeInfo): Record<string, unknown>;
@@ -70,11 +72,10 @@ export class Collector {
     return pass;
   }
 
-  /** Every plugged SR of this host that keeps chains, until nothing more can be done. */
+  /** Every plugged SR this host's storage works on that keeps chains, until nothing more can be done. */
   private async pass(): Promise<number> {
     let done = 0;
-    const host = this.services.hostRef();
-    const plugged = this.store.where('PBD', (p) => p.host === host && p.currently_attached === true).map(([, p]) => p.SR);
+    const plugged = this.host.pluggedSrs();
     for (const sr of plugged) {
       if (!this.store.get('SR', sr)) continue;
       const driver = this.host.bareDriver(sr);

@@ -66,11 +66,27 @@ export class Storage implements DiskProvider {
     const hit = this.drivers.get(sr);
     if (hit) return hit;
     const rec = this.store.must('SR', sr);
-    const pbd = this.store.where('PBD', (p) => p.SR === sr && p.host === this.services.hostRef())[0]?.[1];
+    const host = this.storageHost(sr);
+    const pbd = this.store.where('PBD', (p) => p.SR === sr && p.host === host)[0]?.[1];
     const config = (pbd?.device_config ?? {}) as Record<string, string>;
-    const d = makeDriver(String(rec.type), String(rec.uuid), config, this.services.dataDir);
+    const local = makeDriver(String(rec.type), String(rec.uuid), config, this.services.dataDir);
+    // an SR only a member has (its local SR): the member's own driver does the file work, as xapi runs SM where the PBD is
+    const d = host === this.services.hostRef() || !this.services.pool ? local : this.services.pool.srDriverOn(host, sr, local);
     this.drivers.set(sr, d);
     return d;
+  }
+
+  /** The host whose driver does an SR's file work: this one if it has a PBD of it, else a member that has (plugged first). */
+  storageHost(sr: string): string {
+    const here = this.services.hostRef();
+    const pbds = this.store.where('PBD', (p) => p.SR === sr).map(([, p]) => p);
+    if (pbds.length === 0 || pbds.some((p) => p.host === here)) return here;
+    return (pbds.find((p) => p.currently_attached === true) ?? pbds[0]).host;
+  }
+
+  /** SRs whose file work this host's storage does, plugged (the collector's round). */
+  pluggedSrs(): string[] {
+    return this.store.where('SR', () => true).map(([ref]) => ref).filter((sr) => this.isPlugged(sr));
   }
 
   forgetDriver(sr: string): void {
@@ -83,9 +99,30 @@ export class Storage implements DiskProvider {
     return this.driverFor(sr);
   }
 
+  /**
+   * The driver of an SR whose files this host can read and write (HTTP
+   * transfers, the master's own guests): an SR only a member has answers
+   * NOT_IMPLEMENTED rather than touch a path here (xapi forwards these to the
+   * SR's host; Xenon's members do not serve transfers yet).
+   */
+  imageDriver(sr: string): SrDriver {
+    const driver = this.attachedDriver(sr);
+    const host = this.storageHost(sr);
+    if (host !== this.services.hostRef()) {
+      const name = String(this.store.get('host', host)?.name_label ?? host);
+      throw new XenApiError('NOT_IMPLEMENTED', `moving the images of an SR of another host (${name}) through this one: its files are on that host`);
+    }
+    return driver;
+  }
+
+  /** The SR must be plugged on the host that does its file work. */
   assertPlugged(sr: string): void {
-    const plugged = this.store.where('PBD', (p) => p.SR === sr && p.host === this.services.hostRef() && p.currently_attached === true);
-    if (plugged.length === 0) throw new XenApiError('SR_NOT_ATTACHED', sr);
+    if (!this.isPlugged(sr)) throw new XenApiError('SR_NOT_ATTACHED', sr);
+  }
+
+  private isPlugged(sr: string): boolean {
+    const host = this.storageHost(sr);
+    return this.store.where('PBD', (p) => p.SR === sr && p.host === host && p.currently_attached === true).length > 0;
   }
 
   /** Runs `fn` (which reads or writes images without restructuring chains) while no coalesce or snapshot runs on the SR. */
@@ -228,12 +265,10 @@ export class Storage implements DiskProvider {
     if (!driver.capabilities.includes('VDI_SNAPSHOT')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
     const newUuid = randomUUID();
     const baseUuid = randomUUID();
-    const live = this.exports.get(String(rec.uuid));
-    if (this.inUse(vdi) && !live) throw new XenApiError('VDI_IN_USE', vdi, 'snapshot');
-    const branch = (): Promise<void> => driver.branch(String(rec.uuid), [newUuid], baseUuid);
     try {
-      // a disk in use is branched with its guest's I/O held back for the moment of the rename
-      await (live ? live.device.reopen(branch) : branch());
+      // an image on a member is branched there (its guest's disk too, with I/O held back there)
+      if (this.storageHost(sr) === this.services.hostRef()) await this.branchImageLocked(sr, String(rec.uuid), [newUuid], baseUuid, vdi);
+      else await driver.branch(String(rec.uuid), [newUuid], baseUuid);
     } catch (e) {
       throw storageError(e, vdi);
     }
@@ -252,6 +287,18 @@ export class Storage implements DiskProvider {
     return ref;
   }
 
+  branchImage(sr: string, uuid: string, newLeaves: string[], base: string): Promise<void> {
+    return this.locks.exclusive(sr, () => this.branchImageLocked(sr, uuid, newLeaves, base, this.store.byUuid('VDI', uuid) ?? uuid));
+  }
+
+  /** Branches an image of this host's; a disk in use is branched with its guest's I/O held back for the moment of the rename. */
+  private async branchImageLocked(sr: string, uuid: string, newLeaves: string[], base: string, vdi: string): Promise<void> {
+    const live = this.exports.get(uuid);
+    if (!live && this.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'snapshot');
+    const branch = (): Promise<void> => this.bareDriver(sr).branch(uuid, newLeaves, base);
+    await (live ? live.device.reopen(branch) : branch());
+  }
+
   /** Attached to a running VM (through a plugged VBD). */
   inUse(vdi: string): boolean {
     return (this.store.get('VDI', vdi)?.VBDs as string[] | undefined ?? []).some((vbd) => this.store.get('VBD', vbd)?.currently_attached === true);
@@ -261,7 +308,7 @@ export class Storage implements DiskProvider {
 
   async attach(vdi: string, readOnly: boolean, opts: { standby?: boolean } = {}): Promise<{ path: string; format: 'raw' | 'vpc' | 'qcow2' }> {
     const sr = String(this.store.must('VDI', vdi).SR);
-    this.assertPlugged(sr);
+    this.imageDriver(sr); // a guest of this host's needs the image here
     // never half-way through a coalesce of this chain: the guest would write to a file about to be replaced
     return this.locks.exclusive(sr, () => this.attachLocked(vdi, sr, readOnly, opts.standby === true));
   }

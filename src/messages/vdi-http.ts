@@ -88,7 +88,7 @@ export function importRawVdi(services: Services, storage: Storage) {
   async function receive(vdi: string, req: http.IncomingMessage, url: URL, task: HttpTask, announced: () => void): Promise<void> {
     const rec = services.store.must('VDI', vdi);
     const uuid = String(rec.uuid);
-    const driver = storage.attachedDriver(String(rec.SR));
+    const driver = storage.imageDriver(String(rec.SR));
     if (!driver.capabilities.includes('VDI_CREATE')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', String(rec.SR));
     if (rec.read_only === true) throw new XenApiError('VDI_READONLY', vdi);
     if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
@@ -170,7 +170,7 @@ export function exportRawVdi(services: Services, storage: Storage) {
   async function source(vdi: string, url: URL): Promise<{ stream: Readable; length?: number }> {
     const rec = services.store.must('VDI', vdi);
     const uuid = String(rec.uuid);
-    const driver = storage.attachedDriver(String(rec.SR));
+    const driver = storage.imageDriver(String(rec.SR));
     const format = formatOf(url);
     const volume = await volumeOf(driver, uuid, vdi);
     const path = driver.path(uuid);

@@ -125,7 +125,7 @@ async function importXva(services: Services, storage: Storage, session: SessionI
     if (!store.get('SR', sr)) throw new XenApiError('DEFAULT_SR_NOT_FOUND', sr);
   }
   if (store.must('SR', sr).content_type === 'iso') throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
-  storage.attachedDriver(sr);
+  storage.imageDriver(sr);
 
   const tar = new TarReader(bodyOf(req));
   made.body = tar;
@@ -217,7 +217,7 @@ async function importXva(services: Services, storage: Storage, session: SessionI
   const targets: DiskTarget[] = [...streamed.keys()].map((id) => {
     const vdi = vdiOf.get(id)!;
     const rec = store.must('VDI', vdi);
-    const path = storage.attachedDriver(sr).path(String(rec.uuid));
+    const path = storage.imageDriver(sr).path(String(rec.uuid));
     return {
       prefix: id,
       size: Number(rec.virtual_size),

@@ -106,7 +106,7 @@ export async function exportPlan(services: Services, storage: Storage, vmRef: st
       const vdi = store.get('VDI', String(vbd.VDI));
       if (vbd.type === 'CD' || vbd.empty === true || !vdi || disks.some((d) => d.vdi === vbd.VDI)) continue;
       if (store.get('SR', String(vdi.SR))?.content_type === 'iso') continue;
-      const driver = storage.attachedDriver(String(vdi.SR));
+      const driver = storage.imageDriver(String(vdi.SR));
       const info = await driver.info(String(vdi.uuid));
       const src = await openDiskSource(driver.path(String(vdi.uuid)), info.format);
       disks.push({ prefix: id(String(vbd.VDI)), vdi: String(vbd.VDI), src, size: src.size });

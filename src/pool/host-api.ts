@@ -7,6 +7,7 @@
  * master just wrote are the ones the member reads.
  */
 import type { data_source_record } from '../datamodel/generated/records.ts';
+import type { SrStats, VolumeInfo } from '../storage/sr/driver.ts';
 import type { ConsoleAddress, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo, MigrationStats } from '../xenops/backend.ts';
 
 export interface HostMethods {
@@ -44,6 +45,30 @@ export interface HostMethods {
   /** Plugs this host's PBD of an SR (the driver's attach): the master then records it as attached. */
   'sr.plug': { args: { pbd: string }; result: null };
   'sr.unplug': { args: { pbd: string }; result: null };
+  /**
+   * The file work of an SR plugged only on this host (its local SR), for the
+   * master's record keeping: each names the SR by ref and images by uuid, and
+   * the member checks both against its own records (never a path).
+   */
+  'sr.volume.stats': { args: { sr: string }; result: SrStats };
+  'sr.volume.scan': { args: { sr: string }; result: VolumeInfo[] };
+  'sr.volume.recover': { args: { sr: string }; result: string[] };
+  'sr.volume.info': { args: { sr: string; uuid: string }; result: VolumeInfo };
+  'sr.volume.create': { args: { sr: string; uuid: string; size: number; format?: 'vhd' | 'qcow2' }; result: VolumeInfo };
+  'sr.volume.delete': { args: { sr: string; uuid: string }; result: null };
+  'sr.volume.resize': { args: { sr: string; uuid: string; size: number }; result: VolumeInfo };
+  /**
+   * A snapshot or clone step; a disk a guest of this host has open is branched with its I/O held back.
+   * The result: the images after it (the branched one, the new leaves, the base), which have no records yet.
+   */
+  'sr.volume.branch': { args: { sr: string; uuid: string; newLeaves: string[]; base: string }; result: VolumeInfo[] };
+  /** A full copy into another SR of this host. */
+  'sr.volume.copy': { args: { sr: string; uuid: string; into: string; newUuid: string }; result: VolumeInfo };
+  'sr.volume.coalesce': { args: { sr: string; child: string; base: string }; result: null };
+  'sr.volume.checkChain': { args: { sr: string; uuid: string }; result: null };
+  'sr.volume.resetLeaf': { args: { sr: string; uuid: string }; result: null };
+  /** Removes the storage of an SR of this host's (SR.destroy, its PBD unplugged). */
+  'sr.destroy': { args: { sr: string }; result: null };
   /** Makes this host's tunnel ports on a network match the records (after a tunnel came or went, or an access PIF was plugged). */
   'network.tunnels': { args: { network: string }; result: null };
   /** Applies the IP configuration of one of this host's PIFs (to its network's bridge). */
@@ -72,4 +97,6 @@ export const HOST_METHODS: readonly HostMethod[] = [
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
   'network.tunnels', 'network.applyIp', 'network.ensure', 'network.bond', 'network.unbond', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
   'metrics.hostSources', 'metrics.hostQuery', 'metrics.hostChange',
+  'sr.volume.stats', 'sr.volume.scan', 'sr.volume.recover', 'sr.volume.info', 'sr.volume.create', 'sr.volume.delete', 'sr.volume.resize',
+  'sr.volume.branch', 'sr.volume.copy', 'sr.volume.coalesce', 'sr.volume.checkChain', 'sr.volume.resetLeaf', 'sr.destroy',
 ];

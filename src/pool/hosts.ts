@@ -11,6 +11,8 @@ import type { DomainCounters } from '../xenops/backend.ts';
 import type { Peer } from './channel.ts';
 import { memberCertificate } from './peers.ts';
 import { RemoteHost } from './remote-host.ts';
+import { RemoteSrDriver } from './remote-sr.ts';
+import type { SrDriver } from '../storage/sr/driver.ts';
 import type { ReplicationSource } from './replication.ts';
 
 /** A metrics step is 5 s: a member slower than this leaves a gap in its VMs' figures rather than hold the step. */
@@ -144,6 +146,12 @@ export class PoolHosts {
     const rec = store.must('PBD', pbd);
     await this.link(rec.host).remote.call('sr.unplug', { pbd });
     store.transact((tx) => tx.update('PBD', pbd, { currently_attached: false }));
+  }
+
+  /** The driver of a member's local SR: its file work done by the member's own driver. */
+  srDriver(host: string, sr: string, shape: SrDriver): SrDriver {
+    const { remote } = this.link(host);
+    return new RemoteSrDriver(host, sr, shape, (method, args) => remote.call(method, args));
   }
 
   xenopsOn(host: string): XenopsService | undefined {

@@ -168,6 +168,10 @@ export function poolPlugin(): Plugin {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.applyIp(pif);
         },
+        srDriverOn: (host, sr, shape) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          return hosts.srDriver(host, sr, shape);
+        },
         consoleOn: async (host, uuid, protocol) => openRemoteConsole(peerOf(host), uuid, protocol),
         consoleLogOn: async (host, uuid, tail) => remoteConsoleLog(peerOf(host), uuid, tail),
         countersOn: async (host, uuids) => (hosts ? hosts.counters(host, uuids) : uuids.map(() => null)),

@@ -9,6 +9,7 @@ import type { MetricsOwner, MetricsService, NetworkingService, Services } from '
 import { UnsupportedError } from '../network/backend.ts';
 import type { DomainEvent, HypervisorBackend } from '../xenops/backend.ts';
 import { HOST_METHODS, type HostArgs, type HostCall, type HostMethod, type HostResult } from './host-api.ts';
+import { memberStorageMethods, type VolumeMethod } from './member-storage.ts';
 import type { Replica } from './replication.ts';
 
 const REPLICA_WAIT_MS = 15_000;
@@ -56,11 +57,14 @@ const str = (v: unknown, name: string): string => {
 export class MemberAgent {
   private readonly events = new EventQueue();
   private unsubscribe?: () => void;
+  private readonly methods: Serve;
 
   constructor(
     private readonly services: Services,
     private readonly replica: Replica,
-  ) {}
+  ) {
+    this.methods = { ...this.ownMethods, ...memberStorageMethods(services) };
+  }
 
   private get backend(): HypervisorBackend {
     const x = this.services.xenops;
@@ -122,7 +126,7 @@ export class MemberAgent {
     }
   }
 
-  private readonly methods: Serve = {
+  private readonly ownMethods: Omit<Serve, VolumeMethod> = {
     'domain.start': async (a) => this.backend.start(a.cfg, { paused: a.paused === true }),
     'domain.shutdown': async (a) => {
       await this.backend.shutdown(str(a.uuid, 'uuid'), a.mode === 'clean' ? 'clean' : 'hard', a.timeoutMs);
