@@ -1,0 +1,177 @@
+/**
+ * A member's local SR in a pool of two daemons (simulated guests, real file
+ * SRs in separate data directories): the master keeps the records, the
+ * member's driver makes, resizes, branches, copies and deletes the images in
+ * the member's own directory; nothing lands in the master's. A VM with such a
+ * disk starts on the member and cannot leave it.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+
+const lab = new PoolLab();
+let h1: LabHost;
+let h2: LabHost;
+
+before(async () => {
+  await lab.setup();
+  [h1, h2] = await Promise.all([lab.addHost('h1'), lab.addHost('h2')]);
+  const c2 = await h2.client();
+  await c2.api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
+  await lab.restarted(h2);
+  await allLive(await h1.client());
+});
+after(() => lab.teardown());
+
+/** Every file under a directory (recursively). */
+function filesUnder(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).map((f) => join(dir, f)).filter((f) => statSync(f).isFile());
+}
+
+/** The image file of a VDI uuid under a host's SRs, if any. */
+function imageOn(host: LabHost, uuid: string): string | undefined {
+  return filesUnder(join(host.dataDir, 'sr')).find((f) => f.includes(uuid) && /\.(vhd|qcow2)$/.test(f));
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function runsOn(host: LabHost, vmUuid: string): boolean {
+  const file = join(host.dataDir, 'sim-domains.json');
+  return existsSync(file) && readFileSync(file, 'utf8').includes(vmUuid);
+}
+
+test("a member's local SR: the member's driver does the file work, the master keeps the records", async () => {
+  const master = await h1.client();
+  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
+  const [r1, r2] = [await hostOf(h1), await hostOf(h2)];
+  const pbds = await master.api.PBD.get_all_records();
+  const localOf = async (host: string): Promise<string> => {
+    for (const p of Object.values(pbds)) if (p.host === host && (await master.api.SR.get_type(p.SR)) === 'ext') return p.SR;
+    throw new Error('no local SR');
+  };
+  const [sr1, sr2] = [await localOf(r1), await localOf(r2)];
+  assert.deepEqual((await master.api.SR.get_PBDs(sr2)).length, 1);
+  const masterFilesBefore = filesUnder(join(h1.dataDir, 'sr')).sort();
+  const MiB = 1024 * 1024;
+  const uuids: string[] = [];
+
+  // create (VHD, the default; and qcow2): the images are on h2's disk
+  const vdiArgs = (name: string, size: number, smConfig: Record<string, string> = {}) =>
+    ({ SR: sr2, virtual_size: size, name_label: name, type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: smConfig }) as never;
+  const vhd = await master.api.VDI.create(vdiArgs('vhd', 8 * MiB));
+  const qcow = await master.api.VDI.create(vdiArgs('qcow', 8 * MiB, { type: 'qcow2' }));
+  const [vhdUuid, qcowUuid] = [await master.api.VDI.get_uuid(vhd), await master.api.VDI.get_uuid(qcow)];
+  uuids.push(vhdUuid, qcowUuid);
+  assert.match(imageOn(h2, vhdUuid) ?? '', /\.vhd$/);
+  assert.match(imageOn(h2, qcowUuid) ?? '', /\.qcow2$/);
+  assert.ok(imageOn(h2, vhdUuid)!.startsWith(join(h2.dataDir, 'sr', await master.api.SR.get_uuid(sr2))));
+  assert.equal(imageOn(h1, vhdUuid), undefined);
+  assert.equal((await master.api.VDI.get_sm_config(qcow)).vdi_type, 'qcow2');
+
+  // resize, there
+  await master.api.VDI.resize(vhd, 16 * MiB);
+  assert.equal(await master.api.VDI.get_virtual_size(vhd), 16 * MiB);
+  await master.api.VDI.resize(qcow, 32 * MiB);
+  assert.equal(await master.api.VDI.get_virtual_size(qcow), 32 * MiB);
+
+  // snapshot and clone make chains on h2: hidden bases, the parents linked in the records
+  for (const [vdi, uuid] of [[vhd, vhdUuid], [qcow, qcowUuid]] as const) {
+    const snap = await master.api.VDI.snapshot(vdi, {});
+    const clone = await master.api.VDI.clone(vdi, {});
+    const parent = await master.api.VDI.get_parent(snap);
+    const base = (await master.api.VDI.get_sm_config(snap))['vhd-parent'];
+    assert.ok(base, 'the snapshot is built on a base');
+    assert.equal(await master.api.VDI.get_is_a_snapshot(snap), true);
+    assert.equal(await master.api.VDI.get_snapshot_of(snap), vdi);
+    assert.equal(await master.api.VDI.get_managed(parent), false);
+    for (const v of [snap, clone]) uuids.push(await master.api.VDI.get_uuid(v));
+    uuids.push(...[await master.api.VDI.get_uuid(parent)]);
+    for (const u of [uuid, base, await master.api.VDI.get_uuid(snap), await master.api.VDI.get_uuid(clone)]) {
+      assert.ok(imageOn(h2, u), `image ${u} on h2`);
+      assert.equal(imageOn(h1, u), undefined);
+    }
+  }
+
+  // SR.scan and SR.update see h2's files and their sizes
+  const before = Object.keys(await master.api.VDI.get_all_records_where(`field "SR" = "${sr2}"`)).length;
+  await master.api.SR.scan(sr2);
+  assert.equal(Object.keys(await master.api.VDI.get_all_records_where(`field "SR" = "${sr2}"`)).length, before);
+  assert.equal(await master.api.VDI.get_physical_utilisation(qcow), statSync(imageOn(h2, qcowUuid)!).blocks * 512, 'what the file takes on h2');
+  await master.api.SR.update(sr2);
+  assert.ok((await master.api.SR.get_physical_utilisation(sr2)) > 0);
+  assert.ok((await master.api.SR.get_virtual_allocation(sr2)) >= 16 * MiB + 32 * MiB);
+
+  // a full copy within h2; not to another host's SR
+  const copy = await master.api.VDI.copy(qcow, sr2, 'OpaqueRef:NULL', 'OpaqueRef:NULL');
+  uuids.push(await master.api.VDI.get_uuid(copy));
+  assert.ok(imageOn(h2, await master.api.VDI.get_uuid(copy)));
+  assert.equal((await master.api.VDI.get_sm_config(copy))['vhd-parent'], undefined);
+  await failsWith(master.api.VDI.copy(vhd, sr1, 'OpaqueRef:NULL', 'OpaqueRef:NULL'), 'SR_OPERATION_NOT_SUPPORTED');
+
+  // HTTP transfers of h2's images through the master say so rather than touch the master's disk
+  const exported = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = http.request({ socketPath: h1.socket, path: `/export_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=raw`, method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.notEqual(exported.status, 200);
+  assert.match(exported.body, /NOT_IMPLEMENTED/);
+
+  // a VM with that disk starts on h2 (placement: it is anchored), is snapshotted and cloned there, cannot leave
+  const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
+  const vm = await master.api.VM.clone(template, 'anchored');
+  await master.api.VM.set_is_a_template(vm, false);
+  await master.api.VBD.create({ VM: vm, VDI: vhd, userdevice: '0', bootable: true, mode: 'RW', type: 'Disk', empty: false, other_config: {} } as never);
+  assert.deepEqual(await master.api.VM.get_possible_hosts(vm), [r2]);
+  await master.api.VM.start(vm, false, false);
+  assert.equal(await master.api.VM.get_resident_on(vm), r2);
+  const vmUuid = await master.api.VM.get_uuid(vm);
+  await until('the domain to run on h2', () => runsOn(h2, vmUuid));
+  assert.deepEqual(await failsWith(master.api.VM.pool_migrate(vm, r1, { live: 'true' }), 'VM_REQUIRES_SR'), [vm, sr2]);
+  // a snapshot of the running VM: its VHD, served to the guest by h2's NBD export, is branched under it
+  const vmSnap = await master.api.VM.snapshot(vm, 'running snapshot');
+  const snapDisk = await master.api.VBD.get_VDI((await master.api.VM.get_VBDs(vmSnap))[0]);
+  uuids.push(await master.api.VDI.get_uuid(snapDisk), await master.api.VDI.get_uuid(await master.api.VDI.get_parent(snapDisk)));
+  assert.ok(imageOn(h2, await master.api.VDI.get_uuid(snapDisk)));
+  await master.api.VM.hard_shutdown(vm);
+  const vmClone = await master.api.VM.clone(vm, 'anchored clone');
+  const cloneDisk = await master.api.VBD.get_VDI((await master.api.VM.get_VBDs(vmClone))[0]);
+  assert.equal(await master.api.VDI.get_SR(cloneDisk), sr2);
+  uuids.push(await master.api.VDI.get_uuid(cloneDisk));
+  assert.ok(imageOn(h2, await master.api.VDI.get_uuid(cloneDisk)));
+
+  // destroy removes the images there; the collector (kicked by SR.scan) folds and deletes the bases there too
+  for (const v of [vmSnap, vmClone]) {
+    for (const vbd of await master.api.VM.get_VBDs(v)) {
+      if ((await master.api.VBD.get_type(vbd)) === 'Disk') await master.api.VDI.destroy(await master.api.VBD.get_VDI(vbd));
+    }
+    await master.api.VM.destroy(v);
+  }
+  await master.api.VM.destroy(vm);
+  for (const [ref, rec] of Object.entries(await master.api.VDI.get_all_records_where(`field "SR" = "${sr2}"`))) {
+    if (uuids.includes(rec.uuid) && rec.managed) await master.api.VDI.destroy(ref);
+  }
+  assert.equal(imageOn(h2, qcowUuid), undefined, 'a leaf with nothing built on it goes at once');
+  await until('the bases to be folded and deleted on h2', async () => {
+    await master.api.SR.scan(sr2);
+    return uuids.every((u) => imageOn(h2, u) === undefined);
+  }, 60_000);
+  assert.equal(Object.values(await master.api.VDI.get_all_records_where(`field "SR" = "${sr2}"`)).filter((r) => uuids.includes(r.uuid)).length, 0);
+
+  // and nothing of it ever was in the master's directory
+  assert.deepEqual(filesUnder(join(h1.dataDir, 'sr')).sort(), masterFilesBefore);
+});
