@@ -9,7 +9,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { SECRET_HEADER } from '../../src/pool/channel.ts';
+import { readRole } from '../../src/pool/role.ts';
 import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
@@ -174,4 +177,46 @@ test("a member's local SR: the member's driver does the file work, the master ke
 
   // and nothing of it ever was in the master's directory
   assert.deepEqual(filesUnder(join(h1.dataDir, 'sr')).sort(), masterFilesBefore);
+});
+
+/** A host-interface call made straight to h2 (over its local socket, with the pool secret): what a forged request gets. */
+function callMember(method: string, args: Record<string, unknown>): Promise<{ status: number; body: { result?: unknown; error?: string[] } }> {
+  const text = JSON.stringify({ method, args, epoch: '', generation: 0 });
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      socketPath: h2.socket, path: '/pool/host', method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), [SECRET_HEADER]: readRole(h2.dataDir).secret },
+    }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(body) as { result?: unknown; error?: string[] } }));
+    });
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+test('the member checks what the master asks of its storage: its own SRs, uuids of its records, no paths', async () => {
+  const master = await h1.client();
+  const local = async (h: LabHost): Promise<string> => {
+    const host = Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
+    for (const p of Object.values(await master.api.PBD.get_all_records())) if (p.host === host && (await master.api.SR.get_type(p.SR)) === 'ext') return p.SR;
+    throw new Error('no local SR');
+  };
+  const [sr1, sr2] = [await local(h1), await local(h2)];
+  const vdi = await master.api.VDI.create({ SR: sr2, virtual_size: 1024 * 1024, name_label: 'probe', type: 'user', sharable: false, read_only: false, other_config: {} } as never);
+  const uuid = await master.api.VDI.get_uuid(vdi);
+  const codeOf = async (method: string, args: Record<string, unknown>): Promise<string | undefined> => (await callMember(method, args)).body.error?.[0];
+
+  assert.equal(((await callMember('sr.volume.info', { sr: sr2, uuid })).body.result as { uuid: string }).uuid, uuid);
+  assert.equal(await codeOf('sr.volume.delete', { sr: sr1, uuid }), 'HANDLE_INVALID', "not an SR of this host's");
+  assert.equal(await codeOf('sr.volume.info', { sr: sr2, uuid: '../../../etc/passwd' }), 'UUID_INVALID');
+  assert.equal(await codeOf('sr.volume.delete', { sr: sr2, uuid: randomUUID() }), 'UUID_INVALID', 'no VDI of this SR');
+  assert.equal(await codeOf('sr.volume.create', { sr: sr2, uuid, size: 1024 * 1024 }), 'UUID_INVALID', 'an image that exists is not made again');
+  assert.equal(await codeOf('sr.volume.create', { sr: sr2, uuid: randomUUID(), size: -1 }), 'INVALID_VALUE');
+  assert.equal(await codeOf('sr.volume.branch', { sr: sr2, uuid, newLeaves: [uuid], base: randomUUID() }), 'UUID_INVALID');
+  assert.equal(await codeOf('sr.destroy', { sr: sr2 }), 'SR_HAS_PBD', 'a plugged SR is not destroyed');
+  assert.ok(imageOn(h2, uuid), 'the image is still there');
+  await master.api.VDI.destroy(vdi);
+  assert.equal(imageOn(h2, uuid), undefined);
 });
