@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { SECRET_HEADER } from '../../src/pool/channel.ts';
 import { readRole } from '../../src/pool/role.ts';
-import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, failsWith, PoolLab, until, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -22,9 +22,7 @@ let h2: LabHost;
 before(async () => {
   await lab.setup();
   [h1, h2] = await Promise.all([lab.addHost('h1'), lab.addHost('h2')]);
-  const c2 = await h2.client();
-  await c2.api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
-  await lab.restarted(h2);
+  await lab.formPool(h1, [h2]);
   await allLive(await h1.client());
 });
 after(() => lab.teardown());
@@ -38,14 +36,6 @@ function filesUnder(dir: string): string[] {
 /** The image file of a VDI uuid under a host's SRs, if any. */
 function imageOn(host: LabHost, uuid: string): string | undefined {
   return filesUnder(join(host.dataDir, 'sr')).find((f) => f.includes(uuid) && /\.(vhd|qcow2)$/.test(f));
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 function runsOn(host: LabHost, vmUuid: string): boolean {
@@ -172,7 +162,7 @@ test("a member's local SR: the member's driver does the file work, the master ke
   await until('the bases to be folded and deleted on h2', async () => {
     await master.api.SR.scan(sr2);
     return uuids.every((u) => imageOn(h2, u) === undefined);
-  }, 60_000);
+  }, 60_000, 200);
   assert.equal(Object.values(await master.api.VDI.get_all_records_where(`field "SR" = "${sr2}"`)).filter((r) => uuids.includes(r.uuid)).length, 0);
 
   // and nothing of it ever was in the master's directory
