@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { makeTestGuestVm, MARKER, typeOnConsole, waitSerial } from '../helpers/guest.ts';
-import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, PoolLab, until, type LabHost } from './helpers.ts';
 import { openConsoleStream } from './console-stream.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
@@ -23,18 +23,9 @@ before(async () => {
 });
 after(() => lab.teardown());
 
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 60_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 test('a serial console held through the master keeps counting across live migrations', { timeout: 300_000 }, async () => {
   const [h1, h2] = hosts;
-  await (await h2.client()).api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
-  await lab.restarted(h2);
+  await lab.formPool(h1, [h2]);
   const c = await h1.client();
   await allLive(c);
   const hostOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];

@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import type { XenApiClient } from '../../src/client/client.ts';
-import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, PoolLab, until, type LabHost } from './helpers.ts';
 import { openConsoleStream, rawRequest, type ConsoleStream } from './console-stream.ts';
 
 const SIM = ['--backend', 'sim', '--network', 'none', '--sim-consoles'];
@@ -30,14 +30,6 @@ before(async () => {
   [h1, h2, h3] = await Promise.all([lab.addHost('h1', SIM), lab.addHost('h2', SIM), lab.addHost('h3', SIM)]);
 });
 after(() => lab.teardown());
-
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const target = (h: LabHost) => ({ socketPath: h.socket });
 
@@ -63,10 +55,7 @@ let rfb = '';
 const refs: Record<string, string> = {};
 
 test('the master serves the consoles of a VM on a member', async () => {
-  for (const h of [h2, h3]) {
-    await (await h.client()).api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
-    await lab.restarted(h);
-  }
+  await lab.formPool(h1, [h2, h3]);
   c = await h1.client();
   await allLive(c);
   for (const h of [h1, h2, h3]) refs[h.name] = Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
@@ -88,7 +77,7 @@ test('the master serves the consoles of a VM on a member', async () => {
   const q = (con: string): string => `/console?ref=${encodeURIComponent(con)}&session_id=${encodeURIComponent(c.session)}`;
   const serial = await openConsoleStream(target(h1), q(vt100));
   try {
-    await until('ticks from h2 through the master', () => serial.lines.some((l) => /^h2 tick \d+$/.test(l.text)));
+    await until('ticks from h2 through the master', () => serial.lines.some((l) => /^h2 tick \d+$/.test(l.text)), 20_000);
     // what is typed goes to the guest (the simulated one echoes it into its log and console)
     serial.write('hello from the master\n');
     await until('the echo', () => serial.text().includes('hello from the master'));
