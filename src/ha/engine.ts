@@ -4,6 +4,9 @@
  * election, and the watch on its peers' liveness keys. What the daemon does
  * with a new term, a fence or a dead peer is the caller's (the HA plugin).
  */
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PRIVATE_FILE } from '../auth/private-files.ts';
 import { Election, type Term } from './election.ts';
 import { EtcdEndpoints, monotonicNs } from './etcd-client.ts';
 import { clientUrl, EtcdMember, memberPaths, type MemberAddress } from './etcd-member.ts';
@@ -124,12 +127,18 @@ export class HaEngine {
     return this.fencer.pid;
   }
 
-  /** Starts the member, waits for a quorum, takes the lease, arms the fencer, stands for master. */
+  /**
+   * Starts (or adopts) the member, waits for a quorum, adopts or starts the
+   * fencer, keeps the lease this host had before a restart if etcd still has
+   * it (else takes a new one), arms the fencer, stands for master.
+   */
   async start(): Promise<void> {
     this.member?.start();
     await this.waitForQuorum();
-    this.fencer.start();
-    await this.startLiveness();
+    const adopted = await this.fencer.start();
+    const previous = this.recordedLease();
+    const kept = await this.startLiveness(previous);
+    this.o.log(kept ? 'HA lease kept across the restart' : 'HA lease granted', { lease: this.leaseId, previous, fencerAdopted: adopted });
     this.election = new Election({
       etcd: this.etcd,
       key: this.keys.master,
@@ -144,8 +153,22 @@ export class HaEngine {
     this.watchPeers();
   }
 
-  /** A fresh lease and liveness key for this host. */
-  private async startLiveness(): Promise<void> {
+  private get leaseFile(): string {
+    return join(memberPaths(this.o.dataDir).dir, 'lease');
+  }
+
+  /** The lease this host's last daemon held (a decimal id), if it recorded one. */
+  private recordedLease(): string | undefined {
+    try {
+      const id = readFileSync(this.leaseFile, 'utf8').trim();
+      return /^\d{1,20}$/.test(id) ? id : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** This host's lease (fresh, or `previous` if etcd still renews it) and liveness key; the lease id recorded. */
+  private async startLiveness(previous?: string): Promise<boolean> {
     const liveness = new Liveness({
       etcd: this.etcd,
       key: this.keys.host(this.o.hostUuid),
@@ -156,7 +179,9 @@ export class HaEngine {
       onKeepaliveError: (err, tookMs) => this.o.log('keepalive failed', { err: String(err), tookMs }),
     });
     this.liveness = liveness;
-    await liveness.start();
+    const kept = await liveness.start(previous);
+    writeFileSync(this.leaseFile, `${liveness.id}\n`, { mode: PRIVATE_FILE });
+    return kept;
   }
 
   /**
@@ -231,23 +256,30 @@ export class HaEngine {
 
   /**
    * Leaves cleanly: disarms the fencer, resigns, revokes the lease (its keys go
-   * at once). `stopMember` also stops the etcd member (HA disabled); a daemon
-   * restart leaves it running, and `leaveArmed` leaves the lease to run out and
-   * the fencer armed (the guests keep running only if the daemon is back in time).
+   * at once). `stopMember` also stops the etcd member (HA disabled). A daemon
+   * stopping with HA on leaves the member running and, with `handOverMs`, hands
+   * its lease to the fencer, which keeps it alive that long for the next daemon
+   * (its keys — run locks, a master term — stay) and fences if none comes.
    */
-  async stop(o: { stopMember: boolean; wipe?: boolean; leaveArmed?: boolean }): Promise<void> {
+  async stop(o: { stopMember: boolean; wipe?: boolean; handOverMs?: number }): Promise<void> {
     this.stopped = true;
     clearTimeout(this.peerTimer);
     this.election?.stop();
-    if (o.leaveArmed) {
-      // the daemon goes away while HA stays on: no one keeps the lease alive, so the fencer keeps its deadline
-      await this.liveness?.stop(false);
+    if (o.handOverMs !== undefined) {
+      const liveness = this.liveness;
+      await liveness?.stop(false);
+      // a fenced host's lease is not ours to keep alive: the fencer fences at the deadline it holds
+      if (liveness?.id && !this.fenced) {
+        await this.fencer.handOver({ lease: liveness.id, endpoints: this.etcd.endpoints, ttlS: liveness.ttl, graceMs: o.handOverMs });
+        this.o.log('HA lease handed to the fencer until a daemon is back', { lease: liveness.id, graceMs: o.handOverMs });
+      }
       this.etcd.close();
       return;
     }
     await this.fencer.stop();
     await this.election?.resign().catch(() => undefined);
     await this.liveness?.stop(true);
+    rmSync(this.leaseFile, { force: true });
     this.etcd.close();
     if (o.stopMember) await this.member?.stop();
     if (o.wipe) this.member?.wipe();

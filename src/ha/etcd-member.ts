@@ -168,6 +168,7 @@ export async function stopHaProcesses(dataDir: string): Promise<string[]> {
     stopped.push('fencer');
   }
   rmSync(join(p.dir, 'fencer.pid'), { force: true });
+  rmSync(join(p.dir, 'fencer.sock'), { force: true });
   const etcd = ours(p.pid, p.data);
   if (etcd !== undefined) {
     process.kill(etcd, 'SIGTERM');

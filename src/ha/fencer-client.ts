@@ -1,25 +1,33 @@
 /**
- * The daemon's side of the fencer (fencer.ts): starts it, hands it each new
- * deadline, hears when it fenced. The fencer is not detached: it lives in the
- * daemon's process group, but outlives the daemon's death on its own (it
- * holds the last deadline and fences at it).
+ * The daemon's side of the fencer (fencer.ts): starts it — or adopts the one
+ * an earlier daemon of this data directory left running, through its socket —
+ * hands it each new deadline, hears when it fenced, and on a clean stop hands
+ * it the lease to keep alive until a daemon is back. The fencer runs in a
+ * session of its own (a Ctrl-C meant for the daemon must not kill it) and
+ * outlives the daemon: it holds the last deadline and fences at it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
+import type { Writable } from 'node:stream';
 import { PRIVATE_FILE } from '../auth/private-files.ts';
+import { processAlive } from '../host/processes.ts';
+import type { Hold } from './fencer-hold.ts';
 
 const FENCER = fileURLToPath(new URL('./fencer.ts', import.meta.url));
 /** A nice value above every ordinary process (root may raise it). */
 const FENCER_PRIORITY = -15;
+/** How long a new fencer gets to open its socket. */
+const SOCKET_WAIT_MS = 5000;
 
 export interface FencerOptions {
   /** The QEMU backend's run directory: every QEMU naming it is one of this host's guests. */
   readonly runDir: string;
-  /** Where its pid file goes (`<data-dir>/ha`). */
+  /** Where its pid file and socket go (`<data-dir>/ha`). */
   readonly stateDir: string;
   /** Called when the fencer killed the guests (with how many). */
   readonly onFenced: (killed: number) => void;
@@ -28,18 +36,69 @@ export interface FencerOptions {
 
 export class Fencer {
   private child: ChildProcess | undefined;
+  private socket: Socket | undefined;
+  private out: Writable | undefined;
+  private fencerPid: number | undefined;
   private readonly pidFile: string;
+  private readonly socketPath: string;
 
   constructor(private readonly o: FencerOptions) {
     this.pidFile = join(o.stateDir, 'fencer.pid');
+    this.socketPath = join(o.stateDir, 'fencer.sock');
   }
 
-  start(): void {
-    const marker = `${resolve(this.o.runDir)}/`;
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), FENCER, marker], { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.child = child;
-    child.stdin?.on('error', () => undefined); // a dead fencer is seen by its exit, not by a write error
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+  /** Adopts this data directory's running fencer, or starts one. Returns whether it was adopted. */
+  async start(): Promise<boolean> {
+    const running = this.adoptable();
+    if (running !== undefined) {
+      try {
+        await this.connect();
+        this.fencerPid = running;
+        this.o.log?.(`fencer ${running} adopted`);
+        return true;
+      } catch (err) {
+        // alive but not answering: it still holds a deadline of its own, a new one fences on ours
+        this.o.log?.(`fencer ${running} could not be adopted: ${String(err)}`);
+      }
+    }
+    this.spawnFencer();
+    return false;
+  }
+
+  /** The fencer an earlier daemon left: its pid file names a live process running fencer.ts on this socket. */
+  private adoptable(): number | undefined {
+    if (!existsSync(this.pidFile) || !existsSync(this.socketPath)) return undefined;
+    const pid = Number(readFileSync(this.pidFile, 'utf8').trim());
+    if (!Number.isInteger(pid) || pid <= 1 || !processAlive(pid)) return undefined;
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return argv.some((a) => a === FENCER) && argv.includes(this.socketPath) ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private connect(): Promise<void> {
+    return new Promise((ok, fail) => {
+      const s = connect(this.socketPath);
+      const timer = setTimeout(() => s.destroy(new Error('no answer')), 2000);
+      s.once('error', (err) => {
+        clearTimeout(timer);
+        fail(err);
+      });
+      s.once('connect', () => {
+        clearTimeout(timer);
+        s.on('error', () => undefined); // a dead fencer is seen by its pid, not by a write error
+        this.socket = s;
+        this.out = s;
+        this.listen(s);
+        ok();
+      });
+    });
+  }
+
+  private listen(input: NodeJS.ReadableStream): void {
+    createInterface({ input }).on('line', (line) => {
       try {
         const msg: unknown = JSON.parse(line);
         if (typeof msg === 'object' && msg !== null && 'fenced' in msg && typeof msg.fenced === 'number') this.o.onFenced(msg.fenced);
@@ -47,6 +106,17 @@ export class Fencer {
         this.o.log?.(`fencer: ${line}`);
       }
     });
+  }
+
+  private spawnFencer(): void {
+    const marker = `${resolve(this.o.runDir)}/`;
+    rmSync(this.socketPath, { force: true });
+    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), FENCER, marker, this.socketPath], { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+    this.child = child;
+    this.out = child.stdin ?? undefined;
+    this.fencerPid = child.pid;
+    child.stdin?.on('error', () => undefined); // a dead fencer is seen by its exit, not by a write error
+    this.listen(child.stdout!);
     createInterface({ input: child.stderr! }).on('line', (line) => this.o.log?.(line));
     child.on('exit', (code, signal) => {
       if (this.child === child) this.o.log?.(`fencer exited (${code ?? signal})`);
@@ -62,8 +132,14 @@ export class Fencer {
     }
   }
 
+  /** Resolves once the fencer listens on its socket (so that a daemon started right after this one can adopt it). */
+  async listening(): Promise<void> {
+    const until = Date.now() + SOCKET_WAIT_MS;
+    while (!existsSync(this.socketPath) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  }
+
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.fencerPid;
   }
 
   /** The guests die when the monotonic clock passes `deadlineNs` unless a later deadline comes first. */
@@ -76,19 +152,47 @@ export class Fencer {
   }
 
   private send(msg: object): void {
-    this.child?.stdin?.write(`${JSON.stringify(msg)}\n`);
+    this.out?.write(`${JSON.stringify(msg)}\n`);
+  }
+
+  /**
+   * The daemon stops cleanly with HA on: the fencer keeps `hold.lease` alive for
+   * `hold.graceMs` (a daemon adopting it takes over), else fences at its deadline.
+   * This daemon lets go of it.
+   */
+  async handOver(hold: Hold): Promise<void> {
+    await this.listening();
+    const out = this.out;
+    this.send({ hold });
+    this.release();
+    // written before the daemon exits: a lost hold would fence the guests of a clean restart
+    if (out && out.writableLength > 0) await new Promise<void>((r) => out.once('drain', () => r()));
+    out?.end();
+  }
+
+  /** Lets go of the fencer without a word: it keeps its deadline (a crash, as far as it can tell). */
+  private release(): void {
+    this.child?.stdout?.destroy();
+    this.child?.stderr?.destroy();
+    this.child?.unref();
+    this.child = undefined;
+    this.socket?.unref();
+    this.socket = undefined;
+    this.out = undefined;
   }
 
   /** Disarms and stops the fencer (clean shutdown, HA disabled). */
   async stop(): Promise<void> {
-    const child = this.child;
-    this.child = undefined;
-    if (!child || child.exitCode !== null) return;
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    child.stdin?.end(`${JSON.stringify({ disarm: true })}\n`);
-    const timeout = setTimeout(() => child.kill('SIGKILL'), 3000);
-    await exited;
-    clearTimeout(timeout);
+    const pid = this.fencerPid;
+    this.fencerPid = undefined;
+    const out = this.out;
+    this.release();
+    out?.end(`${JSON.stringify({ stop: true })}\n`);
+    if (pid !== undefined) {
+      const until = Date.now() + 3000;
+      while (processAlive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+    }
     rmSync(this.pidFile, { force: true });
   }
 }

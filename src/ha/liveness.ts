@@ -74,14 +74,45 @@ export class Liveness {
     return !this.expired && !this.stopped && monotonicNs() < this.deadline;
   }
 
-  /** Grants the lease and puts the liveness key on it; throws if etcd cannot be reached. */
-  async start(): Promise<void> {
-    const sent = monotonicNs();
-    const granted = await this.o.etcd.call((c) => c.leaseClient.leaseGrant({ TTL: this.ttlS }));
-    this.leaseId = granted.ID;
-    this.advance(sent, Number(granted.TTL));
+  get ttl(): number {
+    return this.ttlS;
+  }
+
+  /**
+   * Keeps `previous` (the lease this host had before its daemon restarted) if
+   * etcd still renews it — then the keys bound to it (liveness key, run locks,
+   * a master term) are intact — else grants a new lease; puts the liveness key
+   * on it. Returns whether the lease was kept. Throws if etcd cannot be reached.
+   */
+  async start(previous?: string): Promise<boolean> {
+    const kept = previous !== undefined && (await this.renew(previous));
+    if (!kept) {
+      const sent = monotonicNs();
+      const granted = await this.o.etcd.call((c) => c.leaseClient.leaseGrant({ TTL: this.ttlS }));
+      this.leaseId = granted.ID;
+      this.advance(sent, Number(granted.TTL));
+    }
     this.tick(); // keepalives from now: a slow put must not let the lease run out
     await this.o.etcd.call((c) => c.put(this.o.key).value(this.o.value).lease(this.leaseId).exec());
+    return kept;
+  }
+
+  /** One keepalive of a lease this host held: true (and the deadline moved) if etcd answered a TTL > 0. */
+  private async renew(id: string): Promise<boolean> {
+    // a member slow to answer is no proof the lease is gone: a few rounds, within one TTL
+    for (let round = 0; round < this.ttlS; round++) {
+      const sent = monotonicNs();
+      const deadlineMs = Date.now() + this.intervalMs;
+      try {
+        const ttl = await Promise.any(this.o.etcd.clients.map((c) => keepaliveOn(c, id, deadlineMs).then((t) => (t > 0 ? t : Promise.reject(new LeaseGone())))));
+        this.leaseId = id;
+        this.advance(sent, ttl);
+        return true;
+      } catch (err) {
+        if (err instanceof AggregateError && err.errors.some((e) => e instanceof LeaseGone)) return false;
+      }
+    }
+    return false;
   }
 
   private advance(sentNs: bigint, ttlS: number): void {

@@ -27,6 +27,16 @@ import type { RedoContents, RedoRow } from './redo-log.ts';
 export const HA_ROUTE = '/pool/ha';
 const VOTING_MEMBERS = 3;
 const RESTART = 'restart';
+/**
+ * How long the fencer keeps a cleanly stopped daemon's lease alive for the next
+ * daemon (s; `XENON_HA_RESTART_GRACE_S`, at most 600): past it, with no daemon
+ * back, the guests are fenced and the survivors restart the protected ones.
+ */
+export function restartGraceMs(env: NodeJS.ProcessEnv = process.env): number {
+  const s = Number(env.XENON_HA_RESTART_GRACE_S ?? 60);
+  return Number.isFinite(s) && s >= 0 ? Math.min(Math.round(s * 1000), 600_000) : 60_000;
+}
+
 /** Past this, a master that cannot write its redo log has fenced itself (its deadline is at most 4 s away). */
 const BARRIER_TIMEOUT_MS = 10_000;
 
@@ -258,7 +268,7 @@ export class HaDaemon implements HaService {
     const engine = this.engine;
     this.engine = undefined;
     if (forget) rmSync(configFile(this.services.dataDir), { force: true });
-    await engine?.stop(forget ? { stopMember: true, wipe: true } : { stopMember: false, leaveArmed: true });
+    await engine?.stop(forget ? { stopMember: true, wipe: true } : { stopMember: false, handOverMs: restartGraceMs() });
   }
 
   private onTerm(term: Term | undefined, mine: boolean): void {
@@ -431,8 +441,8 @@ export class HaDaemon implements HaService {
       this.engine = undefined;
       return;
     }
-    // a daemon stopping keeps HA on: the next start resumes it (the etcd member keeps running, like guests,
-    // but without keepalives the fencer kills the guests at the deadline unless the daemon is back first)
+    // a daemon stopping keeps HA on: the next start resumes it (the etcd member keeps running, like guests);
+    // the fencer keeps the lease alive for the grace period, and the next daemon adopts it and its lease
     await this.stopEngine(false);
   }
 }
