@@ -18,6 +18,16 @@ export interface Hold {
 
 /** The longest grace a daemon may ask for (10 min). */
 export const MAX_GRACE_MS = 600_000;
+
+/**
+ * How long the fencer keeps a cleanly stopped daemon's lease alive for the next
+ * daemon (s; `XENON_HA_RESTART_GRACE_S`, at most 600): past it, with no daemon
+ * back, the guests are fenced and the survivors restart the protected ones.
+ */
+export function restartGraceMs(env: NodeJS.ProcessEnv = process.env): number {
+  const s = Number(env.XENON_HA_RESTART_GRACE_S ?? 60);
+  return Number.isFinite(s) && s >= 0 ? Math.min(Math.round(s * 1000), MAX_GRACE_MS) : 60_000;
+}
 const ENDPOINT = /^http:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:.]{2,45}\]):\d{1,5}$/;
 const MAX_BODY = 4096;
 

@@ -19,6 +19,7 @@ import { peerCall, type Peer } from '../pool/channel.ts';
 import { possibleHosts } from '../pool/placement.ts';
 import type { Term } from './election.ts';
 import { HaEngine } from './engine.ts';
+import { restartGraceMs } from './fencer-hold.ts';
 import type { MemberAddress } from './etcd-member.ts';
 import { memberPaths } from './etcd-member.ts';
 import { RedoFeeder } from './redo-feeder.ts';
@@ -27,16 +28,6 @@ import type { RedoContents, RedoRow } from './redo-log.ts';
 export const HA_ROUTE = '/pool/ha';
 const VOTING_MEMBERS = 3;
 const RESTART = 'restart';
-/**
- * How long the fencer keeps a cleanly stopped daemon's lease alive for the next
- * daemon (s; `XENON_HA_RESTART_GRACE_S`, at most 600): past it, with no daemon
- * back, the guests are fenced and the survivors restart the protected ones.
- */
-export function restartGraceMs(env: NodeJS.ProcessEnv = process.env): number {
-  const s = Number(env.XENON_HA_RESTART_GRACE_S ?? 60);
-  return Number.isFinite(s) && s >= 0 ? Math.min(Math.round(s * 1000), 600_000) : 60_000;
-}
-
 /** Past this, a master that cannot write its redo log has fenced itself (its deadline is at most 4 s away). */
 const BARRIER_TIMEOUT_MS = 10_000;
 

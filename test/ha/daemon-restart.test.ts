@@ -6,7 +6,8 @@
  *     kept the lease alive meanwhile) and the lease — its QEMU guest is the same
  *     process, the VM was not restarted elsewhere, its liveness key and run lock
  *     are on the same lease;
- *  2. that daemon SIGKILLed and not restarted (no clean hand-over): its fencer
+ *     the master's daemon restarted cleanly stays master (same lease and term);
+ *  2. that member's daemon SIGKILLed and not restarted (no clean hand-over): its fencer
  *     kills the guest at its deadline, before a survivor restarts the VM.
  */
 import assert from 'node:assert/strict';
@@ -78,7 +79,7 @@ test('HA on: a daemon restarted cleanly keeps its guests, lease and run locks; a
 
 async function scenario(t: { diagnostic(msg: string): void }): Promise<void> {
   const [r1, r2] = hosts;
-  const c = await r1.client();
+  let c = await r1.client();
   await allLive(c);
   const refOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
   const ref2 = await refOf(r2);
@@ -123,6 +124,22 @@ async function scenario(t: { diagnostic(msg: string): void }): Promise<void> {
   const rec = await c.api.VM.get_record(vm);
   assert.equal(rec.power_state, 'Running');
   assert.equal(rec.resident_on, ref2);
+
+  // the master restarted cleanly: the same term (its master key is on its kept lease), no failover, writes go on
+  const masterLease = haFile(r1, 'lease');
+  const masterKey = `/xenon/${poolUuid}/master`;
+  assert.equal(await leaseOf(masterKey), masterLease);
+  r1.daemon.proc.kill('SIGTERM');
+  await r1.daemon.exited;
+  await new Promise((r) => setTimeout(r, 6000));
+  assert.equal(await leaseOf(masterKey), masterLease, 'no member took the master key while the master daemon was away');
+  await lab.respawn(r1);
+  await until('r1 to resume HA', () => r1.daemon.output().includes('HA lease kept across the restart'), 60_000);
+  c = await r1.client();
+  await c.api.VM.set_name_description(vm, 'written after the master restarted');
+  assert.equal(await leaseOf(masterKey), masterLease);
+  for (const h of hosts.slice(1)) assert.ok(!h.daemon.output().includes('elected HA master'), `${h.name} did not take over`);
+  assert.deepEqual(qemuPids(r2, uuid), [guest]);
 
   // 2. a crash: the daemon SIGKILLed and not restarted — its fencer kills the guest at the deadline
   const killed = Date.now();

@@ -95,8 +95,13 @@ export async function stopXenon(opts: StopOptions): Promise<void> {
   await stopDaemon(o);
   if (!o.guests) {
     o.say('its guests, bridges and Open vSwitch daemons keep running (stop them too with --guests)');
-    // with HA on no one renews the host's lease now: its fencer kills the guests at the deadline
-    if (haConfigured(o.dataDir)) o.say('HA is on: its fencer kills the guests within seconds unless the daemon is back first; its etcd member keeps running');
+    // with HA on the fencer keeps the host's lease alive for the grace period, then fences the guests
+    if (haConfigured(o.dataDir)) {
+      o.say(
+        'HA is on: its fencer keeps the host alive for a grace period (the daemon\'s XENON_HA_RESTART_GRACE_S, default 60 s); ' +
+          'start the daemon again within it, or its guests are killed and the pool restarts the protected ones elsewhere; its etcd member keeps running',
+      );
+    }
     return;
   }
   await stopGuests(o);
