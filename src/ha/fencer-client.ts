@@ -39,6 +39,8 @@ export class Fencer {
   private socket: Socket | undefined;
   private out: Writable | undefined;
   private fencerPid: number | undefined;
+  /** A live fencer that could not be adopted: retired once the new one holds a deadline. */
+  private stale: number | undefined;
   private readonly pidFile: string;
   private readonly socketPath: string;
 
@@ -59,6 +61,7 @@ export class Fencer {
       } catch (err) {
         // alive but not answering: it still holds a deadline of its own, a new one fences on ours
         this.o.log?.(`fencer ${running} could not be adopted: ${String(err)}`);
+        this.stale = running;
       }
     }
     this.spawnFencer();
@@ -145,6 +148,20 @@ export class Fencer {
   /** The guests die when the monotonic clock passes `deadlineNs` unless a later deadline comes first. */
   arm(deadlineNs: bigint): void {
     this.send({ arm: deadlineNs.toString() });
+    // the old fencer would fence this host's guests at the end of its grace period: the new one guards them now
+    if (this.stale !== undefined) {
+      if (this.stale !== this.fencerPid && this.isFencer(this.stale)) process.kill(this.stale, 'SIGKILL');
+      this.stale = undefined;
+    }
+  }
+
+  private isFencer(pid: number): boolean {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      return processAlive(pid) && argv.includes(FENCER) && argv.includes(this.socketPath);
+    } catch {
+      return false;
+    }
   }
 
   disarm(): void {
