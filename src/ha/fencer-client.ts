@@ -183,7 +183,13 @@ export class Fencer {
     this.send({ hold });
     this.release();
     // written before the daemon exits: a lost hold would fence the guests of a clean restart
-    if (out && out.writableLength > 0) await new Promise<void>((r) => out.once('drain', () => r()));
+    if (out && out.writableLength > 0) {
+      // a dead fencer never drains: the daemon must still be able to stop
+      await new Promise<void>((r) => {
+        const timer = setTimeout(r, 2000);
+        out.once('drain', () => (clearTimeout(timer), r()));
+      });
+    }
     out?.end();
   }
 
