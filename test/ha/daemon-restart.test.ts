@@ -15,7 +15,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeTestGuestVm } from '../helpers/guest.ts';
-import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from '../pool/helpers.ts';
+import { allLive, PoolLab, ROOT_PASSWORD, until, type LabHost } from '../pool/helpers.ts';
 import { alive, killProcessesNaming } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
@@ -34,16 +34,6 @@ after(async () => {
   killProcessesNaming(lab.dir);
   await lab.teardown();
 });
-
-async function until<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms: number, everyMs = 100): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /** The QEMU processes of a VM on a host (each runs in its domain's directory). */
 function qemuPids(h: LabHost, uuid: string): number[] {
