@@ -189,6 +189,10 @@ export class Networking implements NicProvider {
       const bits = rec.netmask.split('.').reduce((n, o) => n + (Number(o) >>> 0).toString(2).split('1').length - 1, 0);
       await ip('addr', 'add', `${rec.IP}/${bits || 24}`, 'dev', bridge);
       await ip('link', 'set', bridge, 'up');
+      // the NIC is now its bridge's uplink: an address left on it (the admin's, from before Xenon took the
+      // configuration over) would leave the host by the NIC, beside OVS; it goes, and the default route with it
+      if (rec.physical) await ip('-4', 'addr', 'flush', 'dev', rec.device).catch(() => undefined);
+      if (rec.management && /^\d+\.\d+\.\d+\.\d+$/.test(rec.gateway)) await ip('route', 'replace', 'default', 'via', rec.gateway, 'dev', bridge);
     }
   }
 

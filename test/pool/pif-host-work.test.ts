@@ -9,9 +9,11 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { XenApiClient } from '../../src/client/client.ts';
-import { sh } from '../network/helpers.ts';
-import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { ping, sh } from '../network/helpers.ts';
+import { allLive, failsWith, PoolLab, ROOT_PASSWORD, until, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 const OVS = ['--backend', 'sim', '--network', 'ovs'];
@@ -135,4 +137,62 @@ test('VLAN.create on a member\'s PIF makes the VLAN on the member, not on the ma
   assert.equal((await ovs(h2, 'br-exists', bridge)).code, 0);
   assert.equal((await ovs(h2, 'br-to-vlan', bridge)).out, '0');
   await master.api.network.destroy(vnet);
+});
+
+/** Pings until one answer comes (OVS resolves the remote's MAC for the outer header first), then counts 5. */
+async function reaches(from: LabHost, ip: string): Promise<number> {
+  await until(`${from.name} reaching ${ip}`, async () => (await ping(from.ns, ip, 1, 0.2, 1)) === 1, 30_000);
+  return ping(from.ns, ip, 5, 0.2, 1);
+}
+
+test('PIF.reconfigure_ip of the management PIFs with their own addresses moves them to the bridges; a private network over them carries pings', async () => {
+  const m1 = await pifOf(master, h1, 'eth0');
+  const m2 = await pifOf(master, h2, 'eth0');
+  // what an admin does before Xen Orchestra's private network: the management address becomes Xenon's
+  for (const [pif, h] of [[m1, h1], [m2, h2]] as const) await master.api.PIF.reconfigure_ip(pif, 'Static', h.ip, '255.255.255.0', '', '');
+  for (const [pif, h] of [[m1, h1], [m2, h2]] as const) {
+    const bridge = await master.api.network.get_bridge(await master.api.PIF.get_network(pif));
+    assert.equal((await kernelAddress(h, bridge)).ip, h.ip, `${h.name}'s address on ${bridge}`);
+    assert.doesNotMatch((await sh('ip', ['-n', h.ns, '-4', 'addr', 'show', 'dev', 'eth0'])).stdout, /inet /);
+    assert.match((await ovs(h, 'list-ports', bridge)).out, /^eth0$/m);
+    assert.equal((await master.api.PIF.get_other_config(pif)).xenon_ip_observed_on, undefined);
+    // still reachable from the pool's network
+    const r = await lab.runInSwitch('ping', ['-c', '3', '-i', '0.2', '-W', '2', h.ip]);
+    assert.equal(r.code, 0, `${h.name} reachable: ${r.stdout}`);
+    // the kernel no longer answers from the NIC beside OVS: one answer per ping
+    assert.doesNotMatch(r.stdout, /DUP!/);
+  }
+  await allLive(master);
+
+  const priv = await newNetwork(master, 'private-mgmt');
+  const bridge = await master.api.network.get_bridge(priv);
+  const t1 = await master.api.tunnel.create(m1, priv, 'vxlan');
+  await master.api.tunnel.create(m2, priv, 'vxlan');
+  assert.equal((await master.api.tunnel.get_status(t1)).active, 'true');
+  for (const [h, cidr] of [[h1, '192.168.81.1/24'], [h2, '192.168.81.2/24']] as const) {
+    await until(`${bridge} on ${h.name}`, async () => (await sh('ip', ['-n', h.ns, 'link', 'show', bridge])).code === 0);
+    assert.equal((await sh('ip', ['-n', h.ns, 'addr', 'add', cidr, 'dev', bridge])).code, 0);
+  }
+  assert.equal(await reaches(h1, '192.168.81.2'), 5);
+  assert.equal(await reaches(h2, '192.168.81.1'), 5);
+  // the pool's own traffic still flows over the management addresses
+  await allLive(master);
+  assert.equal((await master.api.host.get_all()).length, 2);
+
+  // ovs-vswitchd dies on the member: its watchdog restarts it, and the management address is there again
+  const pid = Number(readFileSync(join(h2.dataDir, 'run', 'ovs', 'ovs-vswitchd.pid'), 'utf8').trim());
+  assert.ok(pid > 0);
+  process.kill(pid, 'SIGKILL');
+  const mgmtBridge = await master.api.network.get_bridge(await master.api.PIF.get_network(m2));
+  const t0 = Date.now();
+  const pidNow = (): number => Number(readFileSync(join(h2.dataDir, 'run', 'ovs', 'ovs-vswitchd.pid'), 'utf8').trim() || 0);
+  await until('a new ovs-vswitchd on h2', async () => {
+    const now = pidNow();
+    return now > 0 && now !== pid && (await sh('kill', ['-0', String(now)])).code === 0;
+  }, 60_000, 500);
+  await until('h2 reachable again', async () => (await lab.runInSwitch('ping', ['-c', '1', '-W', '1', h2.ip])).code === 0, 60_000, 500);
+  console.log(`h2 restarted and reachable again ${Date.now() - t0} ms after ovs-vswitchd was killed`);
+  assert.equal((await kernelAddress(h2, mgmtBridge)).ip, h2.ip);
+  assert.equal(await reaches(h1, '192.168.81.2'), 5);
+  await allLive(master);
 });
