@@ -65,13 +65,15 @@ export class PoolLab {
 
   /**
    * Starts host `name` (h1, h2, …) with the given extra daemon arguments (default: the simulator, no networking).
-   * `transportNic`: the host also gets `eth1` (no address) on a second switch bridge, before its daemon first starts.
+   * `transportNic`: the host also gets `eth1` (no address) on a second switch bridge, before its daemon first starts;
+   * `spareNic`: and `eth2` on the same switch bridge (for a bond of eth1 and eth2).
    */
-  async addHost(name: string, args: string[] = ['--backend', 'sim', '--network', 'none'], opts: { transportNic?: boolean } = {}): Promise<LabHost> {
+  async addHost(name: string, args: string[] = ['--backend', 'sim', '--network', 'none'], opts: { transportNic?: boolean; spareNic?: boolean } = {}): Promise<LabHost> {
     const ip = `10.${this.subnet}.0.${this.nextIp++}`;
     const ns = await this.net.addHost(name, `${ip}/24`);
     await must('ip', ['-n', this.net.ns, 'link', 'set', name, 'master', 'br0']);
-    if (opts.transportNic) await this.addTransportNic(name, ns);
+    if (opts.transportNic || opts.spareNic) await this.addTransportNic(name, ns);
+    if (opts.spareNic) await this.addTransportNic(name, ns, 'eth2', `${name}u`);
     const dataDir = join(this.dir, name);
     const socket = join(this.dir, `${name}.sock`);
     const daemon = await spawnDaemon(dataDir, { netns: ns, socketPath: socket, args: ['--https', `${ip}:443`, ...args], startTimeoutMs: 120_000 });
@@ -90,16 +92,16 @@ export class PoolLab {
 
   private br1 = false;
 
-  private async addTransportNic(name: string, ns: string): Promise<void> {
+  private async addTransportNic(name: string, ns: string, device = 'eth1', peer = `${name}t`): Promise<void> {
     if (!this.br1) {
       this.br1 = true;
       await must('ip', ['-n', this.net.ns, 'link', 'add', 'br1', 'type', 'bridge']);
       await must('ip', ['-n', this.net.ns, 'link', 'set', 'br1', 'up']);
     }
-    await must('ip', ['link', 'add', `${name}t`, 'netns', this.net.ns, 'type', 'veth', 'peer', 'name', 'eth1', 'netns', ns]);
-    await must('ip', ['-n', ns, 'link', 'set', 'eth1', 'up']);
-    await must('ip', ['-n', this.net.ns, 'link', 'set', `${name}t`, 'master', 'br1']);
-    await must('ip', ['-n', this.net.ns, 'link', 'set', `${name}t`, 'up']);
+    await must('ip', ['link', 'add', peer, 'netns', this.net.ns, 'type', 'veth', 'peer', 'name', device, 'netns', ns]);
+    await must('ip', ['-n', ns, 'link', 'set', device, 'up']);
+    await must('ip', ['-n', this.net.ns, 'link', 'set', peer, 'master', 'br1']);
+    await must('ip', ['-n', this.net.ns, 'link', 'set', peer, 'up']);
   }
 
   private track(c: XenApiClient): XenApiClient {

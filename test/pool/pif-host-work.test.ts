@@ -4,8 +4,9 @@
  * namespaces of their own, each with its management address on `eth0` (set
  * by the test, outside Xenon) and a second NIC `eth1`. The management PIFs'
  * records are compared with `ip addr` in the hosts' namespaces;
- * VLAN.create, PIF.plug and VLAN.destroy on the member's eth1 act on the
- * member's switch (its own OVS database) and not on the master's.
+ * VLAN.create, PIF.plug and VLAN.destroy on the member's eth1, and a bond of
+ * its eth1 and eth2, act on the member's switch (its own OVS database) and not
+ * on the master's.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,7 +24,7 @@ let master: XenApiClient;
 
 before(async () => {
   await lab.setup();
-  [h1, h2] = await Promise.all([lab.addHost('h1', OVS, { transportNic: true }), lab.addHost('h2', OVS, { transportNic: true })]);
+  [h1, h2] = await Promise.all([lab.addHost('h1', OVS, { transportNic: true }), lab.addHost('h2', OVS, { spareNic: true })]);
 });
 after(() => lab.teardown());
 
@@ -195,4 +196,28 @@ test('PIF.reconfigure_ip of the management PIFs with their own addresses moves t
   assert.equal((await kernelAddress(h2, mgmtBridge)).ip, h2.ip);
   assert.equal(await reaches(h1, '192.168.81.2'), 5);
   await allLive(master);
+});
+
+test('Bond.create of a member\'s PIFs bonds them on the member; Bond.destroy removes it there', async () => {
+  const host2 = await hostOf(master, h2);
+  const [e1, e2] = [await pifOf(master, h2, 'eth1'), await pifOf(master, h2, 'eth2')];
+  const bnet = await newNetwork(master, 'bonded');
+  const bridge = await master.api.network.get_bridge(bnet);
+  const bond = await master.api.Bond.create(bnet, [e1, e2], '', 'active-backup', {});
+  const bondPif = await master.api.Bond.get_master(bond);
+  assert.equal(await master.api.PIF.get_host(bondPif), host2);
+  const device = await master.api.PIF.get_device(bondPif);
+  assert.match((await ovs(h2, 'list-ports', bridge)).out, new RegExp(`^${device}$`, 'm'));
+  assert.equal((await ovs(h2, 'get', 'Port', device, 'bond_mode')).out, 'active-backup');
+  const ifaces = (await ovs(h2, 'get', 'Port', device, 'interfaces')).out;
+  assert.equal(ifaces.split(',').length, 2, `two interfaces in the bond: ${ifaces}`);
+  assert.doesNotMatch((await ovs(h1, 'list-ports', bridge)).out, new RegExp(device));
+  assert.notEqual((await ovs(h1, 'list', 'Port', device)).code, 0, 'no bond port on the master');
+  // xapi's assert_no_other_local_pifs
+  assert.deepEqual(await failsWith(master.api.Bond.create(bnet, [await pifOf(master, h2, 'eth0')], '', 'active-backup', {}), 'NETWORK_ALREADY_CONNECTED'), [host2, bondPif]);
+
+  await master.api.Bond.destroy(bond);
+  assert.notEqual((await ovs(h2, 'list', 'Port', device)).code, 0, 'the bond port is gone on the member');
+  assert.equal(await master.api.PIF.get_bond_slave_of(e1), 'OpaqueRef:NULL');
+  await master.api.network.destroy(bnet);
 });
