@@ -77,17 +77,29 @@ export class Collector {
     let done = 0;
     const plugged = this.host.pluggedSrs();
     for (const sr of plugged) {
-      if (!this.store.get('SR', sr)) continue;
-      const driver = this.host.bareDriver(sr);
-      if (!driver.capabilities.includes('VDI_SNAPSHOT')) continue;
-      const skip = new Set<string>();
-      for (let step = 0; step < MAX_STEPS; step++) {
-        const acted = await this.host.locks.exclusive(sr, () => this.step(sr, driver, skip, step === 0));
-        if (!acted) break;
-        done++;
+      try {
+        done += await this.collectSr(sr);
+      } catch (err) {
+        // one SR (a member's that stopped answering) does not hold up the others
+        this.services.log.warn({ err, sr }, 'storage collector: an SR could not be collected');
       }
-      await this.host.update(sr).catch(() => undefined);
     }
+    return done;
+  }
+
+  /** The steps on one SR, until nothing is left to do there. */
+  private async collectSr(sr: string): Promise<number> {
+    let done = 0;
+    if (!this.store.get('SR', sr)) return 0;
+    const driver = this.host.bareDriver(sr);
+    if (!driver.capabilities.includes('VDI_SNAPSHOT')) return 0;
+    const skip = new Set<string>();
+    for (let step = 0; step < MAX_STEPS; step++) {
+      const acted = await this.host.locks.exclusive(sr, () => this.step(sr, driver, skip, step === 0));
+      if (!acted) break;
+      done++;
+    }
+    await this.host.update(sr).catch(() => undefined);
     return done;
   }
 

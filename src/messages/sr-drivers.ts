@@ -84,9 +84,16 @@ export class Storage implements DiskProvider {
     return (pbds.find((p) => p.currently_attached === true) ?? pbds[0]).host;
   }
 
-  /** SRs whose file work this host's storage does, plugged (the collector's round). */
+  /** SRs whose file work this host's storage does, plugged, on a host that answers (the collector's round). */
   pluggedSrs(): string[] {
-    return this.store.where('SR', () => true).map(([ref]) => ref).filter((sr) => this.isPlugged(sr));
+    return this.store.where('SR', () => true).map(([ref]) => ref).filter((sr) => this.isPlugged(sr) && this.isLive(this.storageHost(sr)));
+  }
+
+  /** This host, or a member the master last heard from (host_metrics.live). */
+  private isLive(host: string): boolean {
+    if (host === this.services.hostRef()) return true;
+    const metrics = this.store.get('host', host)?.metrics;
+    return metrics !== undefined && this.store.get('host_metrics', metrics)?.live === true;
   }
 
   forgetDriver(sr: string): void {
@@ -118,6 +125,9 @@ export class Storage implements DiskProvider {
   /** The SR must be plugged on the host that does its file work. */
   assertPlugged(sr: string): void {
     if (!this.isPlugged(sr)) throw new XenApiError('SR_NOT_ATTACHED', sr);
+    // a member that does not answer: say so now rather than wait for the call to time out
+    const host = this.storageHost(sr);
+    if (!this.isLive(host)) throw new XenApiError('HOST_OFFLINE', host);
   }
 
   private isPlugged(sr: string): boolean {

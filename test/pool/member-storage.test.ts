@@ -210,3 +210,33 @@ test('the member checks what the master asks of its storage: its own SRs, uuids 
   await master.api.VDI.destroy(vdi);
   assert.equal(imageOn(h2, uuid), undefined);
 });
+
+test('a member that stops answering: its SR answers HOST_OFFLINE at once, the collector goes on with the others', async () => {
+  const master = await h1.client();
+  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
+  const [r1, r2] = [await hostOf(h1), await hostOf(h2)];
+  const localOf = async (host: string): Promise<string> => {
+    for (const p of Object.values(await master.api.PBD.get_all_records())) if (p.host === host && (await master.api.SR.get_type(p.SR)) === 'ext') return p.SR;
+    throw new Error('no local SR');
+  };
+  const [sr1, sr2] = [await localOf(r1), await localOf(r2)];
+  h2.daemon.proc.kill('SIGTERM');
+  await h2.daemon.exited;
+  const metrics = await master.api.host.get_metrics(r2);
+  await until('the member to be seen dead', async () => !(await master.api.host_metrics.get_live(metrics)));
+  const vdiArgs = (sr: string) => ({ SR: sr, virtual_size: 1024 * 1024, name_label: 'x', type: 'user', sharable: false, read_only: false, other_config: {}, sm_config: {} }) as never;
+  const started = Date.now();
+  assert.deepEqual(await failsWith(master.api.VDI.create(vdiArgs(sr2)), 'HOST_OFFLINE'), [r2]);
+  assert.ok(Date.now() - started < 5000, 'no waiting for a call to time out');
+
+  // a base on the master's own SR is folded all the same
+  const vdi = await master.api.VDI.create(vdiArgs(sr1));
+  const snap = await master.api.VDI.snapshot(vdi, {});
+  await master.api.VDI.destroy(snap);
+  assert.ok((await master.api.VDI.get_sm_config(vdi))['vhd-parent']);
+  await until('the base to be folded', async () => {
+    await master.api.SR.scan(sr1);
+    return !(await master.api.VDI.get_sm_config(vdi))['vhd-parent'];
+  }, 60_000, 300);
+  await master.api.VDI.destroy(vdi);
+});
