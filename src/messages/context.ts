@@ -113,6 +113,8 @@ export interface NetworkingService extends NicProvider {
   ensureNetwork(network: string, opts?: { replace?: boolean }): Promise<void>;
   /** Makes or removes a bond of this host's PIFs (Bond.create, Bond.destroy before its records go). */
   createBond(bond: string): Promise<void>;
+  /** PIF.unplug: the network's bridge device down on this host, and its uplink NIC when Xenon made it one. */
+  bringDown(network: string): Promise<void>;
   removeBond(bond: string): Promise<void>;
   applyLocking(vif: string): Promise<void>;
   applyIp(pif: string): Promise<void>;
@@ -163,6 +165,8 @@ export interface PoolService {
   onMigrationPrepared(listener: (vm: string, destination: string) => void): () => void;
   /** Has a member make a network's bridge as the records say (NetworkingService.ensureNetwork there). */
   ensureNetworkOn(host: string, network: string, replace: boolean): Promise<void>;
+  /** Has a member take a network's bridge down (NetworkingService.bringDown there). */
+  bringDownOn(host: string, network: string): Promise<void>;
   /** Has the member whose PIFs a bond joins make it (`make`) or remove it. */
   bondOn(bond: string, make: boolean): Promise<void>;
 }

@@ -80,6 +80,14 @@ export class Networking implements NicProvider {
     if (tunnels || this.hasTunnels(network)) await this.backend.setTunnels(name, tunnels ?? null);
   }
 
+  async bringDown(network: string): Promise<void> {
+    const spec = this.bridgeSpec(network);
+    // a NIC that is not Xenon's uplink (the admin's, with its own address) is left alone
+    for (const dev of [spec.name, ...(spec.uplink ? [spec.uplink] : [])]) {
+      await (this.netns ? run('ip', ['-n', this.netns, 'link', 'set', dev, 'down']) : run('ip', ['link', 'set', dev, 'down'])).catch(() => undefined);
+    }
+  }
+
   async createBond(bond: string): Promise<void> {
     const rec = this.store.must('Bond', bond);
     const master = this.store.must('PIF', rec.master);

@@ -238,6 +238,9 @@ export const pifHandlers: PIF_handlers = {
       const access = ctx.services.store.get('tunnel', t)?.access_PIF;
       if (access && ctx.services.store.get('PIF', access)?.currently_attached) await unplugAccessPif(ctx.services, access);
     }
+    // the bridge goes down on the PIF's own host (xapi's bring_pif_down)
+    if (pif.host !== ctx.services.hostRef() && ctx.services.pool) await ctx.services.pool.bringDownOn(pif.host, pif.network);
+    else await ctx.services.networking?.bringDown(pif.network);
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { currently_attached: false }));
   },
   set_disallow_unplug: setField('PIF', 'disallow_unplug'),

@@ -126,6 +126,11 @@ export class PoolHosts {
     await this.link(host).remote.call('network.ensure', { network, replace });
   }
 
+  /** Has a member take a network's bridge down (PIF.unplug of its PIF). */
+  async bringDown(host: string, network: string): Promise<void> {
+    await this.link(host).remote.call('network.down', { network });
+  }
+
   /** Has the member whose PIFs a bond joins make (or remove) it. */
   async bond(bond: string, make: boolean): Promise<void> {
     const { store } = this.services;

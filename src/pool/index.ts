@@ -193,6 +193,10 @@ export function poolPlugin(): Plugin {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.ensureNetwork(host, network, replace);
         },
+        bringDownOn: async (host, network) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.bringDown(host, network);
+        },
         bondOn: async (bond, make) => {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.bond(bond, make);

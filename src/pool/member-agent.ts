@@ -199,6 +199,12 @@ export class MemberAgent {
       await this.services.networking?.ensureNetwork(network, { replace: a.replace === true });
       return null;
     },
+    'network.down': async (a) => {
+      const network = str(a.network, 'network');
+      this.services.store.must('network', network);
+      await this.services.networking?.bringDown(network);
+      return null;
+    },
     'network.bond': async (a) => {
       await this.services.networking?.createBond(this.ownBond(a.bond));
       return null;

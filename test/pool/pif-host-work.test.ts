@@ -4,7 +4,7 @@
  * namespaces of their own, each with its management address on `eth0` (set
  * by the test, outside Xenon) and a second NIC `eth1`. The management PIFs'
  * records are compared with `ip addr` in the hosts' namespaces;
- * VLAN.create, PIF.plug and VLAN.destroy on the member's eth1, and a bond of
+ * VLAN.create, PIF.unplug/plug and VLAN.destroy on the member's eth1, and a bond of
  * its eth1 and eth2, act on the member's switch (its own OVS database) and not
  * on the master's.
  */
@@ -51,6 +51,13 @@ async function kernelAddress(h: LabHost, dev: string): Promise<{ ip: string; pre
   const r = await sh('ip', ['-n', h.ns, '-j', '-4', 'addr', 'show', 'dev', dev]);
   const info = (JSON.parse(r.stdout) as { addr_info: { local: string; prefixlen: number }[] }[])[0]!.addr_info[0]!;
   return { ip: info.local, prefix: info.prefixlen };
+}
+
+/** Whether a device in a host's namespace is administratively up. */
+async function linkUp(h: LabHost, dev: string): Promise<boolean> {
+  const r = await sh('ip', ['-n', h.ns, '-j', 'link', 'show', 'dev', dev]);
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { flags: string[] }[])[0]!.flags.includes('UP');
 }
 
 async function nameservers(h: LabHost): Promise<string> {
@@ -106,7 +113,7 @@ test('a member\'s management PIF shows its address; a tunnel cannot use an addre
   await master.api.network.destroy(priv);
 });
 
-test('VLAN.create on a member\'s PIF makes the VLAN on the member, not on the master; xapi\'s NETWORK_ALREADY_CONNECTED', async () => {
+test('VLAN.create, PIF.unplug/plug and VLAN.destroy of a member\'s PIF act on the member, not on the master; xapi\'s NETWORK_ALREADY_CONNECTED', async () => {
   const host2 = await hostOf(master, h2);
   const eth1 = await pifOf(master, h2, 'eth1');
   const parent = await master.api.network.get_bridge(await master.api.PIF.get_network(eth1));
@@ -132,6 +139,14 @@ test('VLAN.create on a member\'s PIF makes the VLAN on the member, not on the ma
   assert.equal((await ovs(h2, 'del-br', bridge)).code, 0);
   await master.api.PIF.plug(untagged);
   assert.equal((await ovs(h2, 'br-to-vlan', bridge)).out, '77');
+
+  // PIF.unplug takes the member's VLAN bridge down (not the master's bridge of that name); PIF.plug up again
+  await master.api.PIF.unplug(untagged);
+  assert.equal(await linkUp(h2, bridge), false);
+  assert.equal(await linkUp(h1, bridge), true);
+  assert.equal(await master.api.PIF.get_currently_attached(untagged), false);
+  await master.api.PIF.plug(untagged);
+  assert.equal(await linkUp(h2, bridge), true);
 
   // VLAN.destroy: the member's bridge is a plain one again
   await master.api.VLAN.destroy(vlan);
