@@ -77,6 +77,8 @@ export interface StorageService extends DiskProvider {
   storageHost(sr: string): string;
   /** A snapshot or clone step on an image of this host's (a disk a guest has open here: with its I/O held back). */
   branchImage(sr: string, uuid: string, newLeaves: string[], base: string): Promise<void>;
+  /** Runs `fn` while no coalesce or snapshot restructures the SR's chains. */
+  usingImages<T>(sr: string, fn: () => Promise<T>): Promise<T>;
   /** VDI uuids handed to a guest of this host. */
   readonly attached: ReadonlySet<string>;
   scan(sr: string): Promise<void>;
@@ -129,6 +131,14 @@ export interface NetworkingService extends NicProvider {
 }
 
 /** The pool this host belongs to (src/pool/), as messages use it. */
+/** An export of an image of a member's SR: the SR's ref, the image's uuid, the format, a base uuid for a VHD delta. */
+export interface ExportAsk {
+  readonly sr: string;
+  readonly uuid: string;
+  readonly format: 'raw' | 'vhd';
+  readonly base?: string;
+}
+
 export interface PoolService {
   join(ctx: CallContext, masterAddress: string, user: string, password: string, force: boolean): Promise<void>;
   eject(host: string): Promise<void>;
@@ -148,6 +158,8 @@ export interface PoolService {
   applyIpOn(pif: string): Promise<void>;
   /** The driver of an SR plugged on a member (its local SR), its file work done there; `shape` is one of the SR's type for what the type declares. */
   srDriverOn(host: string, sr: string, shape: SrDriver): SrDriver;
+  /** The bytes of an export of an image of a member's SR, sent by that member (its length, when known). */
+  exportOn(host: string, ask: ExportAsk): Promise<{ stream: Readable; length?: number }>;
   /** A console stream of a domain (by VM uuid) on a member, over the pool channel; rejects when it is not there. */
   consoleOn(host: string, uuid: string, protocol: 'rfb' | 'vt100'): Promise<Duplex>;
   /** The serial log text of a domain on a member (its last `tail` bytes); null when it has printed nothing. */

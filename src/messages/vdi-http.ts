@@ -6,19 +6,19 @@
  * size; uploads to one VDI run one after the other.
  */
 import { randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import type http from 'node:http';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { toApiError, XenApiError } from '../datamodel/api-error.ts';
-import { exportVhd, importVhd, isVhdError } from '../storage/vhd/index.ts';
-import { exportVolumeRaw, overwriteRaw, VolumeOverflowError } from '../storage/sr/file.ts';
+import { importVhd, isVhdError } from '../storage/vhd/index.ts';
+import { overwriteRaw, VolumeOverflowError } from '../storage/sr/file.ts';
 import type { SrDriver, VolumeInfo } from '../storage/sr/driver.ts';
 import type { Services } from './context.ts';
 import { authorize, finishTask, taskOf, type HttpTask } from './http-handlers.ts';
-import { announcedLength, discardBody, fail, KeyedQueue, primed, UploadCutError, uploadOf } from './http-transfer.ts';
+import { announcedLength, discardBody, fail, KeyedQueue, UploadCutError, uploadOf } from './http-transfer.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
+import { exportSource } from './vdi-export-source.ts';
 
 interface Ctx {
   vdi: string;
@@ -170,18 +170,17 @@ export function exportRawVdi(services: Services, storage: Storage) {
   async function source(vdi: string, url: URL): Promise<{ stream: Readable; length?: number }> {
     const rec = services.store.must('VDI', vdi);
     const uuid = String(rec.uuid);
-    const driver = storage.imageDriver(String(rec.SR));
+    const sr = String(rec.SR);
     const format = formatOf(url);
-    const volume = await volumeOf(driver, uuid, vdi);
-    const path = driver.path(uuid);
-    if (format === 'raw') {
-      const stream = volume.format === 'raw' ? createReadStream(path) : exportVolumeRaw(path);
-      return { stream: await primed(stream), length: volume.virtualSize };
-    }
-    if (volume.format !== 'vpc') throw new XenApiError('VDI_INCOMPATIBLE_TYPE', vdi, `${volume.format === 'qcow2' ? 'qcow2' : 'a raw image'} (export it with format=raw)`);
     const base = url.searchParams.get('base') ? String(services.store.must('VDI', vdiOf(services, url, 'base')).uuid) : undefined;
     if (base && services.store.must('VDI', services.store.byUuid('VDI', base)!).SR !== rec.SR) throw new XenApiError('VDI_INCOMPATIBLE_TYPE', base, 'base= must be a VDI of the same SR');
-    return { stream: await primed(exportVhd(path, { base: base ? driver.path(base) : undefined })) };
+    const host = storage.storageHost(sr);
+    // an image of a member's local SR: the member sends it, through the master
+    if (host !== services.hostRef() && services.pool) {
+      storage.attachedDriver(sr);
+      return services.pool.exportOn(host, { sr, uuid, format, ...(base ? { base } : {}) });
+    }
+    return exportSource(storage.imageDriver(sr), uuid, vdi, format, base);
   }
 
   return async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> => {

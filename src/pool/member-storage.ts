@@ -28,7 +28,7 @@ function storageOf(services: Services): StorageService {
 }
 
 /** This host's PBD of the SR (plugged, unless `unplugged`), or HANDLE_INVALID. */
-function ownSr(services: Services, sr: unknown, state: 'plugged' | 'unplugged' = 'plugged'): string {
+export function ownSr(services: Services, sr: unknown, state: 'plugged' | 'unplugged' = 'plugged'): string {
   const { store } = services;
   const ref = typeof sr === 'string' ? sr : '';
   const pbd = store.get('SR', ref) ? store.where('PBD', (p) => p.SR === ref && p.host === services.hostRef())[0]?.[1] : undefined;
@@ -38,7 +38,7 @@ function ownSr(services: Services, sr: unknown, state: 'plugged' | 'unplugged' =
 }
 
 /** A uuid of a VDI of the SR in the records. */
-function known(services: Services, sr: string, uuid: unknown): string {
+export function knownVolume(services: Services, sr: string, uuid: unknown): string {
   const u = typeof uuid === 'string' && isUuid(uuid) ? uuid.toLowerCase() : '';
   const ref = u ? services.store.byUuid('VDI', u) : undefined;
   if (!ref || services.store.get('VDI', ref)?.SR !== sr) throw new XenApiError('UUID_INVALID', 'VDI', String(uuid).slice(0, 100));
@@ -74,7 +74,7 @@ export function memberStorageMethods(services: Services): Serve {
     'sr.volume.recover': (a) => run(() => driver(ownSr(services, a.sr)).recover()),
     'sr.volume.info': (a) => {
       const sr = ownSr(services, a.sr);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       return run(() => driver(sr).info(uuid), uuid);
     },
     'sr.volume.create': (a) => {
@@ -86,18 +86,18 @@ export function memberStorageMethods(services: Services): Serve {
     },
     'sr.volume.delete': async (a) => {
       const sr = ownSr(services, a.sr);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       await run(() => driver(sr).deleteVolume(uuid), uuid);
       return null;
     },
     'sr.volume.resize': (a) => {
       const sr = ownSr(services, a.sr);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       return run(() => driver(sr).resizeVolume(uuid, size(a.size)), uuid);
     },
     'sr.volume.branch': async (a) => {
       const sr = ownSr(services, a.sr);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       if (!Array.isArray(a.newLeaves) || a.newLeaves.length > MAX_LEAVES) throw new XenApiError('INVALID_VALUE', 'newLeaves', 'a list of at most 64');
       const leaves = a.newLeaves.map((l) => fresh(services, l));
       const base = fresh(services, a.base);
@@ -109,14 +109,14 @@ export function memberStorageMethods(services: Services): Serve {
     'sr.volume.copy': (a) => {
       const sr = ownSr(services, a.sr);
       const into = ownSr(services, a.into);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       const newUuid = fresh(services, a.newUuid);
       return run(() => driver(sr).copyVolume(uuid, driver(into), newUuid), uuid);
     },
     'sr.volume.coalesce': async (a) => {
       const sr = ownSr(services, a.sr);
-      const child = known(services, sr, a.child);
-      const base = known(services, sr, a.base);
+      const child = knownVolume(services, sr, a.child);
+      const base = knownVolume(services, sr, a.base);
       // never under a guest of this host's: the master checks its records, this host checks what it has open
       if (storageOf(services).attached.has(child)) throw new XenApiError('VDI_IN_USE', child, 'coalesce');
       await run(() => driver(sr).coalesce(child, base), child);
@@ -124,13 +124,13 @@ export function memberStorageMethods(services: Services): Serve {
     },
     'sr.volume.checkChain': async (a) => {
       const sr = ownSr(services, a.sr);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       await run(() => driver(sr).checkChain(uuid), uuid);
       return null;
     },
     'sr.volume.resetLeaf': async (a) => {
       const sr = ownSr(services, a.sr);
-      const uuid = known(services, sr, a.uuid);
+      const uuid = knownVolume(services, sr, a.uuid);
       if (storageOf(services).attached.has(uuid)) throw new XenApiError('VDI_IN_USE', uuid, 'reset');
       await run(() => driver(sr).resetLeaf(uuid), uuid);
       return null;

@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { SECRET_HEADER } from '../../src/pool/channel.ts';
@@ -111,18 +112,22 @@ test("a member's local SR: the member's driver does the file work, the master ke
   assert.equal((await master.api.VDI.get_sm_config(copy))['vhd-parent'], undefined);
   await failsWith(master.api.VDI.copy(vhd, sr1, 'OpaqueRef:NULL', 'OpaqueRef:NULL'), 'SR_OPERATION_NOT_SUPPORTED');
 
-  // HTTP transfers of h2's images through the master say so rather than touch the master's disk
-  const exported = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = http.request({ socketPath: h1.socket, path: `/export_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=raw`, method: 'GET' }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-  assert.notEqual(exported.status, 200);
-  assert.match(exported.body, /NOT_IMPLEMENTED/);
+  // exports of h2's images go through the master, the bytes sent by h2 (a pattern written on h2, read back flattened)
+  const qcowLeaf = imageOn(h2, qcowUuid)!;
+  const io = spawnSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', qcowLeaf], { encoding: 'utf8' });
+  assert.equal(io.status, 0, io.stderr);
+  const raw = await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${qcow}&format=raw`);
+  assert.equal(raw.status, 200, raw.body.toString().slice(0, 300));
+  assert.equal(raw.body.length, 32 * MiB);
+  assert.ok(raw.body.subarray(0, MiB).every((b) => b === 0x5a) && raw.body.subarray(MiB).every((b) => b === 0));
+  const vhdStream = await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${vhdUuid}&format=vhd`);
+  assert.equal(vhdStream.status, 200);
+  assert.equal(vhdStream.body.subarray(0, 8).toString(), 'conectix', 'a VHD stream');
+  // the member's errors come back as they are; imports into h2's SR are not done yet, and say so
+  assert.match((await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${qcow}&format=vhd`)).body.toString(), /VDI_INCOMPATIBLE_TYPE/);
+  const upload = await transfer(h1, 'PUT', `/import_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=raw`, Buffer.alloc(MiB));
+  assert.notEqual(upload.status, 200);
+  assert.match(upload.body.toString(), /NOT_IMPLEMENTED/);
 
   // a VM with that disk starts on h2 (placement: it is anchored), is snapshotted and cloned there, cannot leave
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
@@ -169,6 +174,19 @@ test("a member's local SR: the member's driver does the file work, the master ke
   assert.deepEqual(filesUnder(join(h1.dataDir, 'sr')).sort(), masterFilesBefore);
 });
 
+/** An HTTP transfer on a host's local socket: the status and the whole body. */
+function transfer(host: LabHost, method: 'GET' | 'PUT', path: string, body?: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: host.socket, path, method, headers: { ...headers, ...(body ? { 'Content-Length': body.length } : {}) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 /** A host-interface call made straight to h2 (over its local socket, with the pool secret): what a forged request gets. */
 function callMember(method: string, args: Record<string, unknown>): Promise<{ status: number; body: { result?: unknown; error?: string[] } }> {
   const text = JSON.stringify({ method, args, epoch: '', generation: 0 });
@@ -206,6 +224,14 @@ test('the member checks what the master asks of its storage: its own SRs, uuids 
   assert.equal(await codeOf('sr.volume.create', { sr: sr2, uuid: randomUUID(), size: -1 }), 'INVALID_VALUE');
   assert.equal(await codeOf('sr.volume.branch', { sr: sr2, uuid, newLeaves: [uuid], base: randomUUID() }), 'UUID_INVALID');
   assert.equal(await codeOf('sr.destroy', { sr: sr2 }), 'SR_HAS_PBD', 'a plugged SR is not destroyed');
+  // the export route of the member: the secret, its own SR, a uuid of its records
+  const secret = { [SECRET_HEADER]: readRole(h2.dataDir).secret };
+  assert.match((await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr2}&uuid=${uuid}&format=raw`)).body.toString(), /PERMISSION_DENIED/);
+  assert.match((await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr1}&uuid=${uuid}&format=raw`, undefined, secret)).body.toString(), /HANDLE_INVALID/);
+  assert.match((await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr2}&uuid=..%2F..%2Fxenon.db&format=raw`, undefined, secret)).body.toString(), /UUID_INVALID/);
+  const ok = await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr2}&uuid=${uuid}&format=raw`, undefined, secret);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.body.length, 1024 * 1024);
   assert.ok(imageOn(h2, uuid), 'the image is still there');
   await master.api.VDI.destroy(vdi);
   assert.equal(imageOn(h2, uuid), undefined);

@@ -1,0 +1,73 @@
+/**
+ * VDI exports of a member's local SR through the master: the master serves
+ * GET /export_raw_vdi (session, task, progress) and asks the member for the
+ * bytes over the pool channel (GET /pool/vdi-export, pool secret, pinned
+ * certificate); the member checks the SR and image against its own records,
+ * as for `sr.volume.*`, and streams from its own driver.
+ */
+import type http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { RouteHandler } from '../api/http.ts';
+import { XenApiError } from '../datamodel/api-error.ts';
+import type { ExportAsk, Services } from '../messages/context.ts';
+import { exportSource } from '../messages/vdi-export-source.ts';
+import { agentFor, answer, hasSecret, parseAddress, readBody, SECRET_HEADER, unwrap, type Peer } from './channel.ts';
+import { knownVolume, ownSr } from './member-storage.ts';
+
+export const EXPORT_ROUTE = '/pool/vdi-export';
+const LENGTH_HEADER = 'x-xenon-length';
+
+/** The member's side: the bytes of an image of its own SR, while nothing restructures the SR's chains here. */
+export function memberExportRoute(services: Services, secret: () => string): RouteHandler {
+  return async (req, res, url) => {
+    try {
+      if (req.method !== 'GET') throw new XenApiError('INVALID_VALUE', 'method', 'GET only');
+      if (!hasSecret(req, secret())) throw new XenApiError('PERMISSION_DENIED', 'the pool secret is required');
+      const storage = services.storage;
+      if (!storage) throw new XenApiError('NOT_IMPLEMENTED', 'no storage on this host');
+      const q = url.searchParams;
+      const sr = ownSr(services, q.get('sr'));
+      const uuid = knownVolume(services, sr, q.get('uuid'));
+      const format = q.get('format');
+      if (format !== 'raw' && format !== 'vhd') throw new XenApiError('INVALID_VALUE', 'format', String(format));
+      const base = q.get('base') ? knownVolume(services, sr, q.get('base')) : undefined;
+      const vdi = services.store.byUuid('VDI', uuid) ?? uuid;
+      await storage.usingImages(sr, async () => {
+        const { stream, length } = await exportSource(storage.driverFor(sr), uuid, vdi, format, base);
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', ...(length !== undefined ? { [LENGTH_HEADER]: String(length) } : {}) });
+        await pipeline(stream, res);
+      });
+    } catch (e) {
+      answer(res, { error: e });
+    }
+  };
+}
+
+/** The master's side: the member's stream, or the XenAPI error it answered. */
+export function remoteExport(peer: Peer, ask: ExportAsk, timeoutMs = 30_000): Promise<{ stream: Readable; length?: number }> {
+  const { host, port } = parseAddress(peer.address);
+  const q = new URLSearchParams({ sr: ask.sr, uuid: ask.uuid, format: ask.format, ...(ask.base ? { base: ask.base } : {}) });
+  return new Promise((resolve, reject) => {
+    const req = https.get({ host, port, path: `${EXPORT_ROUTE}?${q}`, agent: agentFor(peer.cert), headers: { [SECRET_HEADER]: peer.secret }, timeout: timeoutMs }, (res: http.IncomingMessage) => {
+      // once the bytes flow, a stall is the member's to end (a long export has pauses of its own)
+      req.setTimeout(0);
+      if (res.statusCode === 200) {
+        const length = Number(res.headers[LENGTH_HEADER]);
+        return resolve({ stream: res, ...(Number.isSafeInteger(length) && length >= 0 ? { length } : {}) });
+      }
+      readBody(res, 64 * 1024).then((text) => {
+        let body: unknown = text;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          // kept as text: unwrap says what came
+        }
+        unwrap({ status: res.statusCode ?? 0, body });
+      }).catch(reject);
+    });
+    req.on('timeout', () => req.destroy(new XenApiError('CANNOT_CONTACT_HOST', peer.address)));
+    req.on('error', (e) => reject(e instanceof XenApiError ? e : new XenApiError('CANNOT_CONTACT_HOST', peer.address)));
+  });
+}
