@@ -177,6 +177,8 @@ export interface PoolService {
   onMigrationPrepared(listener: (vm: string, destination: string) => void): () => void;
   /** Has a member make a network's bridge as the records say (NetworkingService.ensureNetwork there). */
   ensureNetworkOn(host: string, network: string, replace: boolean): Promise<void>;
+  /** Records a member's own addresses on its PIFs (as NetworkingService.recordAddresses does here). */
+  recordAddressesOn(host: string): Promise<void>;
   /** Has a member take a network's bridge down (NetworkingService.bringDown there). */
   bringDownOn(host: string, network: string): Promise<void>;
   /** Has the member whose PIFs a bond joins make it (`make`) or remove it. */

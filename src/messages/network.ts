@@ -248,7 +248,9 @@ export const pifHandlers: PIF_handlers = {
     const cur = ctx.services.store.must('PIF', a.self).properties;
     ctx.services.store.transact((tx) => tx.update('PIF', a.self, { properties: { ...cur, [a.name]: a.value } }));
   },
-  scan: async (ctx) => {
+  scan: async (ctx, a) => {
+    // a member's addresses are read on the member (its new NICs are not introduced yet)
+    if (a.host !== ctx.services.hostRef() && ctx.services.pool) return ctx.services.pool.recordAddressesOn(a.host);
     await networkingOf(ctx).introduceNics();
     await networkingOf(ctx).recordAddresses();
   },

@@ -16,9 +16,9 @@ type IpFields = Pick<Row<'PIF'>, 'ip_configuration_mode' | 'IP' | 'netmask' | 'g
 
 /** What a PIF's record should say about an address found on its bridge (preferred, as xapi reads it) or NIC; undefined: nothing to say. */
 export function observedIp(pif: Row<'PIF'>, bridge: string, cfg: HostIpConfig): IpFields | undefined {
-  const device = [bridge, pif.device].find((d) => cfg.addresses.get(d)?.length);
+  const device = [bridge, pif.device].find((d) => cfg.addresses[d]?.length);
   if (!device) return undefined;
-  const addr = cfg.addresses.get(device)![0]!;
+  const addr = cfg.addresses[device]![0]!;
   const routed = cfg.defaultRoute?.device === device;
   const { [OBSERVED_ON]: _old, ...rest } = pif.other_config;
   return {

@@ -15,8 +15,8 @@ export interface DeviceAddress {
 }
 
 export interface HostIpConfig {
-  /** Per device, its global IPv4 addresses in the kernel's order (the primary first). */
-  readonly addresses: ReadonlyMap<string, DeviceAddress[]>;
+  /** Per device, its global IPv4 addresses in the kernel's order (the primary first). A plain object: it travels as JSON. */
+  readonly addresses: Readonly<Record<string, DeviceAddress[]>>;
   readonly defaultRoute?: { gateway: string; device: string };
   readonly nameservers: readonly string[];
 }
@@ -30,13 +30,13 @@ const FOREVER = 4294967295;
 
 export async function readHostIpConfig(netns?: string): Promise<HostIpConfig> {
   const r = new Runner(netns);
-  const addresses = new Map<string, DeviceAddress[]>();
+  const addresses: Record<string, DeviceAddress[]> = {};
   const links = JSON.parse((await r.run('ip', ['-j', '-4', 'addr', 'show'])).stdout || '[]') as IpAddrJson[];
   for (const l of links) {
     const list = (l.addr_info ?? [])
       .filter((a) => a.family === 'inet' && a.scope === 'global' && a.local)
       .map((a) => ({ ip: a.local!, prefixlen: a.prefixlen ?? 32, dynamic: a.dynamic === true || (a.valid_life_time ?? FOREVER) !== FOREVER }));
-    if (l.ifname && list.length) addresses.set(l.ifname, list);
+    if (l.ifname && list.length) addresses[l.ifname] = list;
   }
   const routes = JSON.parse((await r.run('ip', ['-j', '-4', 'route', 'show', 'default']).catch(() => ({ stdout: '[]' }))).stdout || '[]') as { gateway?: string; dev?: string }[];
   const def = routes.find((x) => x.gateway && x.dev);

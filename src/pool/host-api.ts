@@ -8,6 +8,7 @@
  */
 import type { data_source_record } from '../datamodel/generated/records.ts';
 import type { SrStats, VolumeInfo } from '../storage/sr/driver.ts';
+import type { HostIpConfig } from '../network/addresses.ts';
 import type { ConsoleAddress, DomainConfig, DomainCounters, DomainEvent, DomainInfo, DomainStats, GuestInfo, MigrationStats } from '../xenops/backend.ts';
 
 export interface HostMethods {
@@ -77,6 +78,8 @@ export interface HostMethods {
   'network.ensure': { args: { network: string; replace: boolean }; result: null };
   /** Makes a bond of this host's PIFs (Bond.create), or removes it (Bond.destroy, before the records go). */
   'network.bond': { args: { bond: string }; result: null };
+  /** The host's own IPv4 configuration (addresses per device, default route, name servers), for its PIF records. */
+  'network.addresses': { args: Record<string, never>; result: HostIpConfig };
   /** PIF.unplug: a network's bridge device (and the uplink Xenon gave it) down here. */
   'network.down': { args: { network: string }; result: null };
   'network.unbond': { args: { bond: string }; result: null };
@@ -97,7 +100,7 @@ export interface HostCall<M extends HostMethod = HostMethod> {
 export const HOST_METHODS: readonly HostMethod[] = [
   'domain.start', 'domain.shutdown', 'domain.reboot', 'domain.pause', 'domain.unpause', 'domain.list', 'domain.get', 'domain.stats', 'domain.counters', 'domain.countersMany',
   'domain.consoles', 'domain.guestInfo', 'events.next', 'disk.attach', 'disk.activate', 'disk.detach', 'nic.plug', 'nic.unplug', 'sr.plug', 'sr.unplug',
-  'network.tunnels', 'network.applyIp', 'network.ensure', 'network.bond', 'network.unbond', 'network.down', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
+  'network.tunnels', 'network.applyIp', 'network.ensure', 'network.bond', 'network.unbond', 'network.down', 'network.addresses', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
   'metrics.hostSources', 'metrics.hostQuery', 'metrics.hostChange',
   'sr.volume.stats', 'sr.volume.scan', 'sr.volume.recover', 'sr.volume.info', 'sr.volume.create', 'sr.volume.delete', 'sr.volume.resize',
   'sr.volume.branch', 'sr.volume.copy', 'sr.volume.coalesce', 'sr.volume.checkChain', 'sr.volume.resetLeaf', 'sr.destroy',

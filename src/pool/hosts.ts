@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { Services, XenopsService } from '../messages/context.ts';
+import { recordHostAddresses } from '../messages/pif-address.ts';
 import { plugAccessPif } from '../messages/tunnel.ts';
 import { Xenops } from '../messages/vm-domains/index.ts';
 import type { DomainCounters } from '../xenops/backend.ts';
@@ -76,6 +77,7 @@ export class PoolHosts {
     try {
       const r = await link.xenops.reconcileHost();
       this.log.info({ host: link.remote.host, ...r }, 'member domains reconciled');
+      await this.recordAddresses(link.remote.host).catch((err: unknown) => this.log.warn({ err, host: link.remote.host }, 'reading a member\'s addresses failed'));
       await this.plugAll(link.remote.host);
     } catch (err) {
       this.log.warn({ err, host: link.remote.host }, 'reconciling a member failed');
@@ -124,6 +126,11 @@ export class PoolHosts {
   /** Has a member make a network's bridge as the records say (`replace`: remove its old one first). */
   async ensureNetwork(host: string, network: string, replace: boolean): Promise<void> {
     await this.link(host).remote.call('network.ensure', { network, replace });
+  }
+
+  /** A member's PIFs show the addresses it has outside Xenon (its start, PIF.scan): xapi's update_pif_addresses, run there. */
+  async recordAddresses(host: string): Promise<string[]> {
+    return recordHostAddresses(this.services.store, host, await this.link(host).remote.call('network.addresses', {}));
   }
 
   /** Has a member take a network's bridge down (PIF.unplug of its PIF). */

@@ -196,6 +196,10 @@ export function poolPlugin(): Plugin {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.ensureNetwork(host, network, replace);
         },
+        recordAddressesOn: async (host) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.recordAddresses(host);
+        },
         bringDownOn: async (host, network) => {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.bringDown(host, network);

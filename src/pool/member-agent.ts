@@ -6,6 +6,7 @@
  */
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { MetricsOwner, MetricsService, NetworkingService, Services } from '../messages/context.ts';
+import { readHostIpConfig } from '../network/addresses.ts';
 import { UnsupportedError } from '../network/backend.ts';
 import type { DomainEvent, HypervisorBackend } from '../xenops/backend.ts';
 import { HOST_METHODS, type HostArgs, type HostCall, type HostMethod, type HostResult } from './host-api.ts';
@@ -199,6 +200,7 @@ export class MemberAgent {
       await this.services.networking?.ensureNetwork(network, { replace: a.replace === true });
       return null;
     },
+    'network.addresses': () => readHostIpConfig(),
     'network.down': async (a) => {
       const network = str(a.network, 'network');
       this.services.store.must('network', network);

@@ -106,6 +106,15 @@ test('a member\'s management PIF shows its address; a tunnel cannot use an addre
   assert.equal(rec.ip_configuration_mode, 'Static');
   assert.equal(rec.IP, (await kernelAddress(h2, 'eth0')).ip);
   assert.equal(rec.netmask, '255.255.255.0');
+  // PIF.scan of the member reads the member's own configuration (not the master's)
+  const host2 = await hostOf(master, h2);
+  assert.equal((await sh('ip', ['-n', h2.ns, 'route', 'add', 'default', 'via', lab.clientIp])).code, 0);
+  await master.api.PIF.scan(host2);
+  assert.equal(await master.api.PIF.get_gateway(m2), lab.clientIp);
+  assert.equal(await master.api.PIF.get_gateway(await pifOf(master, h1, 'eth0')), '', 'the master\'s has none');
+  assert.equal((await sh('ip', ['-n', h2.ns, 'route', 'del', 'default'])).code, 0);
+  await master.api.PIF.scan(host2);
+  assert.equal(await master.api.PIF.get_gateway(m2), '');
   const priv = await newNetwork(master, 'private');
   // OVS's user-space datapath routes tunnel packets only out of an OVS bridge: the address must be on the PIF's bridge
   await failsWith(master.api.tunnel.create(m2, priv, 'vxlan'), 'TRANSPORT_PIF_NOT_CONFIGURED');
