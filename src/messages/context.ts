@@ -160,6 +160,8 @@ export interface PoolService {
   srDriverOn(host: string, sr: string, shape: SrDriver): SrDriver;
   /** The bytes of an export of an image of a member's SR, sent by that member (its length, when known). */
   exportOn(host: string, ask: ExportAsk): Promise<{ stream: Readable; length?: number }>;
+  /** Relays an upload into an image of a member's SR (raw written over it, or a VHD put in its place), written by that member. */
+  importOn(host: string, ask: Omit<ExportAsk, 'base'>, input: AsyncIterable<Buffer>): Promise<void>;
   /** A console stream of a domain (by VM uuid) on a member, over the pool channel; rejects when it is not there. */
   consoleOn(host: string, uuid: string, protocol: 'rfb' | 'vt100'): Promise<Duplex>;
   /** The serial log text of a domain on a member (its last `tail` bytes); null when it has printed nothing. */

@@ -19,6 +19,7 @@ import { authorize, finishTask, taskOf, type HttpTask } from './http-handlers.ts
 import { announcedLength, discardBody, fail, KeyedQueue, UploadCutError, uploadOf } from './http-transfer.ts';
 import { storageError, type Storage } from './sr-drivers.ts';
 import { exportSource } from './vdi-export-source.ts';
+import { transferError, writeImage } from './vdi-import-sink.ts';
 
 interface Ctx {
   vdi: string;
@@ -59,13 +60,6 @@ function progressCounter(total: number, task: HttpTask): Transform {
 }
 
 /** What a failed transfer tells the client. */
-function transferError(e: unknown, vdi: string): XenApiError {
-  if (e instanceof UploadCutError) return new XenApiError('VDI_IO_ERROR', e.message);
-  if (e instanceof VolumeOverflowError) return new XenApiError('VDI_IO_ERROR', `${e.message}: nothing past its end was written`);
-  if (isVhdError(e)) return new XenApiError('VDI_IO_ERROR', `${e.code}: ${e.message}`);
-  return toApiError(storageError(e, vdi));
-}
-
 function formatOf(url: URL): 'raw' | 'vhd' {
   const format = url.searchParams.get('format') ?? 'raw';
   if (format !== 'raw' && format !== 'vhd') throw new XenApiError('INVALID_VALUE', 'format', `${format} (raw or vhd)`);
@@ -88,8 +82,12 @@ export function importRawVdi(services: Services, storage: Storage) {
   async function receive(vdi: string, req: http.IncomingMessage, url: URL, task: HttpTask, announced: () => void): Promise<void> {
     const rec = services.store.must('VDI', vdi);
     const uuid = String(rec.uuid);
-    const driver = storage.imageDriver(String(rec.SR));
-    if (!driver.capabilities.includes('VDI_CREATE')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', String(rec.SR));
+    const sr = String(rec.SR);
+    const host = storage.storageHost(sr);
+    // an image of a member's local SR: the bytes are relayed to the member, which writes them
+    const pool = host !== services.hostRef() ? services.pool : undefined;
+    const driver = pool ? storage.attachedDriver(sr) : storage.imageDriver(sr);
+    if (!driver.capabilities.includes('VDI_CREATE')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
     if (rec.read_only === true) throw new XenApiError('VDI_READONLY', vdi);
     if (storage.inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, 'import');
     const format = formatOf(url);
@@ -99,17 +97,9 @@ export function importRawVdi(services: Services, storage: Storage) {
     announced();
     const input = pipelineOf(upload.body, progressCounter(upload.length ?? volume.virtualSize, task));
     // no coalesce or snapshot restructures the chain while it is written
-    await storage.usingImages(String(rec.SR), async () => {
-      if (format === 'raw') await overwriteRaw(driver.path(uuid), input);
-      else {
-        const tmp = `${driver.path(uuid)}.import-${randomUUID().slice(0, 8)}`;
-        try {
-          await importVhd(input, tmp);
-          await rename(tmp, driver.path(uuid));
-        } finally {
-          await rm(tmp, { force: true });
-        }
-      }
+    await storage.usingImages(sr, async () => {
+      if (pool) await pool.importOn(host, { sr, uuid, format }, input);
+      else await writeImage(driver, uuid, format, input);
       await storage.refreshVolume(vdi);
     });
     await storage.update(String(rec.SR));

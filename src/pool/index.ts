@@ -24,7 +24,7 @@ import { membershipOf, type Membership } from './membership.ts';
 import { PoolHosts } from './hosts.ts';
 import { checkMasterChange, designateNewMaster, becomeMaster, followMaster, MASTER_ROUTE, recoverSlaves, serveMasterChange } from './master-change.ts';
 import { MemberAgent } from './member-agent.ts';
-import { EXPORT_ROUTE, memberExportRoute, remoteExport } from './member-export.ts';
+import { memberTransferRoute, remoteExport, remoteImport, TRANSFER_ROUTE } from './member-transfer.ts';
 import type { RemoteHost } from './remote-host.ts';
 import { peerOfHost } from './peers.ts';
 import type { ReplicationAsk } from './replication.ts';
@@ -86,7 +86,7 @@ export function poolPlugin(): Plugin {
       const consoles = memberConsoleRoutes(services, () => m.role.secret);
       routes.connect.set('/pool/console', consoles.connect);
       routes.routes.set('/pool/console', consoles.log);
-      routes.routes.set(EXPORT_ROUTE, memberExportRoute(services, () => m.role.secret));
+      routes.routes.set(TRANSFER_ROUTE, memberTransferRoute(services, () => m.role.secret));
       const memberLink = (host: string): RemoteHost => {
         if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
         return hosts.link(host).remote;
@@ -175,6 +175,7 @@ export function poolPlugin(): Plugin {
           return hosts.srDriver(host, sr, shape);
         },
         exportOn: (host, ask) => remoteExport(peerOf(host), ask),
+        importOn: (host, ask, input) => remoteImport(peerOf(host), ask, input),
         consoleOn: async (host, uuid, protocol) => openRemoteConsole(peerOf(host), uuid, protocol),
         consoleLogOn: async (host, uuid, tail) => remoteConsoleLog(peerOf(host), uuid, tail),
         countersOn: async (host, uuids) => (hosts ? hosts.counters(host, uuids) : uuids.map(() => null)),

@@ -123,11 +123,22 @@ test("a member's local SR: the member's driver does the file work, the master ke
   const vhdStream = await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${vhdUuid}&format=vhd`);
   assert.equal(vhdStream.status, 200);
   assert.equal(vhdStream.body.subarray(0, 8).toString(), 'conectix', 'a VHD stream');
-  // the member's errors come back as they are; imports into h2's SR are not done yet, and say so
+  // the member's errors come back as they are
   assert.match((await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${qcow}&format=vhd`)).body.toString(), /VDI_INCOMPATIBLE_TYPE/);
-  const upload = await transfer(h1, 'PUT', `/import_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=raw`, Buffer.alloc(MiB));
-  assert.notEqual(upload.status, 200);
-  assert.match(upload.body.toString(), /NOT_IMPLEMENTED/);
+  // imports, relayed to h2: raw over the disk, and a VHD stream into a new disk, each read back through the master
+  const pattern = Buffer.alloc(MiB, 0xa5);
+  const put = await transfer(h1, 'PUT', `/import_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=raw`, pattern);
+  assert.equal(put.status, 200, put.body.toString());
+  const back = await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=raw`);
+  assert.equal(back.body.length, 16 * MiB);
+  assert.ok(back.body.subarray(0, MiB).equals(pattern) && back.body.subarray(MiB).every((b) => b === 0));
+  const target = await master.api.VDI.create(vdiArgs('target', 16 * MiB));
+  uuids.push(await master.api.VDI.get_uuid(target));
+  const whole = await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${vhd}&format=vhd`);
+  const putVhd = await transfer(h1, 'PUT', `/import_raw_vdi?session_id=${master.session}&vdi=${target}&format=vhd`, whole.body);
+  assert.equal(putVhd.status, 200, putVhd.body.toString());
+  assert.ok((await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${target}&format=raw`)).body.equals(back.body));
+  assert.ok(imageOn(h2, await master.api.VDI.get_uuid(target)));
 
   // a VM with that disk starts on h2 (placement: it is anchored), is snapshotted and cloned there, cannot leave
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
@@ -226,10 +237,10 @@ test('the member checks what the master asks of its storage: its own SRs, uuids 
   assert.equal(await codeOf('sr.destroy', { sr: sr2 }), 'SR_HAS_PBD', 'a plugged SR is not destroyed');
   // the export route of the member: the secret, its own SR, a uuid of its records
   const secret = { [SECRET_HEADER]: readRole(h2.dataDir).secret };
-  assert.match((await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr2}&uuid=${uuid}&format=raw`)).body.toString(), /PERMISSION_DENIED/);
-  assert.match((await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr1}&uuid=${uuid}&format=raw`, undefined, secret)).body.toString(), /HANDLE_INVALID/);
-  assert.match((await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr2}&uuid=..%2F..%2Fxenon.db&format=raw`, undefined, secret)).body.toString(), /UUID_INVALID/);
-  const ok = await transfer(h2, 'GET', `/pool/vdi-export?sr=${sr2}&uuid=${uuid}&format=raw`, undefined, secret);
+  assert.match((await transfer(h2, 'GET', `/pool/vdi-transfer?sr=${sr2}&uuid=${uuid}&format=raw`)).body.toString(), /PERMISSION_DENIED/);
+  assert.match((await transfer(h2, 'GET', `/pool/vdi-transfer?sr=${sr1}&uuid=${uuid}&format=raw`, undefined, secret)).body.toString(), /HANDLE_INVALID/);
+  assert.match((await transfer(h2, 'GET', `/pool/vdi-transfer?sr=${sr2}&uuid=..%2F..%2Fxenon.db&format=raw`, undefined, secret)).body.toString(), /UUID_INVALID/);
+  const ok = await transfer(h2, 'GET', `/pool/vdi-transfer?sr=${sr2}&uuid=${uuid}&format=raw`, undefined, secret);
   assert.equal(ok.status, 200);
   assert.equal(ok.body.length, 1024 * 1024);
   assert.ok(imageOn(h2, uuid), 'the image is still there');
