@@ -79,6 +79,7 @@ export interface StorageService extends DiskProvider {
   branchImage(sr: string, uuid: string, newLeaves: string[], base: string): Promise<void>;
   /** Runs `fn` while no coalesce or snapshot restructures the SR's chains. */
   usingImages<T>(sr: string, fn: () => Promise<T>): Promise<T>;
+  usingImagesOf<T>(srs: Iterable<string>, fn: () => Promise<T>): Promise<T>;
   /** VDI uuids handed to a guest of this host. */
   readonly attached: ReadonlySet<string>;
   scan(sr: string): Promise<void>;

@@ -10,6 +10,8 @@ import { creatable, setField } from './generic.ts';
 import type { VDI_handlers } from './generated/handlers.ts';
 import { storageOf } from './sr.ts';
 import { FILE_VDI_MAX, storageError, VHD_MAX } from './sr-drivers.ts';
+import { exportSource } from './vdi-export-source.ts';
+import { transferError, writeImage } from './vdi-import-sink.ts';
 
 function assertNotInUse(ctx: CallContext, vdi: string, op: string): void {
   if (storageOf(ctx).inUse(vdi)) throw new XenApiError('VDI_IN_USE', vdi, op);
@@ -89,6 +91,8 @@ export async function copyVdi(ctx: CallContext, vdi: Ref<'VDI'>, sr: Ref<'SR'>):
   const src = storage.attachedDriver(rec.SR);
   const dst = storage.attachedDriver(sr);
   if (!dst.capabilities.includes('VDI_CREATE')) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
+  const fields = { name_label: rec.name_label, name_description: rec.name_description, type: rec.type, sharable: rec.sharable, other_config: rec.other_config };
+  if (storage.storageHost(rec.SR) !== storage.storageHost(sr)) return copyAcrossHosts(ctx, vdi, sr, fields);
   const uuid = randomUUID();
   let v;
   try {
@@ -96,7 +100,51 @@ export async function copyVdi(ctx: CallContext, vdi: Ref<'VDI'>, sr: Ref<'SR'>):
   } catch (e) {
     throw storageError(e, vdi);
   }
-  const ref = storage.recordVolume(sr, v, { name_label: rec.name_label, name_description: rec.name_description, type: rec.type, sharable: rec.sharable, other_config: rec.other_config });
+  const ref = storage.recordVolume(sr, v, fields);
+  await storage.update(sr);
+  return ref;
+}
+
+/**
+ * A copy between SRs whose files are on different hosts (a member's local SR
+ * and a shared or another host's SR): a new image of the same format and size
+ * on the destination, recorded first (a member writes only into images of its
+ * records), then the source's contents streamed into it, as an export and an
+ * import would; undone if that fails.
+ */
+async function copyAcrossHosts(ctx: CallContext, vdi: Ref<'VDI'>, sr: Ref<'SR'>, fields: Patch<'VDI'>): Promise<Ref<'VDI'>> {
+  const { services } = ctx;
+  const rec = services.store.must('VDI', vdi);
+  const storage = storageOf(ctx);
+  const [from, to] = [storage.storageHost(rec.SR), storage.storageHost(sr)];
+  const pool = services.pool;
+  if (!pool) throw new XenApiError('SR_OPERATION_NOT_SUPPORTED', sr);
+  const src = storage.attachedDriver(rec.SR);
+  const dst = storage.attachedDriver(sr);
+  let ref: Ref<'VDI'>;
+  try {
+    const info = await src.info(rec.uuid);
+    const asked = info.format === 'qcow2' || info.virtualSize > VHD_MAX ? 'qcow2' : undefined;
+    const v = await dst.createVolume(randomUUID(), info.virtualSize, asked);
+    ref = storage.recordVolume(sr, v, fields);
+  } catch (e) {
+    throw storageError(e, vdi);
+  }
+  const uuid = services.store.must('VDI', ref).uuid;
+  try {
+    await storage.usingImagesOf([rec.SR, sr], async () => {
+      const here = services.hostRef();
+      const ask = { sr: rec.SR, uuid: rec.uuid, format: 'raw' as const };
+      const { stream } = from === here ? await exportSource(storage.imageDriver(rec.SR), rec.uuid, vdi, 'raw') : await pool.exportOn(from, ask);
+      if (to === here) await writeImage(storage.imageDriver(sr), uuid, 'raw', stream);
+      else await pool.importOn(to, { sr, uuid, format: 'raw' }, stream);
+    });
+  } catch (e) {
+    await dst.deleteVolume(uuid).catch(() => undefined);
+    services.store.transact((tx) => tx.delete('VDI', ref));
+    throw transferError(e, vdi);
+  }
+  await storage.refreshVolume(ref);
   await storage.update(sr);
   return ref;
 }

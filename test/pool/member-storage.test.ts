@@ -105,12 +105,11 @@ test("a member's local SR: the member's driver does the file work, the master ke
   assert.ok((await master.api.SR.get_physical_utilisation(sr2)) > 0);
   assert.ok((await master.api.SR.get_virtual_allocation(sr2)) >= 16 * MiB + 32 * MiB);
 
-  // a full copy within h2; not to another host's SR
+  // a full copy within h2
   const copy = await master.api.VDI.copy(qcow, sr2, 'OpaqueRef:NULL', 'OpaqueRef:NULL');
   uuids.push(await master.api.VDI.get_uuid(copy));
   assert.ok(imageOn(h2, await master.api.VDI.get_uuid(copy)));
   assert.equal((await master.api.VDI.get_sm_config(copy))['vhd-parent'], undefined);
-  await failsWith(master.api.VDI.copy(vhd, sr1, 'OpaqueRef:NULL', 'OpaqueRef:NULL'), 'SR_OPERATION_NOT_SUPPORTED');
 
   // exports of h2's images go through the master, the bytes sent by h2 (a pattern written on h2, read back flattened)
   const qcowLeaf = imageOn(h2, qcowUuid)!;
@@ -139,6 +138,18 @@ test("a member's local SR: the member's driver does the file work, the master ke
   assert.equal(putVhd.status, 200, putVhd.body.toString());
   assert.ok((await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${target}&format=raw`)).body.equals(back.body));
   assert.ok(imageOn(h2, await master.api.VDI.get_uuid(target)));
+
+  // copies between hosts: h2's disk to the master's SR and back, the contents streamed across
+  const rawOf = async (v: string): Promise<Buffer> => (await transfer(h1, 'GET', `/export_raw_vdi?session_id=${master.session}&vdi=${v}&format=raw`)).body;
+  const toMaster = await master.api.VDI.copy(vhd, sr1, 'OpaqueRef:NULL', 'OpaqueRef:NULL');
+  assert.ok(imageOn(h1, await master.api.VDI.get_uuid(toMaster)), "on the master's disk");
+  assert.equal(await master.api.VDI.get_virtual_size(toMaster), 16 * MiB);
+  assert.ok((await rawOf(toMaster)).equals(back.body));
+  const toMember = await master.api.VDI.copy(toMaster, sr2, 'OpaqueRef:NULL', 'OpaqueRef:NULL');
+  uuids.push(await master.api.VDI.get_uuid(toMember));
+  assert.ok(imageOn(h2, await master.api.VDI.get_uuid(toMember)));
+  assert.ok((await rawOf(toMember)).equals(back.body));
+  await master.api.VDI.destroy(toMaster);
 
   // a VM with that disk starts on h2 (placement: it is anchored), is snapshotted and cloned there, cannot leave
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
