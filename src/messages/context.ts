@@ -71,6 +71,8 @@ export interface StorageService extends DiskProvider {
   driverFor(sr: string): SrDriver;
   forgetDriver(sr: string): void;
   attachedDriver(sr: string): SrDriver;
+  /** The driver without the SR's lock. */
+  bareDriver(sr: string): SrDriver;
   /** attachedDriver of an SR whose files are on this host (HTTP transfers); NOT_IMPLEMENTED for a member's local SR. */
   imageDriver(sr: string): SrDriver;
   /** The host whose driver does an SR's file work: this one if it has a PBD of it, else the one member that has (its local SR). */
@@ -145,6 +147,8 @@ export interface PoolService {
   eject(host: string): Promise<void>;
   /** The domain manager of a member's VMs (its drivers reached through the host interface); undefined for an unknown host. */
   xenopsOn(host: string): XenopsService | undefined;
+  /** Has a member prepare the storage of a new SR of its own (its PBD's device_config). */
+  createSrOn(pbd: string): Promise<void>;
   /** Plugs or unplugs a member's PBD on that member. */
   plugOn(pbd: string): Promise<void>;
   unplugOn(pbd: string): Promise<void>;

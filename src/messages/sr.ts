@@ -1,7 +1,7 @@
 /** SR and PBD: creating, plugging, scanning, forgetting and destroying storage. */
 import { randomUUID } from 'node:crypto';
 import { XenApiError } from '../datamodel/api-error.ts';
-import type { Ref } from '../datamodel/generated/records.ts';
+import type { Enum_storage_operations, Ref } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import { notImplemented, type CallContext, type PoolService, type StorageService } from './context.ts';
 import { setField } from './generic.ts';
@@ -47,6 +47,8 @@ function assertNoVdiInUse(ctx: CallContext, sr: string, op: string): void {
   }
 }
 
+const SR_OPERATIONS = (): Enum_storage_operations[] => ['scan', 'destroy', 'forget', 'plug', 'unplug', 'update', 'vdi_create', 'vdi_destroy', 'vdi_resize', 'vdi_clone', 'vdi_snapshot'];
+
 interface NewSr {
   host: Ref<'host'>;
   device_config: Record<string, string>;
@@ -64,10 +66,14 @@ async function create(ctx: CallContext, a: NewSr): Promise<Ref<'SR'>> {
   const { store } = ctx.services;
   const { type } = a;
   if (!isSrType(type)) throw new XenApiError('SR_UNKNOWN_DRIVER', type);
-  if (a.host !== ctx.services.hostRef()) throw new XenApiError('HOST_OFFLINE', a.host);
   const uuid = randomUUID();
   const config = { ...a.device_config };
   const driver = makeDriver(type, uuid, config, ctx.services.dataDir);
+  if (a.host !== ctx.services.hostRef()) {
+    // a member's own SR: made there (xapi runs SR.create on the host named); a shared one is made from the master
+    if (a.shared || driver.shared) throw new XenApiError('HOST_OFFLINE', a.host);
+    return createOnMember(ctx, a, uuid, config);
+  }
   try {
     await driver.create();
   } catch (e) {
@@ -77,7 +83,7 @@ async function create(ctx: CallContext, a: NewSr): Promise<Ref<'SR'>> {
     const ref = tx.create('SR', {
       uuid, name_label: a.name_label, name_description: a.name_description, type, content_type: a.content_type,
       shared: a.shared || driver.shared, sm_config: a.sm_config, physical_size: a.physical_size,
-      allowed_operations: ['scan', 'destroy', 'forget', 'plug', 'unplug', 'update', 'vdi_create', 'vdi_destroy', 'vdi_resize', 'vdi_clone', 'vdi_snapshot'],
+      allowed_operations: SR_OPERATIONS(),
     });
     tx.create('PBD', { host: a.host, SR: ref, device_config: config, currently_attached: false });
     // a shared SR is reached the same way from every host of the pool: a PBD each
@@ -86,6 +92,30 @@ async function create(ctx: CallContext, a: NewSr): Promise<Ref<'SR'>> {
   });
   const pbds = store.where('PBD', (p) => p.SR === sr).sort((x, y) => Number(y[1].host === a.host) - Number(x[1].host === a.host)).map(([r]) => r);
   for (const pbd of pbds) await plug(ctx, pbd);
+  return sr;
+}
+
+/** The SR and PBD recorded, the storage made by the member from them, then plugged there; the records go if it fails. */
+async function createOnMember(ctx: CallContext, a: NewSr, uuid: string, config: Record<string, string>): Promise<Ref<'SR'>> {
+  const { store } = ctx.services;
+  const pool = poolFor(ctx, a.host);
+  const [sr, pbd] = store.transact((tx) => {
+    const ref = tx.create('SR', {
+      uuid, name_label: a.name_label, name_description: a.name_description, type: a.type, content_type: a.content_type,
+      shared: false, sm_config: a.sm_config, physical_size: a.physical_size, allowed_operations: SR_OPERATIONS(),
+    });
+    return [ref, tx.create('PBD', { host: a.host, SR: ref, device_config: config, currently_attached: false })] as const;
+  });
+  try {
+    await pool.createSrOn(pbd);
+  } catch (e) {
+    store.transact((tx) => {
+      tx.delete('PBD', pbd);
+      tx.delete('SR', sr);
+    });
+    throw e;
+  }
+  await plug(ctx, pbd);
   return sr;
 }
 

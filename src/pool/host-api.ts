@@ -68,6 +68,8 @@ export interface HostMethods {
   'sr.volume.coalesce': { args: { sr: string; child: string; base: string }; result: null };
   'sr.volume.checkChain': { args: { sr: string; uuid: string }; result: null };
   'sr.volume.resetLeaf': { args: { sr: string; uuid: string }; result: null };
+  /** Prepares the storage of a new SR of this host's, from its PBD's device_config (SR.create on this host). */
+  'sr.create': { args: { pbd: string }; result: null };
   /** Removes the storage of an SR of this host's (SR.destroy, its PBD unplugged). */
   'sr.destroy': { args: { sr: string }; result: null };
   /** Makes this host's tunnel ports on a network match the records (after a tunnel came or went, or an access PIF was plugged). */
@@ -103,5 +105,5 @@ export const HOST_METHODS: readonly HostMethod[] = [
   'network.tunnels', 'network.applyIp', 'network.ensure', 'network.bond', 'network.unbond', 'network.down', 'network.addresses', 'migrate.prepare', 'migrate.finish', 'migrate.send', 'metrics.adopt',
   'metrics.hostSources', 'metrics.hostQuery', 'metrics.hostChange',
   'sr.volume.stats', 'sr.volume.scan', 'sr.volume.recover', 'sr.volume.info', 'sr.volume.create', 'sr.volume.delete', 'sr.volume.resize',
-  'sr.volume.branch', 'sr.volume.copy', 'sr.volume.coalesce', 'sr.volume.checkChain', 'sr.volume.resetLeaf', 'sr.destroy',
+  'sr.volume.branch', 'sr.volume.copy', 'sr.volume.coalesce', 'sr.volume.checkChain', 'sr.volume.resetLeaf', 'sr.create', 'sr.destroy',
 ];

@@ -141,6 +141,10 @@ export function poolPlugin(): Plugin {
           for (const network of tunnelled) await refreshOthers(services, network, host);
         },
         xenopsOn: (host) => hosts?.xenopsOn(host),
+        createSrOn: async (pbd) => {
+          if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
+          await hosts.link(services.store.must('PBD', pbd).host).remote.call('sr.create', { pbd });
+        },
         plugOn: async (pbd) => {
           if (!hosts) throw new XenApiError('HOST_IS_SLAVE', m.role.role === 'member' ? m.role.master : '');
           await hosts.plug(pbd);

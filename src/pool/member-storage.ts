@@ -14,7 +14,7 @@ import type { HostArgs, HostResult } from './host-api.ts';
 
 export type VolumeMethod =
   | 'sr.volume.stats' | 'sr.volume.scan' | 'sr.volume.recover' | 'sr.volume.info' | 'sr.volume.create' | 'sr.volume.delete' | 'sr.volume.resize'
-  | 'sr.volume.branch' | 'sr.volume.copy' | 'sr.volume.coalesce' | 'sr.volume.checkChain' | 'sr.volume.resetLeaf' | 'sr.destroy';
+  | 'sr.volume.branch' | 'sr.volume.copy' | 'sr.volume.coalesce' | 'sr.volume.checkChain' | 'sr.volume.resetLeaf' | 'sr.create' | 'sr.destroy';
 
 type Serve = { [M in VolumeMethod]: (args: HostArgs<M>) => Promise<HostResult<M>> };
 
@@ -133,6 +133,15 @@ export function memberStorageMethods(services: Services): Serve {
       const uuid = knownVolume(services, sr, a.uuid);
       if (storageOf(services).attached.has(uuid)) throw new XenApiError('VDI_IN_USE', uuid, 'reset');
       await run(() => driver(sr).resetLeaf(uuid), uuid);
+      return null;
+    },
+    'sr.create': async (a) => {
+      const pbd = typeof a.pbd === 'string' ? services.store.get('PBD', a.pbd) : undefined;
+      if (!pbd || pbd.host !== services.hostRef()) throw new XenApiError('HANDLE_INVALID', 'PBD', String(a.pbd).slice(0, 100));
+      const sr = ownSr(services, pbd.SR, 'unplugged');
+      const storage = storageOf(services);
+      storage.forgetDriver(sr);
+      await run(() => storage.bareDriver(sr).create());
       return null;
     },
     'sr.destroy': async (a) => {

@@ -259,6 +259,29 @@ test('the member checks what the master asks of its storage: its own SRs, uuids 
   assert.equal(imageOn(h2, uuid), undefined);
 });
 
+test("SR.create on a member: the SR's storage made there from its PBD, destroyed there", async () => {
+  const master = await h1.client();
+  const [r2] = Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h2.ip}"`));
+  const sr = await master.api.SR.create(r2, {}, 0, 'extra', '', 'ext', 'user', false, {});
+  const dir = join(h2.dataDir, 'sr', await master.api.SR.get_uuid(sr));
+  assert.ok(existsSync(dir), "in the member's data directory");
+  assert.ok(!existsSync(join(h1.dataDir, 'sr', await master.api.SR.get_uuid(sr))));
+  const [pbd] = await master.api.SR.get_PBDs(sr);
+  assert.equal(await master.api.PBD.get_host(pbd), r2);
+  assert.equal(await master.api.PBD.get_currently_attached(pbd), true);
+  const vdi = await master.api.VDI.create({ SR: sr, virtual_size: 1024 * 1024, name_label: 'x', type: 'user', sharable: false, read_only: false, other_config: {} } as never);
+  assert.ok(imageOn(h2, await master.api.VDI.get_uuid(vdi))?.startsWith(dir));
+  await master.api.VDI.destroy(vdi);
+  await failsWith(master.api.SR.destroy(sr), 'SR_HAS_PBD');
+  await master.api.PBD.unplug(pbd);
+  await master.api.SR.destroy(sr);
+  assert.ok(!existsSync(dir), 'gone from the member');
+  assert.deepEqual(await master.api.SR.get_by_name_label('extra'), []);
+  // storage the member cannot make leaves no records behind
+  await assert.rejects(master.api.SR.create(r2, { path: join(h2.dataDir, 'xenon.db') }, 0, 'bad', '', 'ext', 'user', false, {}));
+  assert.deepEqual(await master.api.SR.get_by_name_label('bad'), []);
+});
+
 test('a member that stops answering: its SR answers HOST_OFFLINE at once, the collector goes on with the others', async () => {
   const master = await h1.client();
   const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
