@@ -318,6 +318,8 @@ export class OvsBackend implements NetworkBackend {
     const l = normalizeLocking(locking, iface.externalIds['attached-mac']);
     await this.vsctl('set', 'Interface', name, `external_ids:xenon-locking=${ovsString(encodeLocking(l))}`);
     await this.applyLocking(name);
+    // the datapath's cached flows still pass a frame or two until they are revalidated: the change holds once this returns
+    await this.appctl('revalidator/wait').catch(() => undefined);
   }
 
   /** Install the locking rules stored for a tap port (one atomic bundle). */
