@@ -62,16 +62,7 @@ export function remoteImport(peer: Peer, ask: Omit<ExportAsk, 'base'>, input: As
   return new Promise((resolve, reject) => {
     let failed: unknown;
     const req = https.request({ host, port, method: 'PUT', path: `${TRANSFER_ROUTE}?${q}`, agent: agentFor(peer.cert), headers: { [SECRET_HEADER]: peer.secret, 'Content-Type': 'application/octet-stream' } }, (res) => {
-      readBody(res, 64 * 1024).then((text) => {
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          // kept as text: unwrap says what came
-        }
-        unwrap({ status: res.statusCode ?? 0, body });
-        resolve();
-      }).catch(reject);
+      unwrapResponse(res).then(resolve, reject);
     });
     req.on('error', (e) => reject(failed ?? (e instanceof XenApiError ? e : new XenApiError('CANNOT_CONTACT_HOST', peer.address))));
     // the upload failing (a client that cut it) is what the caller hears, not the member's broken request
@@ -81,6 +72,18 @@ export function remoteImport(peer: Peer, ask: Omit<ExportAsk, 'base'>, input: As
       reject(e);
     });
   });
+}
+
+/** A member's answer other than a stream: nothing on success, else the XenAPI error it carries. */
+async function unwrapResponse(res: http.IncomingMessage): Promise<void> {
+  const text = await readBody(res, 64 * 1024);
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // kept as text: unwrap says what came
+  }
+  unwrap({ status: res.statusCode ?? 0, body });
 }
 
 /** The master's side: the member's stream, or the XenAPI error it answered. */
@@ -95,15 +98,7 @@ export function remoteExport(peer: Peer, ask: ExportAsk, timeoutMs = 30_000): Pr
         const length = Number(res.headers[LENGTH_HEADER]);
         return resolve({ stream: res, ...(Number.isSafeInteger(length) && length >= 0 ? { length } : {}) });
       }
-      readBody(res, 64 * 1024).then((text) => {
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          // kept as text: unwrap says what came
-        }
-        unwrap({ status: res.statusCode ?? 0, body });
-      }).catch(reject);
+      unwrapResponse(res).then(() => reject(new XenApiError('INTERNAL_ERROR', `the member answered ${res.statusCode ?? 0} without an error`)), reject);
     });
     req.on('timeout', () => req.destroy(new XenApiError('CANNOT_CONTACT_HOST', peer.address)));
     req.on('error', (e) => reject(e instanceof XenApiError ? e : new XenApiError('CANNOT_CONTACT_HOST', peer.address)));

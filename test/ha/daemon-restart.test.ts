@@ -11,11 +11,11 @@
  *     kills the guest at its deadline, before a survivor restarts the VM.
  */
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeTestGuestVm } from '../helpers/guest.ts';
-import { allLive, PoolLab, ROOT_PASSWORD, until, type LabHost } from '../pool/helpers.ts';
+import { allLive, PoolLab, qemuPids, until, type LabHost } from '../pool/helpers.ts';
 import { alive, killProcessesNaming } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
@@ -25,27 +25,12 @@ let hosts: LabHost[] = [];
 before(async () => {
   await lab.setup();
   hosts = await Promise.all(['r1', 'r2', 'r3'].map((n) => lab.addHost(n, QEMU)));
-  for (const h of hosts.slice(1)) {
-    await (await h.client()).api.pool.join(hosts[0].ip, 'root', ROOT_PASSWORD);
-    await lab.restarted(h);
-  }
+  await lab.formPool(hosts[0], hosts.slice(1));
 });
 after(async () => {
   killProcessesNaming(lab.dir);
   await lab.teardown();
 });
-
-/** The QEMU processes of a VM on a host (each runs in its domain's directory). */
-function qemuPids(h: LabHost, uuid: string): number[] {
-  const dir = join(h.dataDir, 'run', 'qemu', uuid);
-  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((n) => {
-    try {
-      return readFileSync(`/proc/${n}/cmdline`, 'utf8').includes('qemu-system') && readlinkSync(`/proc/${n}/cwd`) === dir;
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
 
 const haFile = (h: LabHost, name: string): string => readFileSync(join(h.dataDir, 'ha', name), 'utf8').trim();
 

@@ -14,7 +14,7 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeTestGuestVm, MARKER } from '../helpers/guest.ts';
-import { allLive, masterNamedBy, PoolLab, until, type LabHost } from '../pool/helpers.ts';
+import { allLive, masterNamedBy, PoolLab, qemuPids, until, type LabHost } from '../pool/helpers.ts';
 import { killProcessesNaming } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
@@ -30,20 +30,6 @@ after(async () => {
   killProcessesNaming(lab.dir);
   await lab.teardown();
 });
-
-
-
-/** The QEMU processes of a VM on a host (each runs in its domain's directory). */
-function qemuPids(h: LabHost, uuid: string): number[] {
-  const dir = join(h.dataDir, 'run', 'qemu', uuid);
-  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((n) => {
-    try {
-      return readFileSync(`/proc/${n}/cmdline`, 'utf8').includes('qemu-system') && readlinkSync(`/proc/${n}/cwd`) === dir;
-    } catch {
-      return false;
-    }
-  }).map(Number);
-}
 
 /** A host dies: its daemon, and every process of its own — etcd member, fencer, guests (they run in its run directory). */
 function killHost(h: LabHost): void {

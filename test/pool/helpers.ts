@@ -4,7 +4,7 @@
  * (all names unique to this run), each daemon also reachable from the test
  * over a unix socket. Everything is removed on teardown, also after failures.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XenApiClient } from '../../src/client/client.ts';
@@ -192,4 +192,16 @@ export async function masterNamedBy(h: LabHost): Promise<string> {
   } finally {
     c.close();
   }
+}
+
+/** The QEMU processes of a VM on a host (each runs in its domain's directory). */
+export function qemuPids(h: LabHost, uuid: string): number[] {
+  const dir = join(h.dataDir, 'run', 'qemu', uuid);
+  return readdirSync('/proc').filter((n) => /^\d+$/.test(n)).filter((n) => {
+    try {
+      return readFileSync(`/proc/${n}/cmdline`, 'utf8').includes('qemu-system') && readlinkSync(`/proc/${n}/cwd`) === dir;
+    } catch {
+      return false;
+    }
+  }).map(Number);
 }
