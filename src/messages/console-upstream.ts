@@ -44,13 +44,39 @@ export function openOn(services: Services, local: HypervisorBackend, host: strin
     if (!services.pool) return Promise.reject(new XenApiError('HOST_OFFLINE', host));
     return services.pool.consoleOn(host, uuid, protocol);
   }
+  return openLocal(local, uuid, protocol);
+}
+
+/** Where this host's backend keeps a domain's console socket (derived from the uuid alone); undefined for a serial console without one. */
+export function localConsoleTarget(local: HypervisorBackend, uuid: string, protocol: ConsoleProtocol): net.NetConnectOpts | undefined {
   if (protocol === 'rfb') {
     const a = local.vncAddress(uuid);
-    return connectLocal('unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port });
+    return 'unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port };
   }
   const s = local.serialLog(uuid).socket;
-  if (!s) return Promise.reject(new XenApiError('HANDLE_INVALID', 'console', uuid));
-  return connectLocal({ path: s });
+  return s ? { path: s } : undefined;
+}
+
+/** The console of domain `uuid` on this host. */
+export function openLocal(local: HypervisorBackend, uuid: string, protocol: ConsoleProtocol): Promise<Duplex> {
+  const target = localConsoleTarget(local, uuid, protocol);
+  return target ? connectLocal(target) : Promise.reject(new XenApiError('HANDLE_INVALID', 'console', uuid));
+}
+
+/** Refuses a CONNECT or Upgrade request on its raw socket: a status line and a text body. */
+export function refuseSocket(socket: Duplex, status: string, text: string): void {
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text) + 1}\r\nConnection: close\r\n\r\n${text}\n`);
+}
+
+/** Answers a CONNECT with "200 OK" and joins the client and the console both ways; each end closes the other. */
+export function joinStreams(socket: Duplex, upstream: Duplex, head: Buffer): void {
+  if (socket.destroyed) return void upstream.destroy();
+  socket.write('HTTP/1.1 200 OK\r\n\r\n');
+  if (head.length) upstream.write(head);
+  socket.pipe(upstream).pipe(socket);
+  upstream.on('error', () => upstream.destroy());
+  socket.on('close', () => upstream.destroy());
+  upstream.on('close', () => socket.end());
 }
 
 /** A VM's console where it runs now; a serial one follows the VM across live migrations. */

@@ -8,13 +8,10 @@ import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from './context.ts';
-import { openConsole, serialLogOf } from './console-upstream.ts';
+import { joinStreams, openConsole, refuseSocket, serialLogOf } from './console-upstream.ts';
 import { authorize } from './http-handlers.ts';
 import type { Xenops } from './vm-domains/index.ts';
 
-function reject(socket: Duplex, status: string, text: string): void {
-  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n${text}\n`);
-}
 
 
 /** The HTTP status and text of a failed session or role check, or null when it passed. */
@@ -37,26 +34,20 @@ export function consoleConnect(services: Services, xenops: Xenops) {
   return async (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> => {
     const { store } = services;
     const refusal = refused(() => authorize(services, req, url));
-    if (refusal) return reject(socket, refusal.status, refusal.text);
+    if (refusal) return refuseSocket(socket, refusal.status, refusal.text);
     const ref = consoleRef(services, url);
     const con = store.get('console', ref);
-    if (!con) return reject(socket, '404 Not Found', `HANDLE_INVALID console ${ref}`);
+    if (!con) return refuseSocket(socket, '404 Not Found', `HANDLE_INVALID console ${ref}`);
     const vm = store.get('VM', String(con.VM));
-    if (!vm || vm.is_control_domain) return reject(socket, '404 Not Found', 'no console for this VM here');
+    if (!vm || vm.is_control_domain) return refuseSocket(socket, '404 Not Found', 'no console for this VM here');
     const protocol = con.protocol === 'rfb' ? 'rfb' : 'vt100';
     let upstream: Duplex;
     try {
       upstream = await openConsole(services, xenops.backend, String(con.VM), protocol);
     } catch {
-      return reject(socket, protocol === 'vt100' ? '404 Not Found' : '503 Service Unavailable', 'the console is not reachable');
+      return refuseSocket(socket, protocol === 'vt100' ? '404 Not Found' : '503 Service Unavailable', 'the console is not reachable');
     }
-    if (socket.destroyed) return void upstream.destroy();
-    socket.write('HTTP/1.1 200 OK\r\n\r\n');
-    if (head.length) upstream.write(head);
-    socket.pipe(upstream).pipe(socket);
-    upstream.on('error', () => upstream.destroy());
-    socket.on('close', () => upstream.destroy());
-    upstream.on('close', () => socket.end());
+    joinStreams(socket, upstream, head);
   };
 }
 

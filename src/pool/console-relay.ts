@@ -15,18 +15,13 @@ import https from 'node:https';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ConnectHandler, RouteHandler } from '../api/http.ts';
+import { joinStreams, openLocal, refuseSocket, type ConsoleProtocol } from '../messages/console-upstream.ts';
 import type { Services } from '../messages/context.ts';
 import { agentFor, hasSecret, parseAddress, pinnedTls, SECRET_HEADER, type Peer } from './channel.ts';
-
-export type ConsoleProtocol = 'rfb' | 'vt100';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** The largest tail a master may ask for (the web console's first screen needs 64 KiB). */
 const MAX_TAIL_BYTES = 16 * 1024 * 1024;
-
-function refuse(socket: Duplex, status: string, text: string): void {
-  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text) + 1}\r\nConnection: close\r\n\r\n${text}\n`);
-}
 
 /** The domain and protocol a master asks for, or why not. */
 function parseAsk(url: URL): { uuid: string; protocol: ConsoleProtocol } | string {
@@ -37,38 +32,18 @@ function parseAsk(url: URL): { uuid: string; protocol: ConsoleProtocol } | strin
   return { uuid: uuid.toLowerCase(), protocol };
 }
 
-/** Where this host's backend keeps a domain's console socket (derived from the uuid alone). */
-function localTarget(services: Services, uuid: string, protocol: ConsoleProtocol): net.NetConnectOpts | undefined {
-  const backend = services.xenops?.backend;
-  if (!backend) return undefined;
-  if (protocol === 'rfb') {
-    const a = backend.vncAddress(uuid);
-    return 'unixSocket' in a ? { path: a.unixSocket } : { host: a.host, port: a.port };
-  }
-  const s = backend.serialLog(uuid).socket;
-  return s ? { path: s } : undefined;
-}
-
 /** A host's routes: its domains' consoles for the master. */
 export function memberConsoleRoutes(services: Services, secret: () => string): { connect: ConnectHandler; log: RouteHandler } {
   const connect: ConnectHandler = (req, socket, head, url) => {
-    if (!hasSecret(req, secret())) return refuse(socket, '403 Forbidden', 'the pool secret is required');
+    if (!hasSecret(req, secret())) return refuseSocket(socket, '403 Forbidden', 'the pool secret is required');
     const ask = parseAsk(url);
-    if (typeof ask === 'string') return refuse(socket, '400 Bad Request', ask);
-    const target = localTarget(services, ask.uuid, ask.protocol);
-    if (!target) return refuse(socket, '404 Not Found', 'no such console here');
-    const upstream = net.createConnection(target);
-    upstream.once('error', () => refuse(socket, '404 Not Found', 'no such console here'));
-    upstream.once('connect', () => {
-      upstream.removeAllListeners('error');
-      upstream.on('error', () => upstream.destroy());
-      if (socket.destroyed) return void upstream.destroy();
-      socket.write('HTTP/1.1 200 OK\r\n\r\n');
-      if (head.length) upstream.write(head);
-      socket.pipe(upstream).pipe(socket);
-    });
-    socket.on('close', () => upstream.destroy());
-    upstream.on('close', () => socket.end());
+    if (typeof ask === 'string') return refuseSocket(socket, '400 Bad Request', ask);
+    const backend = services.xenops?.backend;
+    if (!backend) return refuseSocket(socket, '404 Not Found', 'no such console here');
+    openLocal(backend, ask.uuid, ask.protocol).then(
+      (upstream) => joinStreams(socket, upstream, head),
+      () => refuseSocket(socket, '404 Not Found', 'no such console here'),
+    );
   };
   const log: RouteHandler = async (req, res, url) => {
     const fail = (status: number, text: string): void => {

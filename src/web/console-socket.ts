@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from '../messages/context.ts';
-import { openConsole, readAll, serialLogOf } from '../messages/console-upstream.ts';
+import { openConsole, readAll, refuseSocket, serialLogOf, type ConsoleProtocol } from '../messages/console-upstream.ts';
 import { authorize } from '../messages/http-handlers.ts';
 import type { Xenops } from '../messages/vm-domains/index.ts';
 
@@ -23,10 +23,6 @@ const SERIAL_TAIL_BYTES = 64 * 1024;
 const MAX_FRAME_BYTES = 1024 * 1024;
 /** Stop reading the VM's side while this much waits for a slow browser. */
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
-
-function refuse(socket: Duplex, status: string, text: string): void {
-  socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(text) + 1}\r\nConnection: close\r\n\r\n${text}\n`);
-}
 
 /** A browser sends Origin: it must be this server's own (the Host it asked for). */
 function sameOrigin(req: http.IncomingMessage): boolean {
@@ -41,7 +37,7 @@ function sameOrigin(req: http.IncomingMessage): boolean {
 
 interface Target {
   readonly vm: string;
-  readonly protocol: 'rfb' | 'vt100';
+  readonly protocol: ConsoleProtocol;
 }
 
 function targetOf(services: Services, url: URL): Target {
@@ -88,8 +84,8 @@ export interface ConsoleSockets {
 export function consoleSockets(services: Services, xenops: Xenops): ConsoleSockets {
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: true });
   const handler = async (req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<void> => {
-    if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return refuse(socket, '400 Bad Request', 'only WebSocket upgrades are served here');
-    if (!sameOrigin(req)) return refuse(socket, '403 Forbidden', 'a page of another origin may not open this console');
+    if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return refuseSocket(socket, '400 Bad Request', 'only WebSocket upgrades are served here');
+    if (!sameOrigin(req)) return refuseSocket(socket, '403 Forbidden', 'a page of another origin may not open this console');
     let target: Target;
     try {
       authorize(services, req, url);
@@ -97,7 +93,7 @@ export function consoleSockets(services: Services, xenops: Xenops): ConsoleSocke
     } catch (e) {
       if (!(e instanceof XenApiError)) throw e;
       const status = e.code === 'RBAC_PERMISSION_DENIED' ? '403 Forbidden' : e.code === 'SESSION_INVALID' ? '401 Unauthorized' : e.code === 'HANDLE_INVALID' ? '404 Not Found' : '409 Conflict';
-      return refuse(socket, status, e.description.join(' '));
+      return refuseSocket(socket, status, e.description.join(' '));
     }
     // a serial viewer first gets the tail of what the guest printed, from the host it runs on
     const first = target.protocol === 'vt100' ? await readAll(await serialLogOf(services, xenops.backend, target.vm, SERIAL_TAIL_BYTES).catch(() => null)) : Buffer.alloc(0);
@@ -105,7 +101,7 @@ export function consoleSockets(services: Services, xenops: Xenops): ConsoleSocke
     try {
       upstream = await openConsole(services, xenops.backend, target.vm, target.protocol);
     } catch {
-      return refuse(socket, '503 Service Unavailable', 'the console is not reachable');
+      return refuseSocket(socket, '503 Service Unavailable', 'the console is not reachable');
     }
     upstream.on('error', () => upstream.destroy());
     if (socket.destroyed) return void upstream.destroy();
