@@ -78,5 +78,9 @@ export function saveBundle(dataDir: string, self: string, bundle: CertBundle): v
 /** The certificate of host `uuid` as this host knows it (its own included), or undefined. */
 export function certificateOf(dataDir: string, self: string, uuid: string): string | undefined {
   if (!UUID.test(uuid)) return undefined;
-  return readBundle(dataDir, self)[uuid];
+  try {
+    return readFileSync(uuid === self ? ownCertificate(dataDir) : join(certificateDir(dataDir), `${uuid}.pem`), 'utf8');
+  } catch {
+    return undefined;
+  }
 }
