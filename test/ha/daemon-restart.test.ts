@@ -15,22 +15,17 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeTestGuestVm } from '../helpers/guest.ts';
-import { allLive, PoolLab, qemuPids, until, type LabHost } from '../pool/helpers.ts';
-import { alive, killProcessesNaming } from './helpers.ts';
+import { allLive, hostRefOf, PoolLab, qemuPids, until, type LabHost } from '../pool/helpers.ts';
+import { alive } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
 const lab = new PoolLab();
 let hosts: LabHost[] = [];
 
 before(async () => {
-  await lab.setup();
-  hosts = await Promise.all(['r1', 'r2', 'r3'].map((n) => lab.addHost(n, QEMU)));
-  await lab.formPool(hosts[0], hosts.slice(1));
+  hosts = await lab.startPool(['r1', 'r2', 'r3'], QEMU);
 });
-after(async () => {
-  killProcessesNaming(lab.dir);
-  await lab.teardown();
-});
+after(() => lab.teardown());
 
 const haFile = (h: LabHost, name: string): string => readFileSync(join(h.dataDir, 'ha', name), 'utf8').trim();
 
@@ -56,8 +51,7 @@ async function scenario(t: { diagnostic(msg: string): void }): Promise<void> {
   const [r1, r2] = hosts;
   let c = await r1.client();
   await allLive(c);
-  const refOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const ref2 = await refOf(r2);
+  const ref2 = await hostRefOf(c, r2);
   const pool = (await c.api.pool.get_all())[0];
   const poolUuid = await c.api.pool.get_uuid(pool);
   const host2 = await c.api.host.get_uuid(ref2);

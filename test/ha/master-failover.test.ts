@@ -10,8 +10,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { failsWith, masterNamedBy, PoolLab, ROOT_PASSWORD, until, type LabHost } from '../pool/helpers.ts';
-import { alive, killProcessesNaming } from './helpers.ts';
+import { failsWith, hostRefOf, masterNamedBy, PoolLab, ROOT_PASSWORD, until, type LabHost } from '../pool/helpers.ts';
+import { alive } from './helpers.ts';
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -19,14 +19,9 @@ let h2: LabHost;
 let h3: LabHost;
 
 before(async () => {
-  await lab.setup();
-  [h1, h2, h3] = await Promise.all([lab.addHost('h1'), lab.addHost('h2'), lab.addHost('h3')]);
-  await lab.formPool(h1, [h2, h3]);
+  [h1, h2, h3] = await lab.startPool(['h1', 'h2', 'h3']);
 });
-after(async () => {
-  killProcessesNaming(lab.dir);
-  await lab.teardown();
-});
+after(() => lab.teardown());
 
 const pidIn = (file: string): number | undefined => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : undefined);
 
@@ -34,8 +29,7 @@ const pidIn = (file: string): number | undefined => (existsSync(file) ? Number(r
 
 test('the master host dies with HA on: a survivor becomes master and restarts the protected VM within 15 s', { timeout: 240_000 }, async (t) => {
   const master = await h1.client();
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const [r1, r2, r3] = [await hostRefOf(master, h1), await hostRefOf(master, h2), await hostRefOf(master, h3)];
   const pool = (await master.api.pool.get_all())[0];
   const sr = await master.api.SR.create(r1, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];

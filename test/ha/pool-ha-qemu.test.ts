@@ -14,22 +14,16 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { makeTestGuestVm, MARKER } from '../helpers/guest.ts';
-import { allLive, masterNamedBy, PoolLab, qemuPids, until, type LabHost } from '../pool/helpers.ts';
-import { killProcessesNaming } from './helpers.ts';
+import { allLive, hostRefOf, masterNamedBy, PoolLab, qemuPids, until, type LabHost } from '../pool/helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
 const lab = new PoolLab();
 let hosts: LabHost[] = [];
 
 before(async () => {
-  await lab.setup();
-  hosts = await Promise.all(['q1', 'q2', 'q3'].map((n) => lab.addHost(n, QEMU)));
-  await lab.formPool(hosts[0], hosts.slice(1));
+  hosts = await lab.startPool(['q1', 'q2', 'q3'], QEMU);
 });
-after(async () => {
-  killProcessesNaming(lab.dir);
-  await lab.teardown();
-});
+after(() => lab.teardown());
 
 /** A host dies: its daemon, and every process of its own — etcd member, fencer, guests (they run in its run directory). */
 function killHost(h: LabHost): void {
@@ -76,9 +70,8 @@ async function scenario(t: { diagnostic(msg: string): void }): Promise<void> {
   const [q1] = hosts;
   let c = await q1.client();
   await allLive(c);
-  const refOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
   const refs = new Map<LabHost, string>();
-  for (const h of hosts) refs.set(h, await refOf(h));
+  for (const h of hosts) refs.set(h, await hostRefOf(c, h));
   const pool = (await c.api.pool.get_all())[0];
   const sr = await c.api.SR.create(refs.get(q1)!, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});
   const vm = await makeTestGuestVm(c, 'protected');

@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { PoolLab, until, type LabHost } from '../pool/helpers.ts';
-import { alive, killProcessesNaming } from './helpers.ts';
+import { hostRefOf, PoolLab, until, type LabHost } from '../pool/helpers.ts';
+import { alive } from './helpers.ts';
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -18,15 +18,9 @@ let h2: LabHost;
 let h3: LabHost;
 
 before(async () => {
-  await lab.setup();
-  [h1, h2, h3] = await Promise.all([lab.addHost('h1'), lab.addHost('h2'), lab.addHost('h3')]);
-  await lab.formPool(h1, [h2, h3]);
+  [h1, h2, h3] = await lab.startPool(['h1', 'h2', 'h3']);
 });
-after(async () => {
-  // the etcd members and fencers outlive their daemons by design: everything naming the lab's directory goes
-  killProcessesNaming(lab.dir);
-  await lab.teardown();
-});
+after(() => lab.teardown());
 
 const pidIn = (file: string): number | undefined => (existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : undefined);
 const etcdPid = (h: LabHost): number | undefined => pidIn(join(h.dataDir, 'ha', 'etcd.pid'));
@@ -34,8 +28,7 @@ const etcdPid = (h: LabHost): number | undefined => pidIn(join(h.dataDir, 'ha', 
 
 test('enable_ha runs etcd on the three hosts; a member host dies and the master restarts its protected VM on a survivor; disable_ha stops HA', { timeout: 240_000 }, async (t) => {
   const master = await h1.client();
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const [r1, r2, r3] = [await hostRefOf(master, h1), await hostRefOf(master, h2), await hostRefOf(master, h3)];
   const pool = (await master.api.pool.get_all())[0];
 
   const sr = await master.api.SR.create(r1, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});

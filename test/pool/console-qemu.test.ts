@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { makeTestGuestVm, MARKER, typeOnConsole, waitSerial } from '../helpers/guest.ts';
-import { allLive, PoolLab, until, type LabHost } from './helpers.ts';
+import { allLive, hostRefOf, PoolLab, until, type LabHost } from './helpers.ts';
 import { openConsoleStream } from './console-stream.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
@@ -28,8 +28,7 @@ test('a serial console held through the master keeps counting across live migrat
   await lab.formPool(h1, [h2]);
   const c = await h1.client();
   await allLive(c);
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2] = [await hostOf(h1), await hostOf(h2)];
+  const [r1, r2] = [await hostRefOf(c, h1), await hostRefOf(c, h2)];
   const sr = await c.api.SR.create(r1, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});
   await until('every host to plug the shared SR', async () => {
     for (const p of await c.api.SR.get_PBDs(sr)) if (!(await c.api.PBD.get_currently_attached(p))) return false;

@@ -7,7 +7,9 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import assert from 'node:assert/strict';
 import { XenApiClient } from '../../src/client/client.ts';
+import { killProcessesNaming } from '../ha/helpers.ts';
 import { OvsBackend } from '../../src/network/ovs/ovs-backend.ts';
 import { spawnDaemon, type Daemon } from '../helpers/daemon.ts';
 import { must, sh, TestNet } from '../network/helpers.ts';
@@ -114,6 +116,14 @@ export class PoolLab {
     await must('ip', ['-n', this.net.ns, 'link', 'set', host.name, up ? 'up' : 'down']);
   }
 
+  /** Sets the lab up with hosts `names` (started together) and joins the others into the first one's pool. */
+  async startPool(names: readonly string[], args?: string[]): Promise<LabHost[]> {
+    await this.setup();
+    const hosts = await Promise.all(names.map((n) => this.addHost(n, args)));
+    await this.formPool(hosts[0], hosts.slice(1));
+    return hosts;
+  }
+
   /** Makes `members` join the pool of `master` (each restarts as a member). */
   async formPool(master: LabHost, members: readonly LabHost[]): Promise<void> {
     for (const h of members) {
@@ -151,6 +161,8 @@ export class PoolLab {
       const runDir = join(h.dataDir, 'run', 'ovs');
       if (existsSync(runDir)) await new OvsBackend({ runDir, netns: h.ns }).stop().catch(() => undefined);
     }
+    // etcd members, fencers and device models outlive their daemons by design: whatever names the lab's directory goes
+    killProcessesNaming(this.dir);
     await this.net.teardown();
     rmSync(this.dir, { recursive: true, force: true });
   }
@@ -204,4 +216,19 @@ export function qemuPids(h: LabHost, uuid: string): number[] {
       return false;
     }
   }).map(Number);
+}
+
+/** A lab host's record, as a client of the pool sees it (by the host's address). */
+export async function hostRefOf(c: XenApiClient, h: LabHost): Promise<string> {
+  const found = Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
+  assert.ok(found, `no host ${h.name}`);
+  return found;
+}
+
+/** A lab host's PIF of a device. */
+export async function pifOf(c: XenApiClient, h: LabHost, device: string): Promise<string> {
+  const host = await hostRefOf(c, h);
+  const found = Object.entries(await c.api.PIF.get_all_records()).find(([, r]) => r.host === host && r.device === device);
+  assert.ok(found, `no ${device} on ${h.name}`);
+  return found[0];
 }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { XenApiClient } from '../../src/client/client.ts';
 import { XE_BIN, tempHome } from '../cli/xe-helpers.ts';
-import { allLive, failsWith, masterNamedBy, PoolLab, ROOT_PASSWORD, until, type LabHost } from './helpers.ts';
+import { allLive, failsWith, hostRefOf, masterNamedBy, PoolLab, ROOT_PASSWORD, until, type LabHost } from './helpers.ts';
 
 const home = tempHome();
 
@@ -20,20 +20,17 @@ let h2: LabHost;
 let h3: LabHost;
 
 before(async () => {
-  await lab.setup();
-  [h1, h2, h3] = await Promise.all([lab.addHost('h1'), lab.addHost('h2'), lab.addHost('h3')]);
-  await lab.formPool(h1, [h2, h3]);
+  [h1, h2, h3] = await lab.startPool(['h1', 'h2', 'h3']);
 });
 after(() => lab.teardown());
 
 
 
-const hostRef = async (c: XenApiClient, h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
 
 test('designate_new_master: a member becomes master, the others follow it, the old master becomes a member; a running VM is untouched', { timeout: 240_000 }, async () => {
   const c1 = await h1.client();
   await allLive(c1);
-  const [r1, r2, r3] = [await hostRef(c1, h1), await hostRef(c1, h2), await hostRef(c1, h3)];
+  const [r1, r2, r3] = [await hostRefOf(c1, h1), await hostRefOf(c1, h2), await hostRefOf(c1, h3)];
   const pool = (await c1.api.pool.get_all())[0];
   const template = Object.keys(await c1.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
   const vm = await c1.api.VM.clone(template, 'stays-running');
@@ -65,7 +62,7 @@ test('designate_new_master: a member becomes master, the others follow it, the o
 
 test('the master dies: a member takes over in an emergency and recovers the others, the old master too when it is back', { timeout: 240_000 }, async () => {
   const c2 = await h2.client();
-  const [r1, r2, r3] = [await hostRef(c2, h1), await hostRef(c2, h2), await hostRef(c2, h3)];
+  const [r1, r2, r3] = [await hostRefOf(c2, h1), await hostRefOf(c2, h2), await hostRefOf(c2, h3)];
   const pool = (await c2.api.pool.get_all())[0];
   const marker = await c2.api.VM.clone(Object.keys(await c2.api.VM.get_all_records_where('field "is_default_template" = "true"'))[0], 'made-before-the-crash');
   await until('h3 to hold the last write', async () => {

@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { SECRET_HEADER } from '../../src/pool/channel.ts';
 import { readRole } from '../../src/pool/role.ts';
-import { allLive, failsWith, PoolLab, until, type LabHost } from './helpers.ts';
+import { allLive, failsWith, hostRefOf, PoolLab, until, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -46,8 +46,7 @@ function runsOn(host: LabHost, vmUuid: string): boolean {
 
 test("a member's local SR: the member's driver does the file work, the master keeps the records", async () => {
   const master = await h1.client();
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2] = [await hostOf(h1), await hostOf(h2)];
+  const [r1, r2] = [await hostRefOf(master, h1), await hostRefOf(master, h2)];
   const pbds = await master.api.PBD.get_all_records();
   const localOf = async (host: string): Promise<string> => {
     for (const p of Object.values(pbds)) if (p.host === host && (await master.api.SR.get_type(p.SR)) === 'ext') return p.SR;
@@ -284,8 +283,7 @@ test("SR.create on a member: the SR's storage made there from its PBD, destroyed
 
 test('a member that stops answering: its SR answers HOST_OFFLINE at once, the collector goes on with the others', async () => {
   const master = await h1.client();
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2] = [await hostOf(h1), await hostOf(h2)];
+  const [r1, r2] = [await hostRefOf(master, h1), await hostRefOf(master, h2)];
   const localOf = async (host: string): Promise<string> => {
     for (const p of Object.values(await master.api.PBD.get_all_records())) if (p.host === host && (await master.api.SR.get_type(p.SR)) === 'ext') return p.SR;
     throw new Error('no local SR');

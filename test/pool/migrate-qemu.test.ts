@@ -21,7 +21,7 @@ import { promisify } from 'node:util';
 import { openVhd } from '../../src/storage/vhd/index.ts';
 import { checkChainFile } from '../storage/chain-helpers.ts';
 import { makeTestGuestVm, typeOnConsole } from '../helpers/guest.ts';
-import { allLive, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, hostRefOf, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
 const QEMU = ['--backend', 'qemu', '--accel', 'tcg', '--network', 'none'];
 const lab = new PoolLab();
@@ -102,8 +102,7 @@ test('an agile guest migrates live twice; its serial console keeps counting, its
   }
   const c = await h1.client();
   await allLive(c);
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await c.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const [r1, r2, r3] = [await hostRefOf(c, h1), await hostRefOf(c, h2), await hostRefOf(c, h3)];
   const sharedDir = join(lab.dir, 'shared');
   const sr = await c.api.SR.create(r1, { location: sharedDir }, 0, 'shared', '', 'file', 'user', true, {});
   await until('every host to plug the shared SR', async () => {

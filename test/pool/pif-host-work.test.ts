@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { XenApiClient } from '../../src/client/client.ts';
 import { ping, sh } from '../network/helpers.ts';
-import { allLive, failsWith, PoolLab, ROOT_PASSWORD, until, type LabHost } from './helpers.ts';
+import { allLive, failsWith, hostRefOf, pifOf, PoolLab, ROOT_PASSWORD, until, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 const OVS = ['--backend', 'sim', '--network', 'ovs'];
@@ -33,18 +33,7 @@ async function ovs(h: LabHost, ...args: string[]): Promise<{ code: number; out: 
   return { code: r.code, out: r.stdout.trim() };
 }
 
-async function hostOf(c: XenApiClient, h: LabHost): Promise<string> {
-  const found = Object.entries(await c.api.host.get_all_records()).find(([, r]) => r.address === h.ip);
-  assert.ok(found, `no host ${h.name}`);
-  return found[0];
-}
 
-async function pifOf(c: XenApiClient, h: LabHost, device: string): Promise<string> {
-  const host = await hostOf(c, h);
-  const found = Object.entries(await c.api.PIF.get_all_records()).find(([, r]) => r.host === host && r.device === device);
-  assert.ok(found, `no ${device} on ${h.name}`);
-  return found[0];
-}
 
 /** What `ip addr` says of a device in a host's namespace: its first IPv4 address and prefix. */
 async function kernelAddress(h: LabHost, dev: string): Promise<{ ip: string; prefix: number }> {
@@ -89,10 +78,10 @@ test('the management PIF shows the host\'s own address (Static), Xenon leaves it
 
   // a default route the admin adds shows as the gateway after PIF.scan (xapi's update_pif_addresses)
   assert.equal((await sh('ip', ['-n', h1.ns, 'route', 'add', 'default', 'via', lab.clientIp])).code, 0);
-  await master.api.PIF.scan(await hostOf(master, h1));
+  await master.api.PIF.scan(await hostRefOf(master, h1));
   assert.equal(await master.api.PIF.get_gateway(mgmt), lab.clientIp);
   assert.equal((await sh('ip', ['-n', h1.ns, 'route', 'del', 'default'])).code, 0);
-  await master.api.PIF.scan(await hostOf(master, h1));
+  await master.api.PIF.scan(await hostRefOf(master, h1));
   assert.equal(await master.api.PIF.get_gateway(mgmt), '');
 });
 
@@ -107,7 +96,7 @@ test('a member\'s management PIF shows its address; a tunnel cannot use an addre
   assert.equal(rec.IP, (await kernelAddress(h2, 'eth0')).ip);
   assert.equal(rec.netmask, '255.255.255.0');
   // PIF.scan of the member reads the member's own configuration (not the master's)
-  const host2 = await hostOf(master, h2);
+  const host2 = await hostRefOf(master, h2);
   assert.equal((await sh('ip', ['-n', h2.ns, 'route', 'add', 'default', 'via', lab.clientIp])).code, 0);
   await master.api.PIF.scan(host2);
   assert.equal(await master.api.PIF.get_gateway(m2), lab.clientIp);
@@ -123,7 +112,7 @@ test('a member\'s management PIF shows its address; a tunnel cannot use an addre
 });
 
 test('VLAN.create, PIF.unplug/plug and VLAN.destroy of a member\'s PIF act on the member, not on the master; xapi\'s NETWORK_ALREADY_CONNECTED', async () => {
-  const host2 = await hostOf(master, h2);
+  const host2 = await hostRefOf(master, h2);
   const eth1 = await pifOf(master, h2, 'eth1');
   const parent = await master.api.network.get_bridge(await master.api.PIF.get_network(eth1));
   const vnet = await newNetwork(master, 'vlan-77');
@@ -223,7 +212,7 @@ test('PIF.reconfigure_ip of the management PIFs with their own addresses moves t
 });
 
 test('Bond.create of a member\'s PIFs bonds them on the member; Bond.destroy removes it there', async () => {
-  const host2 = await hostOf(master, h2);
+  const host2 = await hostRefOf(master, h2);
   const [e1, e2] = [await pifOf(master, h2, 'eth1'), await pifOf(master, h2, 'eth2')];
   const bnet = await newNetwork(master, 'bonded');
   const bridge = await master.api.network.get_bridge(bnet);

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, failsWith, hostRefOf, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 let h1: LabHost;
@@ -144,8 +144,7 @@ test('Xen Orchestra\'s xen-api, pointed at a member, follows HOST_IS_SLAVE to th
 
 test('a shared SR is plugged on every host; placement and VMs on members', async () => {
   const master = await h1.client();
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const [r1, r2, r3] = [await hostRefOf(master, h1), await hostRefOf(master, h2), await hostRefOf(master, h3)];
   const sr = await master.api.SR.create(r1, { location: join(lab.dir, 'shared') }, 0, 'shared', '', 'file', 'user', true, {});
   const pbds = await master.api.SR.get_PBDs(sr);
   assert.equal(pbds.length, 3);
@@ -190,8 +189,7 @@ test('a shared SR is plugged on every host; placement and VMs on members', async
 
 test('pool_migrate moves an agile VM between members; an anchored one refuses; evacuation', async () => {
   const master = await h1.client();
-  const hostOf = async (h: LabHost): Promise<string> => Object.keys(await master.api.host.get_all_records_where(`field "address" = "${h.ip}"`))[0];
-  const [r1, r2, r3] = [await hostOf(h1), await hostOf(h2), await hostOf(h3)];
+  const [r1, r2, r3] = [await hostRefOf(master, h1), await hostRefOf(master, h2), await hostRefOf(master, h3)];
   const [sr] = await master.api.SR.get_by_name_label('shared');
   const template = Object.keys(await master.api.VM.get_all_records_where('field "is_a_template" = "true" and field "is_default_template" = "true"'))[0];
   /** An agile VM: its disk on the shared SR, qcow2 or (VDI.create's default there) VHD, or a given VDI. */

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import type { XenApiClient } from '../../src/client/client.ts';
 import { ping, sh } from '../network/helpers.ts';
 import { runXe } from '../cli/xe-helpers.ts';
-import { allLive, failsWith, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
+import { allLive, failsWith, hostRefOf, pifOf, PoolLab, ROOT_PASSWORD, type LabHost } from './helpers.ts';
 
 const lab = new PoolLab();
 const OVS = ['--backend', 'sim', '--network', 'ovs'];
@@ -69,19 +69,7 @@ async function tunnelPorts(h: LabHost, bridge: string): Promise<{ type: string; 
   })));
 }
 
-async function hostOf(c: XenApiClient, h: LabHost): Promise<string> {
-  const all = await c.api.host.get_all_records();
-  const found = Object.entries(all).find(([, r]) => r.address === h.ip);
-  assert.ok(found, `no host ${h.name}`);
-  return found[0];
-}
 
-async function pifOf(c: XenApiClient, h: LabHost, device: string): Promise<string> {
-  const host = await hostOf(c, h);
-  const found = Object.entries(await c.api.PIF.get_all_records()).find(([, r]) => r.host === host && r.device === device);
-  assert.ok(found, `no ${device} on ${h.name}`);
-  return found[0];
-}
 
 const transportIp = (n: number): string => `${lab.transportPrefix}.${n}`;
 
@@ -134,7 +122,7 @@ test('tunnel.create: xapi\'s checks, the access PIF and tunnel records, the tran
   assert.equal(access.device, 'tunnel0');
   assert.equal(access.VLAN, -1);
   assert.equal(access.network, net1);
-  assert.equal(access.host, await hostOf(master, h2));
+  assert.equal(access.host, await hostRefOf(master, h2));
   assert.equal(access.physical, false);
   assert.equal(access.currently_attached, true);
   assert.deepEqual(access.tunnel_access_PIF_of, [t2]);
@@ -192,7 +180,7 @@ test('a host that joins gets the pool\'s tunnels (plugged once it runs; the othe
   await c3.api.pool.join(h1.ip, 'root', ROOT_PASSWORD);
   await lab.restarted(h3);
   await allLive(master);
-  const host3 = await hostOf(master, h3);
+  const host3 = await hostRefOf(master, h3);
   const access = async (net: string): Promise<string | undefined> => {
     const pifs = await Promise.all((await master.api.network.get_PIFs(net)).map(async (p) => [p, await master.api.PIF.get_host(p)] as const));
     return pifs.find(([, h]) => h === host3)?.[0];
@@ -226,7 +214,7 @@ test('placement follows the tunnels; a tunnel with a VIF in use stays', async ()
   const vm = await master.api.VM.clone(tref, 'agile');
   await master.api.VM.set_is_a_template(vm, false);
   await master.api.VIF.create({ VM: vm, network: net1, device: '0', MAC: '', MTU: 1500, other_config: {}, qos_algorithm_type: '', qos_algorithm_params: {}, locking_mode: 'network_default', ipv4_allowed: [], ipv6_allowed: [] } as never);
-  const [r1, r2, r3] = await Promise.all([hostOf(master, h1), hostOf(master, h2), hostOf(master, h3)]);
+  const [r1, r2, r3] = await Promise.all([hostRefOf(master, h1), hostRefOf(master, h2), hostRefOf(master, h3)]);
   assert.deepEqual((await master.api.VM.get_possible_hosts(vm)).sort(), [r1, r2, r3].sort());
 
   // a network with a tunnel on h1 only
@@ -268,7 +256,7 @@ test('tunnel.destroy and PIF.unplug take the ports away, on the host and at the 
   assert.equal(await ping(h1.ns, '192.168.71.3', 3, 0.2, 1), 0);
   // a VM with a VIF on the network starting there brings it up (xapi's attach_for_vm)
   const [agile] = await master.api.VM.get_by_name_label('agile');
-  await master.api.VM.start_on(agile, await hostOf(master, h3), false, false);
+  await master.api.VM.start_on(agile, await hostRefOf(master, h3), false, false);
   assert.equal(await master.api.PIF.get_currently_attached(h3access), true);
   assert.equal((await master.api.tunnel.get_status(t3)).active, 'true');
   assert.equal(await reaches(h1, '192.168.71.3'), 5);
@@ -301,7 +289,7 @@ test('xe tunnel-create, tunnel-list and tunnel-destroy', async () => {
 
 test('eject: the host\'s tunnels go with it, and the others\' ports to it', async () => {
   assert.deepEqual((await tunnelPorts(h1, bridge1)).map((p) => p.remote), [transportIp(3)]);
-  const host3 = await hostOf(master, h3);
+  const host3 = await hostRefOf(master, h3);
   await master.api.pool.eject(host3);
   await lab.restarted(h3, 2);
   assert.deepEqual(await tunnelPorts(h1, bridge1), []);
