@@ -15,7 +15,7 @@ import type { Ref } from '../datamodel/generated/records.ts';
 import { NULL_REF } from '../datamodel/types.ts';
 import type { HaService, Services, XenopsService } from '../messages/context.ts';
 import { markStoppedRecords } from '../messages/vm-domains/records.ts';
-import { peerCall, type Peer } from '../pool/channel.ts';
+import { addressHost, peerCall, type Peer } from '../pool/channel.ts';
 import { possibleHosts } from '../pool/placement.ts';
 import type { Term } from './election.ts';
 import { HaEngine } from './engine.ts';
@@ -68,13 +68,6 @@ export function checkHaRequest(body: unknown): HaRequest {
   if (b.op === 'stop') return { op: 'stop' };
   if (b.op === 'start') return { op: 'start', config: checkConfig(b.config) };
   throw new XenApiError('INVALID_VALUE', 'op', String(b.op));
-}
-
-/** A host's address on the pool network: host.address without a port. */
-function hostIp(address: string): string {
-  const v6 = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(address);
-  if (v6) return v6[1];
-  return address.replace(/:\d+$/, '');
 }
 
 /** What HA asks of the pool when the election names another master (pool/master-change.ts). */
@@ -134,8 +127,8 @@ export class HaDaemon implements HaService {
     const pool = this.services.poolRef();
     const master = this.services.hostRef();
     const hosts = store.refs('host').sort((a, b) => Number(b === master) - Number(a === master) || store.must('host', a).uuid.localeCompare(store.must('host', b).uuid));
-    const members = hosts.slice(0, VOTING_MEMBERS).map((h): MemberAddress => ({ name: store.must('host', h).uuid, address: hostIp(store.must('host', h).address) }));
-    const configOf = (h: string): HaConfig => ({ poolUuid: store.must('pool', pool).uuid, hostUuid: store.must('host', h).uuid, address: hostIp(store.must('host', h).address), members });
+    const members = hosts.slice(0, VOTING_MEMBERS).map((h): MemberAddress => ({ name: store.must('host', h).uuid, address: addressHost(store.must('host', h).address) }));
+    const configOf = (h: string): HaConfig => ({ poolUuid: store.must('pool', pool).uuid, hostUuid: store.must('host', h).uuid, address: addressHost(store.must('host', h).address), members });
     // the master stands alone at first: members stand only once they have seen a master
     this.startEngine(configOf(master));
     for (const h of hosts.filter((x) => x !== master)) {

@@ -31,6 +31,12 @@ export function parseAddress(address: string): { host: string; port: number } {
   return { host: m[1] ?? m[2], port };
 }
 
+/** The host part of an address (no port, no brackets), for comparing addresses given in different forms; never throws. */
+export function addressHost(address: string): string {
+  const v6 = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(address);
+  return v6 ? v6[1] : address.replace(/:\d+$/, '');
+}
+
 const fingerprintOf = (pem: string): string => {
   const der = Buffer.from(pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, '').replace(/\s+/g, ''), 'base64');
   return createHash('sha256').update(der).digest('hex').toUpperCase().match(/../g)!.join(':');

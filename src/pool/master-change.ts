@@ -16,7 +16,7 @@
 import { XenApiError } from '../datamodel/api-error.ts';
 import type { Services } from '../messages/context.ts';
 import { certificateOf, readBundle } from './certs.ts';
-import { peerCall, peerCertificate, type Peer } from './channel.ts';
+import { addressHost, peerCall, peerCertificate, type Peer } from './channel.ts';
 import type { Membership } from './membership.ts';
 import { writeRole } from './role.ts';
 
@@ -43,12 +43,6 @@ const CATCH_UP_MS = 30_000;
 
 const myUuid = (services: Services): string => services.store.must('host', services.hostRef()).uuid;
 
-/** A host's address without a port, for comparing addresses given in different forms. */
-function bareAddress(address: string): string {
-  const v6 = /^\[([0-9a-fA-F:.]+)\](?::\d+)?$/.exec(address);
-  return v6 ? v6[1] : address.replace(/:\d+$/, '');
-}
-
 /**
  * The certificate of the host at `address`, from the pool's bundle: the host
  * the database knows at that address, else whichever host of the bundle
@@ -56,7 +50,7 @@ function bareAddress(address: string): string {
  */
 export async function certificateAt(services: Services, address: string): Promise<string> {
   const self = myUuid(services);
-  const named = services.store.where('host', (h) => h.address !== '' && bareAddress(h.address) === bareAddress(address));
+  const named = services.store.where('host', (h) => h.address !== '' && addressHost(h.address) === addressHost(address));
   for (const [, h] of named) {
     const cert = certificateOf(services.dataDir, self, h.uuid);
     if (cert) return cert;
